@@ -1,0 +1,143 @@
+"""Use cases on users: create, authenticate, read; and the first admin of a fresh install."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from banking.auth.passwords import (
+    PASSWORD_LENGTH_MAX,
+    PASSWORD_LENGTH_MIN,
+    hash_password,
+    verify_password,
+)
+from banking.auth.tokens import TokenService
+from banking.domain.errors import (
+    Unauthenticated,
+    UserAlreadyExists,
+    UserNotFound,
+    ValidationFailed,
+)
+from banking.domain.roles import Actor, Role
+from banking.ledger.access import require_manages_users
+from banking.storage import repositories as repo
+from banking.storage.database import Database, is_unique_violation
+from banking.storage.types import utc_now
+
+_USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{3,64}$")
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,189}\.[^@\s]{1,63}$")
+BOOTSTRAP_ADMIN_USERNAME = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    user_id: UUID
+    username: str
+    email: str
+    role: Role
+    is_active: bool
+    created_at: datetime
+    last_login: datetime | None
+
+
+def _user(row: Any) -> User:
+    return User(
+        row.user_id, row.username, row.email, Role(row.role), row.is_active, row.created_at,
+        row.last_login,
+    )
+
+
+class UserService:
+    def __init__(self, database: Database, tokens: TokenService) -> None:
+        self._database = database
+        self._tokens = tokens
+
+    async def create(
+        self, actor: Actor | None, *, username: str, email: str, password: str, role: Role
+    ) -> User:
+        """Create a user. ``actor`` None means the operator's command line (trusted)."""
+        if actor is not None:
+            require_manages_users(actor)
+        if not _USERNAME.fullmatch(username):
+            raise ValidationFailed(
+                "username must be 3-64 letters, digits or _.@-", field="username"
+            )
+        if not _EMAIL.fullmatch(email):
+            raise ValidationFailed("email is not a valid address", field="email")
+        if not PASSWORD_LENGTH_MIN <= len(password) <= PASSWORD_LENGTH_MAX:
+            raise ValidationFailed(
+                f"password must be {PASSWORD_LENGTH_MIN} to {PASSWORD_LENGTH_MAX} characters",
+                field="password",
+            )
+        user = User(uuid4(), username, email.lower(), role, True, utc_now(), None)
+        values = {
+            "user_id": user.user_id,
+            "username": user.username,
+            "password_hash": hash_password(password),
+            "email": user.email,
+            "role": role.value,
+            "is_active": True,
+            "created_at": user.created_at,
+            "last_login": None,
+        }
+
+        async def work(connection: AsyncConnection) -> None:
+            await repo.insert_user(connection, values)
+
+        try:
+            await self._database.run_in_transaction(work)
+        except IntegrityError as error:
+            if is_unique_violation(error):
+                raise UserAlreadyExists("username or email is already taken") from error
+            raise
+        return user
+
+    async def authenticate(self, username: str, password: str) -> tuple[str, int]:
+        """A fresh access token and its lifetime in seconds, for valid active credentials."""
+        async with self._database.read() as connection:
+            row = await repo.get_user_by_username(connection, username)
+        valid = verify_password(row.password_hash if row else None, password)
+        if row is None or not valid or not row.is_active:
+            raise Unauthenticated("incorrect username or password")
+
+        async def work(connection: AsyncConnection) -> None:
+            await repo.set_last_login(connection, row.user_id, utc_now())
+
+        await self._database.run_in_transaction(work)
+        token = self._tokens.issue(row.user_id, row.username, Role(row.role))
+        return token, self._tokens.expire_seconds
+
+    async def get(self, actor: Actor, user_id: UUID) -> User:
+        if actor.user_id != user_id:
+            require_manages_users(actor)
+        async with self._database.read() as connection:
+            row = await repo.get_user(connection, user_id)
+        if row is None:
+            raise UserNotFound("user not found")
+        return _user(row)
+
+    async def create_bootstrap_admin(self) -> str | None:
+        """On an install without users, create ``admin`` with a random password and return
+        the password (shown once). Returns None when users already exist."""
+        async with self._database.read() as connection:
+            if await repo.count_users(connection) > 0:
+                return None
+        password = secrets.token_urlsafe(18)
+        try:
+            await self.create(
+                None,
+                username=BOOTSTRAP_ADMIN_USERNAME,
+                email="admin@localhost.localdomain",
+                password=password,
+                role=Role.ADMIN,
+            )
+        except UserAlreadyExists:
+            return None  # another process bootstrapped first
+        return password

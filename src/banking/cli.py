@@ -1,0 +1,192 @@
+"""The ``banking`` command line (DESIGN.md section 5)."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from banking.config import InsecureConfiguration, Settings, load_settings
+
+app = typer.Typer(
+    help="Banking API: core-banking transaction service.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+users_app = typer.Typer(help="Manage users.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except InsecureConfiguration as error:
+        typer.echo(f"refusing to start: {error}", err=True)
+        raise typer.Exit(2) from error
+    except ValueError as error:  # pydantic validation of the environment
+        typer.echo(f"configuration is not valid: {error}", err=True)
+        raise typer.Exit(2) from error
+
+
+def _migrate(settings: Settings) -> None:
+    from banking.storage.migrate import upgrade
+
+    upgrade(settings.effective_database_url)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the database migrations (SQLite or PostgreSQL) up to the newest."""
+    settings = _settings()
+    _migrate(settings)
+    typer.echo("database is at the newest schema")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="REST port.")] = None,
+    grpc_port: Annotated[int | None, typer.Option(help="gRPC port.")] = None,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="REST worker processes.")] = 1,
+    run_migrations: Annotated[
+        bool | None,
+        typer.Option("--migrate/--no-migrate", help="Migrate first (default: embedded only)."),
+    ] = None,
+) -> None:
+    """Serve the REST API (and, as they land, gRPC and the in-process workers)."""
+    import uvicorn
+
+    from banking.observability.logging import configure_logging
+
+    settings = _settings()
+    configure_logging(level=settings.log_level, json_output=settings.log_json)
+    if run_migrations if run_migrations is not None else settings.is_embedded_database:
+        _migrate(settings)
+    _bootstrap_admin(settings)
+    if grpc_port is not None:
+        os.environ["GRPC_PORT"] = str(grpc_port)
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="banking-metrics-")
+    uvicorn.run(
+        "banking.rest.app:app_factory",
+        factory=True,
+        host=host or settings.host,
+        port=port or settings.port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+    )
+
+
+def _bootstrap_admin(settings: Settings) -> None:
+    """A fresh embedded install gets one admin with a random password, printed once."""
+    if not settings.is_embedded_database:
+        return
+    from banking.container import build_container
+
+    async def run() -> str | None:
+        container = build_container(settings)
+        try:
+            return await container.users.create_bootstrap_admin()
+        finally:
+            await container.close()
+
+    password = asyncio.run(run())
+    if password is not None:
+        # Deliberately on the terminal, not in the logs: shown once, never stored in clear.
+        typer.echo(
+            "\n  First start: created user 'admin' with password\n\n"
+            f"      {password}\n\n"
+            "  It is shown only this once. Create your own users with `banking users create`.\n",
+            err=True,
+        )
+
+
+@users_app.command("create")
+def users_create(
+    username: Annotated[str, typer.Option(help="Login name.")],
+    email: Annotated[str, typer.Option(help="E-mail address.")],
+    role: Annotated[str, typer.Option(help="customer, teller, auditor or admin.")] = "customer",
+) -> None:
+    """Create a user. The password is read from standard input (or prompted on a terminal)."""
+    from banking.container import build_container
+    from banking.domain.errors import BankingError
+    from banking.domain.roles import Role
+
+    settings = _settings()
+    try:
+        chosen_role = Role(role)
+    except ValueError as error:
+        typer.echo(f"role must be one of {[r.value for r in Role]}", err=True)
+        raise typer.Exit(2) from error
+    if sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat password: ") != password:
+            typer.echo("passwords differ", err=True)
+            raise typer.Exit(2)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+
+    async def run() -> str:
+        container = build_container(settings)
+        try:
+            user = await container.users.create(
+                None, username=username, email=email, password=password, role=chosen_role
+            )
+            return str(user.user_id)
+        finally:
+            await container.close()
+
+    if settings.is_embedded_database:
+        _migrate(settings)
+    try:
+        user_id = asyncio.run(run())
+    except BankingError as error:
+        typer.echo(f"{error.code}: {error.message}", err=True)
+        raise typer.Exit(1) from error
+    typer.echo(json.dumps({"user_id": user_id, "username": username, "role": chosen_role.value}))
+
+
+@app.command()
+def reconcile() -> None:
+    """Check that the books balance; exit 1 and list every difference when they do not."""
+    from banking.ledger.reconcile import reconcile as run_reconcile
+    from banking.storage.database import Database, create_engine
+
+    settings = _settings()
+
+    async def run() -> int:
+        database = Database(create_engine(settings))
+        try:
+            report = await run_reconcile(database)
+        finally:
+            await database.dispose()
+        typer.echo(json.dumps({"clean": report.clean, "currencies": report.currencies,
+                               "problems": report.problems}, indent=2))
+        return 0 if report.clean else 1
+
+    raise typer.Exit(asyncio.run(run()))
+
+
+@app.command()
+def bench(
+    output: Annotated[Path, typer.Option(help="Where to write the figures (JSON).")] = Path(
+        "bench-results/latest.json"
+    ),
+) -> None:
+    """Benchmark the REST API on PostgreSQL against pgbench on the same server."""
+    from banking.bench import run_benchmark
+
+    raise typer.Exit(run_benchmark(output))
+
+
+def main() -> None:
+    app()

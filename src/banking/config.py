@@ -1,0 +1,114 @@
+"""Settings, read from the environment only (names follow the sketch's compose file).
+
+Unset infrastructure variables mean the embedded default: SQLite file, in-process events,
+in-memory cache. ``BANKING_ENV=production`` refuses to start with a missing or default secret.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Secrets that must never reach production: the development fallback and sketch placeholders.
+DEVELOPMENT_JWT_SECRET = "development-only-insecure-jwt-secret-change-me"
+_KNOWN_DEFAULT_SECRETS = frozenset(
+    {DEVELOPMENT_JWT_SECRET, "your-secret-key", "secret", "changeme", "change-me", ""}
+)
+JWT_SECRET_LENGTH_MIN = 32
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class InsecureConfiguration(RuntimeError):
+    """Raised at start-up when production settings are unsafe."""
+
+
+class Settings(BaseSettings):
+    """All configuration. Every field can be set by the environment variable of the same name."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    banking_env: Environment = Field(default=Environment.DEVELOPMENT)
+    database_url: str = Field(default="")
+    data_dir: Path = Field(default=Path("./data"))
+    database_pool_size: int = Field(default=20, ge=1, le=500)
+    database_pool_overflow: int = Field(default=10, ge=0, le=500)
+    database_echo: bool = False
+
+    jwt_secret: SecretStr = Field(default=SecretStr(""))
+    jwt_algorithm: str = "HS256"
+    jwt_audience: str = "banking-api"
+    jwt_issuer: str = "banking-api"
+    jwt_expire_minutes: int = Field(default=30, ge=1, le=24 * 60)
+
+    redis_url: str = ""
+    kafka_bootstrap_servers: str = ""
+
+    cors_allow_origins: list[str] = Field(default_factory=list)
+    trusted_hosts: list[str] = Field(default_factory=lambda: ["*"])
+    request_body_bytes_max: int = Field(default=64 * 1024, ge=1024)
+    page_size_default: int = Field(default=50, ge=1)
+    page_size_max: int = Field(default=500, ge=1)
+    transaction_retries_max: int = Field(default=5, ge=0, le=20)
+
+    log_level: str = "INFO"
+    log_json: bool = True
+    metrics_enabled: bool = True
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    grpc_port: int = 50051
+
+    @model_validator(mode="after")
+    def _production_needs_real_secrets(self) -> Settings:
+        if self.banking_env is Environment.PRODUCTION:
+            secret = self.jwt_secret.get_secret_value()
+            if secret in _KNOWN_DEFAULT_SECRETS or len(secret) < JWT_SECRET_LENGTH_MIN:
+                raise InsecureConfiguration(
+                    "JWT_SECRET must be set to a random value of at least "
+                    f"{JWT_SECRET_LENGTH_MIN} characters in production"
+                )
+            if not self.database_url:
+                raise InsecureConfiguration("DATABASE_URL must be set in production")
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.banking_env is Environment.PRODUCTION
+
+    @cached_property
+    def effective_database_url(self) -> str:
+        """The configured database, or the embedded SQLite file under ``data_dir``."""
+        if self.database_url:
+            return normalize_database_url(self.database_url)
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'banking.db').as_posix()}"
+
+    @property
+    def is_embedded_database(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    def jwt_signing_secret(self) -> str:
+        secret = self.jwt_secret.get_secret_value()
+        return secret or DEVELOPMENT_JWT_SECRET
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept plain ``postgresql://`` / ``sqlite://`` URLs and pick the async drivers."""
+    for prefix in ("postgresql://", "postgres://", "postgresql+psycopg2://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
+    return url
+
+
+def load_settings() -> Settings:
+    """Read settings from the environment (called once, in the composition root)."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Events: topics, the outbox rows written with every money movement, and their payloads."""

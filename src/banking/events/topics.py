@@ -1,0 +1,25 @@
+"""Kafka topic names (DESIGN.md section 7, from the sketch)."""
+
+from typing import Final
+
+TRANSACTIONS_SUBMITTED: Final = "banking.transactions.submitted"
+TRANSACTIONS_COMPLETED: Final = "banking.transactions.completed"
+TRANSACTIONS_FAILED: Final = "banking.transactions.failed"
+ACCOUNT_BALANCES: Final = "banking.accounts.balances"
+FRAUD_ALERTS: Final = "banking.fraud.alerts"
+TRANSACTIONS_HELD: Final = "banking.transactions.held"
+NOTIFICATIONS: Final = "banking.notifications"
+TRANSACTIONS_DLQ: Final = "banking.transactions.dlq"
+TRANSACTIONS_PERMANENT_DLQ: Final = "banking.transactions.permanent.dlq"
+
+ALL_TOPICS: Final = (
+    TRANSACTIONS_SUBMITTED,
+    TRANSACTIONS_COMPLETED,
+    TRANSACTIONS_FAILED,
+    ACCOUNT_BALANCES,
+    FRAUD_ALERTS,
+    TRANSACTIONS_HELD,
+    NOTIFICATIONS,
+    TRANSACTIONS_DLQ,
+    TRANSACTIONS_PERMANENT_DLQ,
+)

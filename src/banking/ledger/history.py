@@ -1,0 +1,63 @@
+"""An account's transaction history: filtered, newest first, with opaque keyset cursors."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from uuid import UUID
+
+from banking.domain.errors import ValidationFailed
+from banking.domain.roles import Actor
+from banking.ledger.access import require_visible
+from banking.ledger.models import HistoryFilter, HistoryPage, Transaction
+from banking.storage import repositories as repo
+from banking.storage.database import Database
+
+
+def encode_cursor(leg: Transaction) -> str:
+    raw = f"{leg.created_at.isoformat()}|{leg.transaction_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        created_at, transaction_id = base64.urlsafe_b64decode(padded).decode().split("|")
+        when = datetime.fromisoformat(created_at)
+        if when.tzinfo is None:
+            raise ValueError("cursor timestamp without a time zone")
+        return when, UUID(transaction_id)
+    except (ValueError, binascii.Error, UnicodeDecodeError) as error:
+        raise ValidationFailed("cursor is not valid", field="cursor") from error
+
+
+class HistoryService:
+    def __init__(self, database: Database, *, page_size_default: int, page_size_max: int) -> None:
+        self._database = database
+        self.page_size_default = page_size_default
+        self.page_size_max = page_size_max
+
+    async def page(
+        self,
+        actor: Actor,
+        account_id: UUID,
+        history: HistoryFilter,
+        *,
+        cursor: str | None = None,
+        page_size: int | None = None,
+    ) -> HistoryPage:
+        size = self.page_size_default if page_size is None else page_size
+        if not 1 <= size <= self.page_size_max:
+            raise ValidationFailed(
+                f"page_size must be between 1 and {self.page_size_max}", field="page_size"
+            )
+        after = decode_cursor(cursor) if cursor else None
+        async with self._database.read() as connection:
+            require_visible(actor, await repo.get_account(connection, account_id))
+            legs = await repo.list_transactions(
+                connection, account_id, history, after=after, limit=size + 1
+            )
+        has_more = len(legs) > size
+        legs = legs[:size]
+        return HistoryPage(legs, encode_cursor(legs[-1]) if has_more and legs else None)

@@ -1,0 +1,66 @@
+"""Check that the books balance (DESIGN.md invariant 3) and report every difference."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from banking.ledger.models import TransactionType
+from banking.storage import repositories as repo
+from banking.storage.database import Database
+
+REPORTED_ROWS_MAX = 100
+_ZERO = Decimal("0.00")
+
+
+@dataclass
+class ReconcileReport:
+    currencies: dict[str, dict[str, str]] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not self.problems
+
+
+async def reconcile(database: Database) -> ReconcileReport:
+    """Per currency, balances equal completed credits minus debits and transfers net to zero;
+    per account, the balance equals the signed sum of its completed legs; no balance below 0;
+    every completed transfer leg has a completed partner of the same amount."""
+    report = ReconcileReport()
+    async with database.read() as connection:
+        balance_totals = await repo.balance_totals_by_currency(connection)
+        leg_totals = await repo.completed_totals(connection)
+        mismatched_accounts = await repo.account_mismatches(connection, REPORTED_ROWS_MAX)
+        unmatched_legs = await repo.unmatched_transfer_legs(connection, REPORTED_ROWS_MAX)
+
+    currencies = sorted(set(balance_totals) | {currency for currency, _ in leg_totals})
+    for currency in currencies:
+
+        def total(kind: TransactionType, currency: str = currency) -> Decimal:
+            return leg_totals.get((currency, kind.value), _ZERO)
+
+        credits, debits = total(TransactionType.CREDIT), total(TransactionType.DEBIT)
+        sent, received = total(TransactionType.TRANSFER_OUT), total(TransactionType.TRANSFER_IN)
+        balances = balance_totals.get(currency, _ZERO)
+        report.currencies[currency] = {
+            "balances": str(balances),
+            "credits": str(credits),
+            "debits": str(debits),
+            "transfers_out": str(sent),
+            "transfers_in": str(received),
+        }
+        if balances != credits - debits:
+            report.problems.append(
+                f"{currency}: balances {balances} != credits {credits} - debits {debits}"
+            )
+        if sent != received:
+            report.problems.append(f"{currency}: transfers out {sent} != transfers in {received}")
+    for row in mismatched_accounts:
+        report.problems.append(
+            f"account {row.account_id}: current {row.current_balance}, available "
+            f"{row.available_balance}, sum of completed legs {row.legs_total or _ZERO}"
+        )
+    for row in unmatched_legs:
+        report.problems.append(f"transfer leg {row.transaction_id} has no matching partner leg")
+    return report

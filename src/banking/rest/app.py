@@ -1,0 +1,84 @@
+"""The FastAPI application: routers, middleware, error envelope and docs, around one container."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+import banking
+from banking.container import Container
+from banking.rest.docs import install_docs
+from banking.rest.errors import install_error_handlers
+from banking.rest.middleware import RequestContextMiddleware
+from banking.rest.routes import accounts, system, transactions, users
+
+DESCRIPTION = """
+Core-banking transaction service: accounts, balances, debits, credits and transfers with
+strong consistency. Amounts are exact decimal strings. Every money-moving request is
+idempotent by `reference_id` (or the `Idempotency-Key` header).
+"""
+
+
+def create_app(container: Container, *, dispose_on_shutdown: bool = True) -> FastAPI:
+    """Build the REST app around ``container`` (the composition root owns the container)."""
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if dispose_on_shutdown:
+            await container.close()
+
+    app = FastAPI(
+        title="Banking API",
+        version=banking.__version__,
+        description=DESCRIPTION,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.container = container
+    app.state.metrics = container.metrics if container.settings.metrics_enabled else None
+
+    install_error_handlers(app)
+    for router in (users.router, accounts.router, transactions.router, system.router):
+        app.include_router(router)
+    install_docs(app)
+
+    settings = container.settings
+    # Added innermost first: the request-context middleware is outermost, so even a request
+    # refused by TrustedHost carries request and trace ids and the security headers.
+    app.add_middleware(GZipMiddleware, minimum_size=1000)
+    if settings.cors_allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_credentials=False,
+            allow_methods=["GET", "POST", "PATCH"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID",
+                           "Prefer", "If-None-Match"],
+            expose_headers=["X-Request-ID", "X-Trace-ID", "ETag", "Idempotent-Replayed",
+                            "Location", "X-Next-Cursor", "Retry-After"],
+        )
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.trusted_hosts)
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=app.state.metrics,
+        body_bytes_max=settings.request_body_bytes_max,
+    )
+    return app
+
+
+def app_factory() -> FastAPI:
+    """Uvicorn factory (``banking.rest.app:app_factory``): settings from the environment."""
+    from banking.config import load_settings
+    from banking.container import build_container
+    from banking.observability.logging import configure_logging
+
+    settings = load_settings()
+    configure_logging(level=settings.log_level, json_output=settings.log_json)
+    return create_app(build_container(settings))
