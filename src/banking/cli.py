@@ -169,8 +169,16 @@ def reconcile() -> None:
             report = await run_reconcile(database)
         finally:
             await database.dispose()
-        typer.echo(json.dumps({"clean": report.clean, "currencies": report.currencies,
-                               "problems": report.problems}, indent=2))
+        typer.echo(
+            json.dumps(
+                {
+                    "clean": report.clean,
+                    "currencies": report.currencies,
+                    "problems": report.problems,
+                },
+                indent=2,
+            )
+        )
         return 0 if report.clean else 1
 
     raise typer.Exit(asyncio.run(run()))
@@ -190,3 +198,7 @@ def bench(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -14,7 +14,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Secrets that must never reach production: the development fallback and sketch placeholders.
-DEVELOPMENT_JWT_SECRET = "development-only-insecure-jwt-secret-change-me"
+DEVELOPMENT_JWT_SECRET = "development-only-insecure-jwt-secret-change-me"  # noqa: S105
 _KNOWN_DEFAULT_SECRETS = frozenset(
     {DEVELOPMENT_JWT_SECRET, "your-secret-key", "secret", "changeme", "change-me", ""}
 )

@@ -49,7 +49,12 @@ class User:
 
 def _user(row: Any) -> User:
     return User(
-        row.user_id, row.username, row.email, Role(row.role), row.is_active, row.created_at,
+        row.user_id,
+        row.username,
+        row.email,
+        Role(row.role),
+        row.is_active,
+        row.created_at,
         row.last_login,
     )
 

@@ -51,7 +51,7 @@ def parse_amount(raw: object) -> Decimal:
     Accepts ``"12.50"``, ``12`` and JSON number lexemes (kept as text by the REST door). Rejects
     floats, booleans, exponents, signs, NaN and Infinity, zero, and anything at or above 10^16.
     """
-    if isinstance(raw, bool) or isinstance(raw, float):
+    if isinstance(raw, bool | float):
         raise ValidationFailed("amount must be a decimal string or integer", field="amount")
     if isinstance(raw, int):
         text = str(raw)
@@ -65,7 +65,7 @@ def parse_amount(raw: object) -> Decimal:
         raise ValidationFailed("amount must be greater than zero", field="amount")
     if not _DECIMAL_TEXT.fullmatch(text):
         raise ValidationFailed(
-            "amount must be plain decimal notation such as \"10.00\"", field="amount"
+            'amount must be plain decimal notation such as "10.00"', field="amount"
         )
     try:
         amount = Decimal(text)

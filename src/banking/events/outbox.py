@@ -24,8 +24,14 @@ EVENT_BALANCE_UPDATED: Final = "balance.updated"
 
 
 def _row(
-    *, topic: str, key: UUID, event_type: str, version: int, payload: dict[str, Any],
-    trace_id: str | None, at: datetime,
+    *,
+    topic: str,
+    key: UUID,
+    event_type: str,
+    version: int,
+    payload: dict[str, Any],
+    trace_id: str | None,
+    at: datetime,
 ) -> dict[str, Any]:
     return {
         "event_id": uuid4(),

@@ -120,9 +120,7 @@ class AccountService:
 
         async def work(connection: AsyncConnection) -> Account:
             require_visible(actor, await repo.get_account(connection, account_id))
-            await repo.set_account_active(
-                connection, account_id, is_active=is_active, at=utc_now()
-            )
+            await repo.set_account_active(connection, account_id, is_active=is_active, at=utc_now())
             updated = await repo.get_account(connection, account_id)
             if updated is None:
                 raise AccountNotFound("account not found")

@@ -67,7 +67,7 @@ class Transaction:
 
 @dataclass(frozen=True, slots=True)
 class MovementResult:
-    """The outcome of a debit, credit or transfer (the initiating leg) and whether it is a replay."""
+    """The initiating leg of a debit, credit or transfer, and whether it is a replay."""
 
     transaction: Transaction
     replayed: bool

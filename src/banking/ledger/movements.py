@@ -102,7 +102,9 @@ class MovementService:
         checked = _check(TransactionType.DEBIT, request.account_id, None, request)
 
         async def work(connection: AsyncConnection) -> Transaction:
-            account = require_can_debit(actor, await repo.get_account(connection, checked.account_id))
+            account = require_can_debit(
+                actor, await repo.get_account(connection, checked.account_id)
+            )
             require_same_currency(account.currency, checked.currency)
             declined = _inactive_reason(account)
             balance_after = None
@@ -113,7 +115,9 @@ class MovementService:
                 )
                 if balance_after is None:
                     declined = (InsufficientFundsDeclined.code, "insufficient funds")
-            return await self._record_single(connection, actor, checked, balance_after, declined, trace_id)
+            return await self._record_single(
+                connection, actor, checked, balance_after, declined, trace_id
+            )
 
         return await self._execute(actor, checked, work)
 
@@ -134,7 +138,9 @@ class MovementService:
                 )
                 if balance_after is None:
                     raise ValidationFailed(_BALANCE_LIMIT_REASON, field="amount")
-            return await self._record_single(connection, actor, checked, balance_after, declined, trace_id)
+            return await self._record_single(
+                connection, actor, checked, balance_after, declined, trace_id
+            )
 
         return await self._execute(actor, checked, work)
 
@@ -170,14 +176,22 @@ class MovementService:
             require_same_currency(destination.currency, checked.currency)
             declined = _inactive_reason(source) or _inactive_reason(destination)
             if declined is not None:
-                return await self._record_single(connection, actor, checked, None, declined, trace_id)
+                return await self._record_single(
+                    connection, actor, checked, None, declined, trace_id
+                )
             await repo.lock_balances(connection, [checked.account_id, destination_id])
             now = utc_now()
-            source_after = await repo.apply_debit(connection, checked.account_id, checked.amount, now)
+            source_after = await repo.apply_debit(
+                connection, checked.account_id, checked.amount, now
+            )
             if source_after is None:
                 declined = (InsufficientFundsDeclined.code, "insufficient funds")
-                return await self._record_single(connection, actor, checked, None, declined, trace_id)
-            destination_after = await repo.apply_credit(connection, destination_id, checked.amount, now)
+                return await self._record_single(
+                    connection, actor, checked, None, declined, trace_id
+                )
+            destination_after = await repo.apply_credit(
+                connection, destination_id, checked.amount, now
+            )
             if destination_after is None:
                 raise ValidationFailed(_BALANCE_LIMIT_REASON, field="amount")
             out_leg, in_leg = _transfer_legs(checked, now, source_after, destination_after)
@@ -216,9 +230,7 @@ class MovementService:
             replayed = True
             self._observer.replayed(checked.kind.value)
         if not replayed:
-            self._observer.movement(
-                checked.kind.value, leg.status.value, leg.currency, leg.amount
-            )
+            self._observer.movement(checked.kind.value, leg.status.value, leg.currency, leg.amount)
             if leg.failure_code is not None:
                 self._observer.declined(checked.kind.value, leg.failure_code)
         return _outcome(leg, replayed=replayed)
@@ -305,7 +317,11 @@ def _check(
     reference_id = request.reference_id
     if reference_id is None:
         reference_id = f"auto-{uuid4()}"
-    elif not reference_id or len(reference_id) > REFERENCE_ID_LENGTH_MAX or not reference_id.isprintable():
+    elif (
+        not reference_id
+        or len(reference_id) > REFERENCE_ID_LENGTH_MAX
+        or not reference_id.isprintable()
+    ):
         raise ValidationFailed(
             f"reference_id must be 1 to {REFERENCE_ID_LENGTH_MAX} printable characters",
             field="reference_id",
@@ -322,8 +338,9 @@ def _check(
             ]
         ).encode()
     ).hexdigest()
-    return _Checked(kind, account_id, counterparty_id, amount, currency, description,
-                    reference_id, fingerprint)
+    return _Checked(
+        kind, account_id, counterparty_id, amount, currency, description, reference_id, fingerprint
+    )
 
 
 def _inactive_reason(account: Account) -> tuple[str, str] | None:

@@ -1,4 +1,4 @@
-"""Per-request context (request id, trace id, user id, transaction id) carried into every log line."""
+"""Per-request context carried into every log line: request, trace, user, transaction ids."""
 
 from __future__ import annotations
 

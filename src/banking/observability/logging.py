@@ -15,7 +15,9 @@ _SECRET_KEYS = re.compile(r"pass(word)?|secret|token|authorization|api[_-]?key|c
 _REDACTED = "[redacted]"
 
 
-def _redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def _redact(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     for key in list(event):
         if key != "event" and _SECRET_KEYS.search(key):
             event[key] = _REDACTED
@@ -37,8 +39,11 @@ def configure_logging(*, level: str = "INFO", json_output: bool = True) -> None:
         else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info,
-                    structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[
+            *shared,
+            structlog.processors.format_exc_info,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,

@@ -59,10 +59,23 @@ def create_app(container: Container, *, dispose_on_shutdown: bool = True) -> Fas
             allow_origins=settings.cors_allow_origins,
             allow_credentials=False,
             allow_methods=["GET", "POST", "PATCH"],
-            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID",
-                           "Prefer", "If-None-Match"],
-            expose_headers=["X-Request-ID", "X-Trace-ID", "ETag", "Idempotent-Replayed",
-                            "Location", "X-Next-Cursor", "Retry-After"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Idempotency-Key",
+                "X-Request-ID",
+                "Prefer",
+                "If-None-Match",
+            ],
+            expose_headers=[
+                "X-Request-ID",
+                "X-Trace-ID",
+                "ETag",
+                "Idempotent-Replayed",
+                "Location",
+                "X-Next-Cursor",
+                "Retry-After",
+            ],
         )
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.trusted_hosts)
     app.add_middleware(

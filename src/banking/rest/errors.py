@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from banking.domain.errors import BankingError, InvariantViolated, RateLimited
+from banking.domain.errors import BankingError, InvariantViolated, RateLimited, ValidationFailed
 from banking.observability.context import current
 from banking.observability.logging import get_logger
 
@@ -92,7 +92,8 @@ async def _banking_error(request: Request, error: Exception) -> JSONResponse:
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(error, RateLimited):
         headers["Retry-After"] = str(error.retry_after_seconds)
-    details = [{"field": error.field}] if getattr(error, "field", None) else None
+    field = error.field if isinstance(error, ValidationFailed) else None
+    details = [{"field": field}] if field else None
     return error_response(
         error.code,
         error.message,
@@ -111,7 +112,7 @@ def _describe_validation(errors: list[dict[str, Any]]) -> tuple[str, list[dict[s
         message = str(item.get("msg", "invalid value")).removeprefix("Value error, ")
         details.append({"field": location or None, "message": message, "type": item.get("type")})
     summary = "; ".join(
-        f"{d['field']}: {d['message']}" if d["field"] else d["message"] for d in details
+        f"{d['field']}: {d['message']}" if d["field"] else str(d["message"]) for d in details
     )
     return summary or "request is not valid", details
 

@@ -84,7 +84,7 @@ class UserCreateBody(_Request):
 
 class TokenRead(BaseModel):
     access_token: str
-    token_type: str = "bearer"
+    token_type: str = "bearer"  # noqa: S105 - the OAuth2 token type, not a secret
     expires_in: int
 
 

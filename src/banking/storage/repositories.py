@@ -246,7 +246,10 @@ def _transaction(row: Row[Any]) -> Transaction:
 
 
 async def insert_transactions(
-    connection: AsyncConnection, legs: Sequence[Transaction], *, fingerprint: str,
+    connection: AsyncConnection,
+    legs: Sequence[Transaction],
+    *,
+    fingerprint: str,
     created_by: UUID | None,
 ) -> None:
     await connection.execute(
@@ -295,7 +298,7 @@ async def get_transaction(connection: AsyncConnection, transaction_id: UUID) -> 
 async def find_initiating_leg(
     connection: AsyncConnection, account_id: UUID, reference_id: str
 ) -> tuple[Transaction, str] | None:
-    """The leg that owns the idempotency key ``(account_id, reference_id)``, with its fingerprint."""
+    """The leg holding the idempotency key ``(account_id, reference_id)`` and its fingerprint."""
     result = await connection.execute(
         select(transactions).where(
             transactions.c.account_id == account_id,
@@ -357,7 +360,11 @@ async def balance_totals_by_currency(connection: AsyncConnection) -> dict[str, D
 async def completed_totals(connection: AsyncConnection) -> dict[tuple[str, str], Decimal]:
     """Sum of completed legs per (currency, transaction_type)."""
     result = await connection.execute(
-        select(transactions.c.currency, transactions.c.transaction_type, func.sum(transactions.c.amount))
+        select(
+            transactions.c.currency,
+            transactions.c.transaction_type,
+            func.sum(transactions.c.amount),
+        )
         .where(transactions.c.status == TransactionStatus.COMPLETED.value)
         .group_by(transactions.c.currency, transactions.c.transaction_type)
     )

@@ -136,8 +136,12 @@ outbox = Table(
     metadata,
     # A sequence, not a uuid: the relay publishes in this order. Rows of one account are
     # inserted while its balance row is locked, so their order is that account's commit order.
-    Column("outbox_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-           autoincrement=True),
+    Column(
+        "outbox_id",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
     Column("event_id", Uuid, nullable=False, unique=True),
     Column("topic", String(128), nullable=False),
     Column("event_key", String(64), nullable=False),

@@ -36,14 +36,17 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 }
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=AccountCreated,
-             responses=_ERRORS)
+@router.post(
+    "", status_code=status.HTTP_201_CREATED, response_model=AccountCreated, responses=_ERRORS
+)
 async def open_account(
     body: AccountCreateBody, actor: CurrentActor, container: ContainerDep, response: Response
 ) -> AccountCreated:
     """Open an account with a zero balance in one currency."""
     account, balance = await container.accounts.open(
-        actor, account_type=body.account_type, currency=body.currency,
+        actor,
+        account_type=body.account_type,
+        currency=body.currency,
         customer_id=body.customer_id,
     )
     response.headers["Location"] = f"/api/v1/accounts/{account.account_id}"
@@ -139,11 +142,13 @@ async def list_transactions(
     accept = request.headers.get("accept", "")
     headers = {"X-Next-Cursor": page.next_cursor} if page.next_cursor else {}
     if ARROW_STREAM_MEDIA_TYPE in accept:
-        return Response(to_arrow_stream(page.transactions), media_type=ARROW_STREAM_MEDIA_TYPE,
-                        headers=headers)
+        return Response(
+            to_arrow_stream(page.transactions), media_type=ARROW_STREAM_MEDIA_TYPE, headers=headers
+        )
     if PARQUET_MEDIA_TYPE in accept:
-        return Response(to_parquet(page.transactions), media_type=PARQUET_MEDIA_TYPE,
-                        headers=headers)
+        return Response(
+            to_parquet(page.transactions), media_type=PARQUET_MEDIA_TYPE, headers=headers
+        )
     return TransactionPage(
         transactions=[TransactionRead.of(leg) for leg in page.transactions],
         next_cursor=page.next_cursor,

@@ -35,11 +35,10 @@ _MOVEMENT_ERRORS: dict[int | str, dict[str, object]] = {
 
 
 def _reference(body_reference: str | None, header_reference: str | None) -> str | None:
-    if header_reference is not None and body_reference is not None:
-        if header_reference != body_reference:
-            raise ValidationFailed(
-                "Idempotency-Key header and reference_id differ", field="reference_id"
-            )
+    if header_reference is not None and body_reference not in (None, header_reference):
+        raise ValidationFailed(
+            "Idempotency-Key header and reference_id differ", field="reference_id"
+        )
     return body_reference if body_reference is not None else header_reference
 
 
@@ -59,9 +58,12 @@ async def debit(
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> MovementRead:
-    """Take money out of an account. Declined (422 ``INSUFFICIENT_FUNDS``) if it would go below 0."""
+    """Take money out of an account; declined (422 ``INSUFFICIENT_FUNDS``) below zero."""
     command = DebitOrCredit(
-        body.account_id, body.amount, body.currency, body.description,
+        body.account_id,
+        body.amount,
+        body.currency,
+        body.description,
         _reference(body.reference_id, idempotency_key),
     )
     result = await container.movements.debit(actor, command, trace_id=trace_id_of(request))
@@ -79,7 +81,10 @@ async def credit(
 ) -> MovementRead:
     """Put money into an account (money entering the bank: tellers and admins)."""
     command = DebitOrCredit(
-        body.account_id, body.amount, body.currency, body.description,
+        body.account_id,
+        body.amount,
+        body.currency,
+        body.description,
         _reference(body.reference_id, idempotency_key),
     )
     result = await container.movements.credit(actor, command, trace_id=trace_id_of(request))
@@ -98,8 +103,12 @@ async def transfer(
     """Move money between two accounts of the same currency, atomically. The answer is the
     outgoing leg; ``related_transaction_id`` is the incoming leg on the destination."""
     command = TransferRequest(
-        body.source_account_id, body.destination_account_id, body.amount, body.currency,
-        body.description, _reference(body.reference_id, idempotency_key),
+        body.source_account_id,
+        body.destination_account_id,
+        body.amount,
+        body.currency,
+        body.description,
+        _reference(body.reference_id, idempotency_key),
     )
     result = await container.movements.transfer(actor, command, trace_id=trace_id_of(request))
     return _answer(result, response)

@@ -14,8 +14,12 @@ from banking.rest.schemas import ErrorEnvelope, TokenRead, UserCreateBody, UserR
 router = APIRouter(prefix="/api/v1", route_class=ExactJSONRoute)
 
 
-@router.post("/auth/token", response_model=TokenRead, tags=["auth"],
-             responses={401: {"model": ErrorEnvelope}})
+@router.post(
+    "/auth/token",
+    response_model=TokenRead,
+    tags=["auth"],
+    responses={401: {"model": ErrorEnvelope}},
+)
 async def issue_token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()], container: ContainerDep
 ) -> TokenRead:
@@ -24,15 +28,21 @@ async def issue_token(
     return TokenRead(access_token=token, expires_in=expires_in)
 
 
-@router.get("/users/me", response_model=UserRead, tags=["users"],
-            responses={401: {"model": ErrorEnvelope}})
+@router.get(
+    "/users/me", response_model=UserRead, tags=["users"], responses={401: {"model": ErrorEnvelope}}
+)
 async def me(actor: CurrentActor, container: ContainerDep) -> UserRead:
     user = await container.users.get(actor, actor.user_id)
     return _read(user)
 
 
-@router.post("/users", status_code=status.HTTP_201_CREATED, response_model=UserRead,
-             tags=["users"], responses={code: {"model": ErrorEnvelope} for code in (401, 403, 409, 422)})
+@router.post(
+    "/users",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserRead,
+    tags=["users"],
+    responses={code: {"model": ErrorEnvelope} for code in (401, 403, 409, 422)},
+)
 async def create_user(
     body: UserCreateBody, actor: CurrentActor, container: ContainerDep
 ) -> UserRead:

@@ -15,7 +15,6 @@ from alembic import op
 
 from banking.storage.types import Money, UTCDateTime
 
-
 revision = "0001"
 down_revision = None
 branch_labels = None
