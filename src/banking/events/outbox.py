@@ -7,14 +7,21 @@ them into the Arrow or JSON wire format. Event types and schema versions are fix
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 from uuid import UUID, uuid4
 
 from banking.domain.errors import InvariantViolated
 from banking.domain.money import format_amount
+from banking.domain.roles import Actor
 from banking.events import topics
-from banking.ledger.models import Transaction, TransactionStatus
+from banking.ledger.models import (
+    Command,
+    Transaction,
+    TransactionStatus,
+    TransactionType,
+    TransferRequest,
+)
 
 TRANSACTION_SCHEMA_VERSION: Final = 1
 BALANCE_SCHEMA_VERSION: Final = 1
@@ -106,3 +113,78 @@ def events_for_legs(legs: list[Transaction], *, trace_id: str | None) -> list[di
         if leg.status is TransactionStatus.COMPLETED:
             rows.append(balance_event(leg, trace_id=trace_id))
     return rows
+
+
+EVENT_TRANSACTION_SUBMITTED: Final = "transaction.submitted"
+EVENT_TRANSACTION_REJECTED: Final = "transaction.rejected"
+COMMAND_SCHEMA_VERSION: Final = 1
+COMMAND_NAMES: Final = {
+    TransactionType.DEBIT: "debit",
+    TransactionType.CREDIT: "credit",
+    TransactionType.TRANSFER_OUT: "transfer",
+}
+
+
+def command_event(leg: Transaction, actor: Actor, *, trace_id: str | None) -> dict[str, Any]:
+    """The command of an asynchronous movement, for the transaction processor."""
+    payload = {
+        "transaction_id": str(leg.transaction_id),
+        "command": COMMAND_NAMES[leg.transaction_type],
+        "account_id": str(leg.account_id),
+        "destination_account_id": (
+            str(leg.counterparty_account_id) if leg.counterparty_account_id else None
+        ),
+        "amount": format_amount(leg.amount),
+        "currency": leg.currency,
+        "description": leg.description,
+        "reference_id": leg.reference_id,
+        "requested_by": {
+            "user_id": str(actor.user_id),
+            "username": actor.username,
+            "role": actor.role.value,
+        },
+        "timestamp": leg.created_at.isoformat(),
+    }
+    return _row(
+        topic=topics.TRANSACTIONS_SUBMITTED,
+        key=leg.account_id,
+        event_type=EVENT_TRANSACTION_SUBMITTED,
+        version=COMMAND_SCHEMA_VERSION,
+        payload=payload,
+        trace_id=trace_id,
+        at=leg.created_at,
+    )
+
+
+def rejection_event(command: Command, code: str, message: str) -> dict[str, Any]:
+    """A command with no pending leg that can never succeed (unknown account, bad input...)."""
+    request = command.request
+    now = datetime.now(UTC)
+    payload = {
+        "transaction_id": str(command.transaction_id),
+        "account_id": str(_account_of(command)),
+        "transaction_type": command.kind.value,
+        "amount": format_amount(request.amount),
+        "currency": request.currency,
+        "description": request.description,
+        "reference_id": request.reference_id,
+        "timestamp": now.isoformat(),
+        "status": "failed",
+        "related_transaction_id": None,
+        "failure_code": code,
+        "failure_reason": message,
+    }
+    return _row(
+        topic=topics.TRANSACTIONS_FAILED,
+        key=_account_of(command),
+        event_type=EVENT_TRANSACTION_REJECTED,
+        version=TRANSACTION_SCHEMA_VERSION,
+        payload=payload,
+        trace_id=command.trace_id,
+        at=now,
+    )
+
+
+def _account_of(command: Command) -> UUID:
+    request = command.request
+    return request.source_account_id if isinstance(request, TransferRequest) else request.account_id

@@ -8,6 +8,8 @@ from decimal import Decimal
 from enum import StrEnum
 from uuid import UUID
 
+from banking.domain.roles import Actor
+
 
 class TransactionType(StrEnum):
     DEBIT = "debit"
@@ -104,3 +106,14 @@ class HistoryFilter:
 class HistoryPage:
     transactions: list[Transaction]
     next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A debit, credit or transfer to apply asynchronously (from ``transactions.submitted``)."""
+
+    transaction_id: UUID
+    kind: TransactionType
+    request: DebitOrCredit | TransferRequest
+    actor: Actor
+    trace_id: str | None = None

@@ -287,12 +287,34 @@ async def insert_outbox(connection: AsyncConnection, rows: Sequence[dict[str, An
     await connection.execute(insert(outbox), list(rows))
 
 
-async def get_transaction(connection: AsyncConnection, transaction_id: UUID) -> Transaction | None:
-    result = await connection.execute(
-        select(transactions).where(transactions.c.transaction_id == transaction_id)
-    )
-    row = result.first()
+async def get_transaction(
+    connection: AsyncConnection, transaction_id: UUID, *, for_update: bool = False
+) -> Transaction | None:
+    query = select(transactions).where(transactions.c.transaction_id == transaction_id)
+    if for_update:
+        query = query.with_for_update()
+    row = (await connection.execute(query)).first()
     return _transaction(row) if row else None
+
+
+async def finish_pending_leg(connection: AsyncConnection, leg: Transaction) -> bool:
+    """Store the outcome of a pending leg; False when it was not pending any more."""
+    result = await connection.execute(
+        update(transactions)
+        .where(
+            transactions.c.transaction_id == leg.transaction_id,
+            transactions.c.status == TransactionStatus.PENDING.value,
+        )
+        .values(
+            status=leg.status.value,
+            related_transaction_id=leg.related_transaction_id,
+            failure_code=leg.failure_code,
+            failure_reason=leg.failure_reason,
+            available_balance_after=leg.available_balance_after,
+            balance_version_after=leg.balance_version_after,
+        )
+    )
+    return bool(result.rowcount == 1)
 
 
 async def find_initiating_leg(
