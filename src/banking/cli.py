@@ -155,6 +155,82 @@ def users_create(
     typer.echo(json.dumps({"user_id": user_id, "username": username, "role": chosen_role.value}))
 
 
+kafka_app = typer.Typer(help="Kafka administration.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Dead-letter queues.", no_args_is_help=True)
+app.add_typer(kafka_app, name="kafka")
+app.add_typer(dlq_app, name="dlq")
+
+
+@app.command()
+def worker(
+    name: Annotated[str, typer.Argument(help="relay, processor, dlq or balance-cache.")],
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus /metrics on this port (default: off).")
+    ] = None,
+) -> None:
+    """Run one event-side worker against Kafka until SIGTERM/SIGINT."""
+    import signal
+
+    from prometheus_client import start_http_server
+
+    from banking.container import build_container
+    from banking.observability.logging import configure_logging
+    from banking.workers.runtime import WORKER_NAMES, run_kafka_worker
+
+    settings = _settings()
+    configure_logging(level=settings.log_level, json_output=settings.log_json)
+    if name not in WORKER_NAMES:
+        typer.echo(f"unknown worker {name!r}; choose from {', '.join(WORKER_NAMES)}", err=True)
+        raise typer.Exit(2)
+    if not settings.uses_kafka:
+        typer.echo("KAFKA_BOOTSTRAP_SERVERS is not set: in the embedded shape the workers run "
+                   "inside `banking serve`", err=True)
+        raise typer.Exit(2)
+
+    async def run() -> None:
+        container = build_container(settings)
+        if metrics_port is not None:
+            start_http_server(metrics_port, addr=settings.host, registry=container.metrics.registry)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await run_kafka_worker(name, container, stop)
+        finally:
+            await container.close()
+
+    asyncio.run(run())
+
+
+@kafka_app.command("create-topics")
+def kafka_create_topics() -> None:
+    """Create the topics of DESIGN.md section 7 (see KAFKA_TOPIC_PARTITIONS and friends)."""
+    from banking.workers.admin import create_topics
+
+    settings = _settings()
+    if not settings.uses_kafka:
+        typer.echo("KAFKA_BOOTSTRAP_SERVERS is not set", err=True)
+        raise typer.Exit(2)
+    created = asyncio.run(create_topics(settings))
+    typer.echo(json.dumps({"created": created}))
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    limit: Annotated[int, typer.Option(min=1, help="Replay at most this many messages.")] = 100_000,
+) -> None:
+    """Re-submit the permanent dead letters to their original topic, once each."""
+    from banking.workers.admin import replay_dead_letters
+
+    settings = _settings()
+    if not settings.uses_kafka:
+        typer.echo("KAFKA_BOOTSTRAP_SERVERS is not set", err=True)
+        raise typer.Exit(2)
+    replayed = asyncio.run(replay_dead_letters(settings, limit=limit))
+    typer.echo(json.dumps({"replayed": replayed}))
+
+
 @app.command()
 def reconcile() -> None:
     """Check that the books balance; exit 1 and list every difference when they do not."""

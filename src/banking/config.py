@@ -9,6 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -50,6 +51,11 @@ class Settings(BaseSettings):
 
     redis_url: str = ""
     kafka_bootstrap_servers: str = ""
+    event_format: Literal["arrow", "json"] = "arrow"
+    kafka_topic_partitions: int = Field(default=6, ge=1, le=1000)
+    kafka_replication_factor: int = Field(default=1, ge=1, le=10)
+    dlq_retries_max: int = Field(default=3, ge=0, le=20)
+    dlq_backoff_seconds: float = Field(default=1.0, ge=0.0, le=60.0)
 
     cors_allow_origins: list[str] = Field(default_factory=list)
     trusted_hosts: list[str] = Field(default_factory=lambda: ["*"])
@@ -89,6 +95,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return normalize_database_url(self.database_url)
         return f"sqlite+aiosqlite:///{(self.data_dir / 'banking.db').as_posix()}"
+
+    @property
+    def uses_kafka(self) -> bool:
+        return bool(self.kafka_bootstrap_servers)
 
     @property
     def is_embedded_database(self) -> bool:

@@ -81,6 +81,34 @@ class Metrics(MovementObserver):
             "Database transactions retried after a deadlock or serialization failure.",
             registry=r,
         )
+        self.outbox_published = Counter(
+            "banking_outbox_published_total",
+            "Outbox events published by the relay.",
+            registry=r,
+        )
+        self.relay_errors = Counter(
+            "banking_relay_errors_total",
+            "Relay batches that failed (broker or database unavailable) and will be retried.",
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "banking_dead_letters_total",
+            "Messages sent to a dead-letter topic (retry DLQ or permanent DLQ).",
+            ["topic"],
+            registry=r,
+        )
+
+    # RelayObserver
+    def relay_published(self, count: int) -> None:
+        self.outbox_published.inc(count)
+
+    def relay_failed(self) -> None:
+        self.relay_errors.inc()
+
+    # DeadLetterObserver
+    def dead_lettered(self, topic: str) -> None:
+        self.dead_letters.labels(topic).inc()
+
 
     # MovementObserver
     def movement(self, kind: str, status: str, currency: str, amount: Decimal) -> None:

@@ -16,6 +16,7 @@ from banking.rest.docs import install_docs
 from banking.rest.errors import install_error_handlers
 from banking.rest.middleware import RequestContextMiddleware
 from banking.rest.routes import accounts, system, transactions, users
+from banking.workers.runtime import EmbeddedEvents
 
 DESCRIPTION = """
 Core-banking transaction service: accounts, balances, debits, credits and transfers with
@@ -29,9 +30,17 @@ def create_app(container: Container, *, dispose_on_shutdown: bool = True) -> Fas
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        if dispose_on_shutdown:
-            await container.close()
+        # Embedded shape: the outbox relay and the consumers run inside this process.
+        events = None if container.settings.uses_kafka else EmbeddedEvents(container)
+        if events is not None:
+            await events.start()
+        try:
+            yield
+        finally:
+            if events is not None:
+                await events.stop()
+            if dispose_on_shutdown:
+                await container.close()
 
     app = FastAPI(
         title="Banking API",

@@ -459,3 +459,34 @@ async def unmatched_transfer_legs(connection: AsyncConnection, limit: int) -> li
         .limit(limit)
     )
     return list(await connection.execute(query))
+
+
+# --- outbox relay ----------------------------------------------------------------------------
+
+
+async def fetch_unpublished(connection: AsyncConnection, limit: int) -> list[Row[Any]]:
+    """The oldest unpublished outbox rows, in insertion order."""
+    result = await connection.execute(
+        select(outbox)
+        .where(outbox.c.published_at.is_(None))
+        .order_by(outbox.c.outbox_id)
+        .limit(limit)
+    )
+    return list(result)
+
+
+async def mark_published(
+    connection: AsyncConnection, outbox_ids: Sequence[int], at: datetime
+) -> None:
+    await connection.execute(
+        update(outbox).where(outbox.c.outbox_id.in_(list(outbox_ids))).values(published_at=at)
+    )
+
+
+async def outbox_backlog(connection: AsyncConnection) -> tuple[int, datetime | None]:
+    """How many rows wait to be published, and when the oldest of them was written."""
+    result = await connection.execute(
+        select(func.count(), func.min(outbox.c.created_at)).where(outbox.c.published_at.is_(None))
+    )
+    count, oldest = result.one()
+    return int(count), oldest

@@ -6,9 +6,12 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Request, Response
+from fastapi.responses import JSONResponse
 
+from banking.container import Container
 from banking.domain.errors import ValidationFailed
-from banking.ledger.models import DebitOrCredit, MovementResult, TransferRequest
+from banking.domain.roles import Actor
+from banking.ledger.models import DebitOrCredit, MovementResult, TransactionType, TransferRequest
 from banking.observability import context
 from banking.rest.dependencies import ContainerDep, CurrentActor, trace_id_of
 from banking.rest.jsonbody import ExactJSONRoute
@@ -42,14 +45,72 @@ def _reference(body_reference: str | None, header_reference: str | None) -> str 
     return body_reference if body_reference is not None else header_reference
 
 
-def _answer(result: MovementResult, response: Response) -> MovementRead:
+Prefer = Annotated[
+    str | None,
+    Header(
+        alias="Prefer",
+        description="`respond-async`: answer 202 with a pending transaction at once and apply "
+        "the command through the event backbone; poll `Location` for the outcome.",
+    ),
+]
+_MOVEMENT_RESPONSES: dict[int | str, dict[str, object]] = {
+    **_MOVEMENT_ERRORS,
+    202: {"model": TransactionRead, "description": "Accepted for asynchronous processing."},
+}
+Movement = DebitOrCredit | TransferRequest
+
+
+async def _move(
+    kind: TransactionType,
+    movement: Movement,
+    actor: Actor,
+    container: Container,
+    request: Request,
+    response: Response,
+    prefer: str | None,
+) -> MovementRead | JSONResponse:
+    trace_id = trace_id_of(request)
+    movements = container.movements
+    if prefer is not None and "respond-async" in prefer.lower():
+        submitted = await movements.submit(actor, kind, movement, trace_id=trace_id)
+        return _accepted(submitted)
+    result: MovementResult
+    if isinstance(movement, TransferRequest):
+        result = await movements.transfer(actor, movement, trace_id=trace_id)
+    elif kind is TransactionType.CREDIT:
+        result = await movements.credit(actor, movement, trace_id=trace_id)
+    else:
+        result = await movements.debit(actor, movement, trace_id=trace_id)
     context.bind(transaction_id=str(result.transaction.transaction_id))
     if result.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     return MovementRead.of_movement(result.transaction)
 
 
-@router.post("/debit", response_model=MovementRead, responses=_MOVEMENT_ERRORS)
+def _accepted(submitted: MovementResult) -> JSONResponse:
+    leg = submitted.transaction
+    context.bind(transaction_id=str(leg.transaction_id))
+    headers = {
+        "Location": f"/api/v1/transactions/{leg.transaction_id}",
+        "Preference-Applied": "respond-async",
+    }
+    if submitted.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    body = TransactionRead.of(leg).model_dump(mode="json")
+    return JSONResponse(body, status_code=202, headers=headers)
+
+
+def _debit_or_credit(body: DebitCreditBody, idempotency_key: str | None) -> DebitOrCredit:
+    return DebitOrCredit(
+        body.account_id,
+        body.amount,
+        body.currency,
+        body.description,
+        _reference(body.reference_id, idempotency_key),
+    )
+
+
+@router.post("/debit", response_model=MovementRead, responses=_MOVEMENT_RESPONSES)
 async def debit(
     body: DebitCreditBody,
     actor: CurrentActor,
@@ -57,20 +118,14 @@ async def debit(
     request: Request,
     response: Response,
     idempotency_key: IdempotencyKey = None,
-) -> MovementRead:
+    prefer: Prefer = None,
+) -> MovementRead | JSONResponse:
     """Take money out of an account; declined (422 ``INSUFFICIENT_FUNDS``) below zero."""
-    command = DebitOrCredit(
-        body.account_id,
-        body.amount,
-        body.currency,
-        body.description,
-        _reference(body.reference_id, idempotency_key),
-    )
-    result = await container.movements.debit(actor, command, trace_id=trace_id_of(request))
-    return _answer(result, response)
+    movement = _debit_or_credit(body, idempotency_key)
+    return await _move(TransactionType.DEBIT, movement, actor, container, request, response, prefer)
 
 
-@router.post("/credit", response_model=MovementRead, responses=_MOVEMENT_ERRORS)
+@router.post("/credit", response_model=MovementRead, responses=_MOVEMENT_RESPONSES)
 async def credit(
     body: DebitCreditBody,
     actor: CurrentActor,
@@ -78,20 +133,16 @@ async def credit(
     request: Request,
     response: Response,
     idempotency_key: IdempotencyKey = None,
-) -> MovementRead:
+    prefer: Prefer = None,
+) -> MovementRead | JSONResponse:
     """Put money into an account (money entering the bank: tellers and admins)."""
-    command = DebitOrCredit(
-        body.account_id,
-        body.amount,
-        body.currency,
-        body.description,
-        _reference(body.reference_id, idempotency_key),
+    movement = _debit_or_credit(body, idempotency_key)
+    return await _move(
+        TransactionType.CREDIT, movement, actor, container, request, response, prefer
     )
-    result = await container.movements.credit(actor, command, trace_id=trace_id_of(request))
-    return _answer(result, response)
 
 
-@router.post("/transfer", response_model=MovementRead, responses=_MOVEMENT_ERRORS)
+@router.post("/transfer", response_model=MovementRead, responses=_MOVEMENT_RESPONSES)
 async def transfer(
     body: TransferBody,
     actor: CurrentActor,
@@ -99,10 +150,11 @@ async def transfer(
     request: Request,
     response: Response,
     idempotency_key: IdempotencyKey = None,
-) -> MovementRead:
+    prefer: Prefer = None,
+) -> MovementRead | JSONResponse:
     """Move money between two accounts of the same currency, atomically. The answer is the
     outgoing leg; ``related_transaction_id`` is the incoming leg on the destination."""
-    command = TransferRequest(
+    movement = TransferRequest(
         body.source_account_id,
         body.destination_account_id,
         body.amount,
@@ -110,8 +162,9 @@ async def transfer(
         body.description,
         _reference(body.reference_id, idempotency_key),
     )
-    result = await container.movements.transfer(actor, command, trace_id=trace_id_of(request))
-    return _answer(result, response)
+    return await _move(
+        TransactionType.TRANSFER_OUT, movement, actor, container, request, response, prefer
+    )
 
 
 @router.get(

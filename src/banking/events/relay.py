@@ -1,0 +1,169 @@
+"""The outbox relay: publishes committed outbox rows, in order, at least once.
+
+Rows are read in ``outbox_id`` order, converted to the wire format, sent as one batch that
+returns only when every message is acknowledged (idempotent producer, acks=all), and then
+marked published. A crash between the two re-sends the batch: consumers see the same event
+ids again and skip them. On PostgreSQL only one relay publishes at a time (an advisory lock),
+so per-account order holds with several relay processes running for availability.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Sequence
+from typing import Any, Final, Protocol
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from banking.events.serialization import EventFormat, encode
+from banking.events.transport import Message, Publisher
+from banking.observability.logging import get_logger
+from banking.storage import repositories as repo
+from banking.storage.database import Database
+from banking.storage.types import utc_now
+
+log = get_logger(__name__)
+
+RELAY_LOCK_KEY: Final = 0x62616E6B  # "bank": the advisory lock every relay process competes for
+BATCH_SIZE_MAX: Final = 500
+IDLE_POLL_SECONDS: Final = 0.05
+ERROR_BACKOFF_SECONDS_MAX: Final = 5.0
+STANDBY_POLL_SECONDS: Final = 2.0
+
+
+def headers_of(row: Any, content_type: str) -> dict[str, str]:
+    headers = {
+        "event_id": str(row.event_id),
+        "event_type": row.event_type,
+        "schema_version": str(row.schema_version),
+        "content_type": content_type,
+    }
+    if row.trace_id:
+        headers["trace_id"] = row.trace_id
+    return headers
+
+
+def message_of(row: Any, event_format: EventFormat) -> Message:
+    value, content_type = encode(
+        row.event_type, row.schema_version, json.loads(row.payload), event_format
+    )
+    return Message(row.topic, row.event_key, value, headers_of(row, content_type))
+
+
+class RelayObserver(Protocol):
+    def relay_published(self, count: int) -> None: ...
+
+    def relay_failed(self) -> None: ...
+
+
+class _Unobserved:
+    def relay_published(self, count: int) -> None:
+        pass
+
+    def relay_failed(self) -> None:
+        pass
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        database: Database,
+        publisher: Publisher,
+        *,
+        event_format: EventFormat = EventFormat.ARROW,
+        batch_size: int = BATCH_SIZE_MAX,
+        observer: RelayObserver | None = None,
+    ) -> None:
+        self._database = database
+        self._publisher = publisher
+        self._event_format = event_format
+        self._batch_size = min(batch_size, BATCH_SIZE_MAX)
+        self._observer: RelayObserver = observer or _Unobserved()
+
+    async def publish_batch(self) -> int:
+        """Publish the oldest unpublished rows once; the number published."""
+        async with self._database.read() as connection:
+            rows = await repo.fetch_unpublished(connection, self._batch_size)
+        if not rows:
+            return 0
+        await self._publisher.publish([message_of(row, self._event_format) for row in rows])
+        await self._mark([row.outbox_id for row in rows])
+        self._observer.relay_published(len(rows))
+        return len(rows)
+
+    async def _mark(self, outbox_ids: Sequence[int]) -> None:
+        async def work(connection: AsyncConnection) -> None:
+            await repo.mark_published(connection, outbox_ids, utc_now())
+
+        await self._database.run_in_transaction(work)
+
+    async def drain(self) -> int:
+        """Publish until nothing is left (used at shutdown and by tests)."""
+        total = 0
+        while published := await self.publish_batch():
+            total += published
+        return total
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publish until ``stop`` is set; back off (bounded) while Kafka or the database fail."""
+        if self._database.dialect_name == "postgresql":
+            await self._run_as_leader(stop)
+        else:
+            await self._loop(stop)
+
+    async def _loop(self, stop: asyncio.Event) -> None:
+        failures = 0
+        while not stop.is_set():
+            try:
+                published = await self.publish_batch()
+                failures = 0
+            except Exception as error:  # noqa: BLE001 - Kafka or the database is down: retry
+                failures += 1
+                self._observer.relay_failed()
+                delay = min(ERROR_BACKOFF_SECONDS_MAX, 0.1 * 2**failures)
+                log.warning(
+                    "relay_publish_failed",
+                    error_type=type(error).__name__,
+                    error=str(error)[:300],
+                    retry_in_seconds=delay,
+                )
+                await _sleep_or_stop(stop, delay)
+                continue
+            if published < self._batch_size:
+                await _sleep_or_stop(stop, IDLE_POLL_SECONDS)
+
+    async def _run_as_leader(self, stop: asyncio.Event) -> None:
+        """Hold the relay advisory lock on a dedicated connection while publishing."""
+        while not stop.is_set():
+            try:
+                async with self._database.engine.connect() as connection:
+                    acquired = (
+                        await connection.execute(
+                            text("SELECT pg_try_advisory_lock(:key)"), {"key": RELAY_LOCK_KEY}
+                        )
+                    ).scalar_one()
+                    await connection.commit()
+                    if not acquired:
+                        log.info("relay_standby", reason="another relay holds the lock")
+                        await _sleep_or_stop(stop, STANDBY_POLL_SECONDS)
+                        continue
+                    log.info("relay_leader")
+                    try:
+                        await self._loop(stop)
+                    finally:
+                        await connection.execute(
+                            text("SELECT pg_advisory_unlock(:key)"), {"key": RELAY_LOCK_KEY}
+                        )
+                        await connection.commit()
+            except Exception as error:  # noqa: BLE001 - database down: wait and compete again
+                self._observer.relay_failed()
+                log.warning("relay_leadership_failed", error=str(error)[:300])
+                await _sleep_or_stop(stop, STANDBY_POLL_SECONDS)
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

@@ -1,0 +1,198 @@
+"""Moving messages: Apache Kafka (aiokafka) in production, an in-process bus when embedded.
+
+Both give a ``Publisher`` (send a batch; returns once every message is acknowledged) and run
+consumers whose handler is awaited for each message, in order per key, before the message
+counts as consumed (the Kafka offset is committed only after the handler returned).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from banking.observability.logging import get_logger
+
+log = get_logger(__name__)
+
+CONSUMER_BATCH_MAX = 100
+CONSUMER_POLL_TIMEOUT_MS = 500
+HANDLER_FAILURE_PAUSE_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    key: str | None
+    value: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    partition: int | None = None
+    offset: int | None = None
+
+
+Handler = Callable[[Message], Awaitable[None]]
+
+
+class Publisher(Protocol):
+    async def publish(self, messages: Sequence[Message]) -> None:
+        """Send every message; return only when all are acknowledged (else raise)."""
+
+
+class KafkaPublisher:
+    """An idempotent producer (acks=all): retries never duplicate or reorder within a partition."""
+
+    def __init__(self, bootstrap_servers: str, *, client_id: str = "banking") -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap_servers,
+            client_id=client_id,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=5,
+            request_timeout_ms=15000,
+        )
+        self._started = False
+
+    async def start(self) -> None:
+        if not self._started:
+            await self._producer.start()
+            self._started = True
+
+    async def stop(self) -> None:
+        if self._started:
+            await self._producer.stop()
+            self._started = False
+
+    async def publish(self, messages: Sequence[Message]) -> None:
+        await self.start()
+        pending = []
+        for message in messages:
+            pending.append(
+                await self._producer.send(
+                    message.topic,
+                    value=message.value,
+                    key=message.key.encode() if message.key is not None else None,
+                    headers=[(name, value.encode()) for name, value in message.headers.items()],
+                )
+            )
+        await asyncio.gather(*pending)
+
+
+def _message_of(record: Any) -> Message:
+    return Message(
+        topic=record.topic,
+        key=record.key.decode() if record.key is not None else None,
+        value=record.value or b"",
+        headers={name: value.decode(errors="replace") for name, value in record.headers or ()},
+        partition=record.partition,
+        offset=record.offset,
+    )
+
+
+class KafkaConsumerLoop:
+    """One consumer group member: handle each message in order, commit after the handler.
+
+    A handler that raises is a bug or an outage of what the handler itself relies on (for
+    example the producer of the dead-letter topic): the offset is not committed, the partition
+    is rewound to the message and tried again after a pause, so nothing is skipped.
+    """
+
+    def __init__(
+        self, bootstrap_servers: str, *, group_id: str, topics: Sequence[str], handler: Handler
+    ) -> None:
+        self._consumer = AIOKafkaConsumer(
+            *topics,
+            bootstrap_servers=bootstrap_servers,
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=CONSUMER_BATCH_MAX,
+        )
+        self._handler = handler
+        self.group_id = group_id
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self._consumer.start()
+        try:
+            while not stop.is_set():
+                batches = await self._consumer.getmany(
+                    timeout_ms=CONSUMER_POLL_TIMEOUT_MS, max_records=CONSUMER_BATCH_MAX
+                )
+                for partition, records in batches.items():
+                    await self._handle_partition(partition, records)
+        finally:
+            await self._consumer.stop()
+
+    async def _handle_partition(self, partition: TopicPartition, records: list[Any]) -> None:
+        for record in records:
+            try:
+                await self._handler(_message_of(record))
+            except Exception as error:  # noqa: BLE001 - never lose the message: rewind
+                log.error(
+                    "consumer_handler_failed",
+                    group=self.group_id,
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    error_type=type(error).__name__,
+                    error=str(error)[:300],
+                )
+                self._consumer.seek(partition, record.offset)
+                await asyncio.sleep(HANDLER_FAILURE_PAUSE_SECONDS)
+                return
+            try:
+                await self._consumer.commit({partition: record.offset + 1})
+            except KafkaError as error:  # a rebalance: the next owner re-reads, handlers dedupe
+                log.warning("consumer_commit_failed", group=self.group_id, error=str(error))
+                return
+
+
+class InProcessBus:
+    """The embedded event log's dispatch: ``publish`` awaits each subscribed handler, so the
+    relay marks an outbox row published only after its consumers have handled it. Topics
+    subscribed in background (the DLQ, whose handler waits out its backoff) get a queue."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, list[Handler]] = defaultdict(list)
+        self._queues: dict[str, asyncio.Queue[Message]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def subscribe(self, topic: str, handler: Handler, *, background: bool = False) -> None:
+        if not background:
+            self._handlers[topic].append(handler)
+            return
+        queue: asyncio.Queue[Message] = asyncio.Queue()
+        self._queues[topic] = queue
+
+        async def drain() -> None:
+            while True:
+                message = await queue.get()
+                try:
+                    await handler(message)
+                except Exception as error:  # noqa: BLE001 - keep draining
+                    log.error("background_handler_failed", topic=topic, error=str(error)[:300])
+
+        self._handlers[topic].append(self._enqueue(queue))
+        self._tasks.append(asyncio.create_task(drain(), name=f"bus-{topic}"))
+
+    @staticmethod
+    def _enqueue(queue: asyncio.Queue[Message]) -> Handler:
+        async def put(message: Message) -> None:
+            queue.put_nowait(message)
+
+        return put
+
+    async def publish(self, messages: Sequence[Message]) -> None:
+        for message in messages:
+            for handler in self._handlers.get(message.topic, ()):
+                await handler(message)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
