@@ -12,7 +12,7 @@
 # otherwise 1 if ruff or mypy failed; otherwise 0.
 #
 # Environment:
-#   BANKING_TEST_SERVICES  services to run (default "postgres redis"; kafka and prometheus
+#   BANKING_TEST_SERVICES  services to run (default "postgres redis kafka"; prometheus
 #                          can be added; an empty value starts none)
 #   BANKING_TEST_LINT      0 to skip ruff and mypy (default 1)
 #   PYTHON                 interpreter for creating .venv (default python3, needs >= 3.11)
@@ -56,7 +56,7 @@ else
 fi
 
 # --- 3. services -------------------------------------------------------------------------
-read -r -a services <<<"${BANKING_TEST_SERVICES-postgres redis}"
+read -r -a services <<<"${BANKING_TEST_SERVICES-postgres redis kafka}"
 started=()
 cleanup() {
     local rc=$?

@@ -3,7 +3,7 @@
 #
 # Usage: scripts/services/all.sh {start|stop|restart|status|env} [SERVICE...]
 #   SERVICE is one of: postgres redis kafka prometheus (each is scripts/services/SERVICE.sh)
-#   With no SERVICE: the default set, ${BANKING_SERVICES:-postgres redis}.
+#   With no SERVICE: the default set, ${BANKING_SERVICES:-postgres redis kafka}.
 #
 #   start    start each in order; stdout gets all their `export ...` lines, for
 #            eval "$(scripts/services/all.sh start)"
@@ -15,7 +15,7 @@ set -euo pipefail
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 readonly SCRIPT_DIR
 
-DEFAULT_SERVICES=${BANKING_SERVICES:-postgres redis}
+DEFAULT_SERVICES=${BANKING_SERVICES:-postgres redis kafka}
 KNOWN_SERVICES=(postgres redis kafka prometheus)
 
 log() { printf 'services: %s\n' "$*" >&2; }

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     redis_url: str = ""
     kafka_bootstrap_servers: str = ""
     event_format: Literal["arrow", "json"] = "arrow"
+    # Prepended to every topic and consumer group: several environments on one cluster.
+    kafka_topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]{0,100}$")
     kafka_topic_partitions: int = Field(default=6, ge=1, le=1000)
     kafka_replication_factor: int = Field(default=1, ge=1, le=10)
     dlq_retries_max: int = Field(default=3, ge=0, le=20)

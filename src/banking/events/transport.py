@@ -46,7 +46,10 @@ class Publisher(Protocol):
 class KafkaPublisher:
     """An idempotent producer (acks=all): retries never duplicate or reorder within a partition."""
 
-    def __init__(self, bootstrap_servers: str, *, client_id: str = "banking") -> None:
+    def __init__(
+        self, bootstrap_servers: str, *, client_id: str = "banking", topic_prefix: str = ""
+    ) -> None:
+        self._topic_prefix = topic_prefix
         self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap_servers,
             client_id=client_id,
@@ -73,7 +76,7 @@ class KafkaPublisher:
         for message in messages:
             pending.append(
                 await self._producer.send(
-                    message.topic,
+                    self._topic_prefix + message.topic,
                     value=message.value,
                     key=message.key.encode() if message.key is not None else None,
                     headers=[(name, value.encode()) for name, value in message.headers.items()],
@@ -82,9 +85,10 @@ class KafkaPublisher:
         await asyncio.gather(*pending)
 
 
-def _message_of(record: Any) -> Message:
+def message_of(record: Any, *, topic_prefix: str = "") -> Message:
+    """A consumed record as a Message with the logical (unprefixed) topic name."""
     return Message(
-        topic=record.topic,
+        topic=record.topic.removeprefix(topic_prefix),
         key=record.key.decode() if record.key is not None else None,
         value=record.value or b"",
         headers={name: value.decode(errors="replace") for name, value in record.headers or ()},
@@ -102,12 +106,19 @@ class KafkaConsumerLoop:
     """
 
     def __init__(
-        self, bootstrap_servers: str, *, group_id: str, topics: Sequence[str], handler: Handler
+        self,
+        bootstrap_servers: str,
+        *,
+        group_id: str,
+        topics: Sequence[str],
+        handler: Handler,
+        topic_prefix: str = "",
     ) -> None:
+        self._topic_prefix = topic_prefix
         self._consumer = AIOKafkaConsumer(
-            *topics,
+            *[topic_prefix + topic for topic in topics],
             bootstrap_servers=bootstrap_servers,
-            group_id=group_id,
+            group_id=topic_prefix + group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=CONSUMER_BATCH_MAX,
@@ -130,7 +141,7 @@ class KafkaConsumerLoop:
     async def _handle_partition(self, partition: TopicPartition, records: list[Any]) -> None:
         for record in records:
             try:
-                await self._handler(_message_of(record))
+                await self._handler(message_of(record, topic_prefix=self._topic_prefix))
             except Exception as error:  # noqa: BLE001 - never lose the message: rewind
                 log.error(
                     "consumer_handler_failed",

@@ -10,7 +10,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from banking.config import Settings
 from banking.events import topics
-from banking.events.transport import KafkaPublisher, Message
+from banking.events.transport import KafkaPublisher, message_of
 from banking.workers.dead_letters import as_original
 
 REPLAY_IDLE_SECONDS = 3.0
@@ -23,7 +23,8 @@ async def create_topics(settings: Settings) -> list[str]:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [name for name in topics.ALL_TOPICS if name not in existing]
+        wanted = [settings.kafka_topic_prefix + name for name in topics.ALL_TOPICS]
+        missing = [name for name in wanted if name not in existing]
         if missing:
             # another process may create them concurrently
             with contextlib.suppress(TopicAlreadyExistsError):
@@ -50,11 +51,14 @@ async def create_topics(settings: Settings) -> list[str]:
 async def replay_dead_letters(settings: Settings, *, limit: int = REPLAY_MESSAGES_MAX) -> int:
     """Re-submit the permanent dead letters to their original topic (after a fix), once each:
     the replay consumer group's committed offset remembers what was already replayed."""
-    publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id="banking-dlq-replay")
+    prefix = settings.kafka_topic_prefix
+    publisher = KafkaPublisher(
+        settings.kafka_bootstrap_servers, client_id="banking-dlq-replay", topic_prefix=prefix
+    )
     consumer = AIOKafkaConsumer(
-        topics.TRANSACTIONS_PERMANENT_DLQ,
+        prefix + topics.TRANSACTIONS_PERMANENT_DLQ,
         bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id="banking-dlq-replay",
+        group_id=prefix + "banking-dlq-replay",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
@@ -67,15 +71,7 @@ async def replay_dead_letters(settings: Settings, *, limit: int = REPLAY_MESSAGE
                 break
             for partition, records in batches.items():
                 originals = [
-                    as_original(
-                        Message(
-                            record.topic,
-                            record.key.decode() if record.key else None,
-                            record.value or b"",
-                            {k: v.decode(errors="replace") for k, v in record.headers or ()},
-                        )
-                    )
-                    for record in records
+                    as_original(message_of(record, topic_prefix=prefix)) for record in records
                 ]
                 await publisher.publish(originals)
                 await consumer.commit({partition: records[-1].offset + 1})

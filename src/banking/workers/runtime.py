@@ -61,7 +61,11 @@ async def run_kafka_worker(name: str, container: Container, stop: asyncio.Event)
     settings = container.settings
     if not settings.uses_kafka:
         raise ValueError("KAFKA_BOOTSTRAP_SERVERS is not set; workers run inside `banking serve`")
-    publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id=f"banking-{name}")
+    publisher = KafkaPublisher(
+        settings.kafka_bootstrap_servers,
+        client_id=f"banking-{name}",
+        topic_prefix=settings.kafka_topic_prefix,
+    )
     try:
         if name == "relay":
             relay = OutboxRelay(
@@ -82,6 +86,7 @@ async def run_kafka_worker(name: str, container: Container, stop: asyncio.Event)
             group_id=group_id,
             topics=[topic],
             handler=handlers[name],
+            topic_prefix=settings.kafka_topic_prefix,
         )
         await loop.run(stop)
     finally:

@@ -1,0 +1,568 @@
+"""The event backbone against the real Apache Kafka broker (KRaft) and real databases."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from banking.container import build_container
+from banking.domain.errors import ValidationFailed
+from banking.domain.roles import Actor, Role
+from banking.events import topics
+from banking.events.relay import OutboxRelay
+from banking.events.serialization import ARROW_CONTENT_TYPE, decode
+from banking.events.transport import KafkaConsumerLoop, KafkaPublisher, Message
+from banking.ledger.models import DebitOrCredit, TransferRequest
+from banking.ledger.reconcile import reconcile
+from banking.rest.app import create_app
+from banking.storage.tables import outbox, transactions
+from banking.workers.admin import create_topics
+from banking.workers.dead_letter_handler import DeadLetterHandler
+from banking.workers.dead_letters import DeadLetters
+from banking.workers.processor import CommandProcessor
+from tests.conftest import Bank, make_settings
+from tests.events.kafka_support import (
+    consume,
+    kafka_bootstrap,
+    kafka_script,
+    produce_raw,
+    worker_process,
+)
+
+SETTLE_TIMEOUT_SECONDS = 120
+
+
+@pytest.fixture
+def prefix() -> str:
+    """Topics and groups of their own for every test: no test reads another's messages."""
+    return f"t{uuid.uuid4().hex[:10]}."
+
+
+def kafka_settings(database_url: str, prefix: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "kafka_bootstrap_servers": kafka_bootstrap(),
+        "kafka_topic_prefix": prefix,
+        "kafka_topic_partitions": 3,
+        "dlq_backoff_seconds": 0.2,
+        **extra,
+    }
+
+
+@pytest.fixture
+async def kbank(database_url: str, prefix: str) -> AsyncIterator[Bank]:
+    settings = make_settings(database_url, **kafka_settings(database_url, prefix))
+    await create_topics(settings)
+    container = build_container(settings)
+    transport = httpx.ASGITransport(app=create_app(container))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield Bank(container, client)
+    await container.close()
+
+
+@pytest.fixture
+async def pg_kbank(postgres_url: str, prefix: str) -> AsyncIterator[Bank]:
+    settings = make_settings(postgres_url, **kafka_settings(postgres_url, prefix))
+    await create_topics(settings)
+    container = build_container(settings)
+    transport = httpx.ASGITransport(app=create_app(container))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield Bank(container, client)
+    await container.close()
+
+
+def publisher_for(bank: Bank) -> KafkaPublisher:
+    settings = bank.container.settings
+    return KafkaPublisher(
+        settings.kafka_bootstrap_servers, topic_prefix=settings.kafka_topic_prefix
+    )
+
+
+def worker_env(bank: Bank, database_url: str) -> dict[str, str]:
+    settings = bank.container.settings
+    return {
+        "DATABASE_URL": database_url,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "KAFKA_TOPIC_PREFIX": settings.kafka_topic_prefix,
+        "JWT_SECRET": settings.jwt_signing_secret(),
+        "DLQ_BACKOFF_SECONDS": "0.2",
+        "LOG_LEVEL": "INFO",
+    }
+
+
+async def outbox_counts(bank: Bank) -> tuple[int, int]:
+    async with bank.container.database.read() as connection:
+        total = (await connection.execute(select(func.count()).select_from(outbox))).scalar_one()
+        unpublished = (
+            await connection.execute(
+                select(func.count()).select_from(outbox).where(outbox.c.published_at.is_(None))
+            )
+        ).scalar_one()
+    return int(total), int(unpublished)
+
+
+async def wait_for(condition: Any, *, timeout_seconds: float, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_seconds
+    while not await condition():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.2)
+
+
+async def test_debit_event_reaches_kafka_and_decodes_exactly(kbank: Bank, prefix: str) -> None:
+    _, staff = await kbank.user(Role.TELLER)
+    customer_id, customer = await kbank.user(Role.CUSTOMER)
+    account_id = await kbank.account(customer_id, staff, funded="1000.00")
+    debit = await kbank.client.post(
+        "/api/v1/transactions/debit",
+        json={
+            "account_id": account_id,
+            "amount": "100.10",
+            "currency": "USD",
+            "reference_id": "TEST-DEBIT-1",
+        },
+        headers={**customer, "traceparent": f"00-{'ab' * 16}-{'cd' * 8}-01"},
+    )
+    assert debit.status_code == 200
+    publisher = publisher_for(kbank)
+    try:
+        assert await OutboxRelay(kbank.container.database, publisher).drain() == 4
+    finally:
+        await publisher.stop()
+
+    transaction_id = debit.json()["transaction_id"]
+    messages = await consume(
+        kafka_bootstrap(),
+        topics.TRANSACTIONS_COMPLETED,
+        prefix=prefix,
+        until=lambda ms: any(transaction_id.encode() in m.value for m in ms),
+    )
+    event = next(m for m in messages if transaction_id.encode() in m.value)
+    assert event.key == account_id
+    assert event.headers["content_type"] == ARROW_CONTENT_TYPE
+    assert event.headers["event_type"] == "transaction.completed"
+    assert event.headers["schema_version"] == "1"
+    assert event.headers["trace_id"] == "ab" * 16
+    uuid.UUID(event.headers["event_id"])
+    fields = decode(
+        event.value, content_type=ARROW_CONTENT_TYPE, event_type="transaction.completed"
+    )
+    assert fields["transaction_id"] == transaction_id
+    assert fields["status"] == "completed"
+    assert fields["amount"] == Decimal("100.10")
+    balances = await consume(
+        kafka_bootstrap(),
+        topics.ACCOUNT_BALANCES,
+        prefix=prefix,
+        until=lambda ms: len([m for m in ms if m.key == account_id]) >= 2,
+    )
+    last = decode(balances[-1].value, content_type=ARROW_CONTENT_TYPE, event_type="balance.updated")
+    assert last["available_balance"] == Decimal("899.90")
+
+
+@pytest.mark.postgres
+async def test_kafka_down_while_1000_movements_commit(pg_kbank: Bank, prefix: str) -> None:
+    bank = pg_kbank
+    _, staff_headers = await bank.user(Role.TELLER)
+    owner_id, _ = await bank.user(Role.CUSTOMER)
+    teller = Actor(uuid.uuid4(), "teller", Role.TELLER)
+    accounts = [uuid.UUID(await bank.account(owner_id, staff_headers)) for _ in range(10)]
+    publisher = publisher_for(bank)
+    relay = OutboxRelay(bank.container.database, publisher, batch_size=200)
+    stop = asyncio.Event()
+    kafka_script("stop")
+    try:
+        relay_task = asyncio.create_task(relay.run(stop))
+        movements = bank.container.movements
+
+        async def move(index: int) -> None:
+            account = accounts[index % 10]
+            if index % 3 == 0:
+                await movements.credit(
+                    teller,
+                    DebitOrCredit(account, Decimal("5.00"), "USD", reference_id=f"c-{index}"),
+                )
+            elif index % 3 == 1:
+                other = accounts[(index + 3) % 10]
+                try:
+                    await movements.transfer(
+                        teller,
+                        TransferRequest(
+                            account, other, Decimal("1.00"), "USD", reference_id=f"t-{index}"
+                        ),
+                    )
+                except Exception as error:  # declines are recorded and still produce events
+                    assert type(error).__name__ == "InsufficientFundsDeclined"
+            else:
+                try:
+                    await movements.debit(
+                        teller,
+                        DebitOrCredit(account, Decimal("2.00"), "USD", reference_id=f"d-{index}"),
+                    )
+                except Exception as error:
+                    assert type(error).__name__ == "InsufficientFundsDeclined"
+
+        for start in range(0, 1000, 50):
+            await asyncio.gather(*[move(i) for i in range(start, start + 50)])
+        # A movement whose database transaction rolls back publishes nothing.
+        with pytest.raises(ValidationFailed):
+            await movements.credit(
+                teller,
+                DebitOrCredit(
+                    accounts[0], Decimal("9999999999999999.99"), "USD", reference_id="rolled-back"
+                ),
+            )
+        total, unpublished = await outbox_counts(bank)
+        assert unpublished == total > 1000  # nothing could be published while Kafka was down
+    finally:
+        kafka_script("start")
+    try:
+        await wait_for(
+            lambda: _drained(bank),
+            timeout_seconds=SETTLE_TIMEOUT_SECONDS,
+            what="the relay to publish the backlog",
+        )
+    finally:
+        stop.set()
+        await relay_task
+        await publisher.stop()
+
+    async with bank.container.database.read() as connection:
+        rows = (await connection.execute(select(outbox.c.event_id, outbox.c.topic))).all()
+    expected = {str(row.event_id) for row in rows}
+    read: dict[str, Message] = {}
+    per_topic: dict[str, int] = defaultdict(int)
+    for row in rows:
+        per_topic[row.topic] += 1
+    for topic, count in per_topic.items():
+        messages = await consume(
+            kafka_bootstrap(),
+            topic,
+            prefix=prefix,
+            until=lambda ms, c=count: len({m.headers["event_id"] for m in ms}) >= c,
+        )
+        for message in messages:
+            read.setdefault(message.headers["event_id"], message)
+            assert b"rolled-back" not in message.value
+        if topic == topics.ACCOUNT_BALANCES:
+            versions: dict[str | None, list[int]] = defaultdict(list)
+            seen: set[str] = set()
+            for message in messages:
+                if message.headers["event_id"] in seen:
+                    continue
+                seen.add(message.headers["event_id"])
+                fields = decode(
+                    message.value,
+                    content_type=message.headers["content_type"],
+                    event_type="balance.updated",
+                )
+                versions[message.key].append(fields["version"])
+            for key, account_versions in versions.items():
+                assert account_versions == sorted(account_versions), f"out of order for {key}"
+                assert len(set(account_versions)) == len(account_versions)
+    assert set(read) == expected  # every committed event exactly once after dedupe
+
+
+async def _drained(bank: Bank) -> bool:
+    return (await outbox_counts(bank))[1] == 0
+
+
+@pytest.mark.postgres
+async def test_relay_killed_mid_batch_loses_nothing(
+    pg_kbank: Bank, postgres_url: str, prefix: str, tmp_path: Path
+) -> None:
+    bank = pg_kbank
+    _, staff = await bank.user(Role.TELLER)
+    owner_id, _ = await bank.user(Role.CUSTOMER)
+    teller = Actor(uuid.uuid4(), "teller", Role.TELLER)
+    account = uuid.UUID(await bank.account(owner_id, staff))
+    for start in range(0, 1500, 100):
+        await asyncio.gather(
+            *[
+                bank.container.movements.credit(
+                    teller, DebitOrCredit(account, Decimal("1.00"), "USD", reference_id=f"k-{i}")
+                )
+                for i in range(start, start + 100)
+            ]
+        )
+    total, _ = await outbox_counts(bank)
+    env = worker_env(bank, postgres_url)
+    relay = worker_process("relay", env, tmp_path / "relay.log")
+
+    async def some_published() -> bool:
+        _, unpublished = await outbox_counts(bank)
+        return unpublished < total
+
+    try:
+        await wait_for(some_published, timeout_seconds=60, what="the relay to start publishing")
+    finally:
+        relay.send_signal(signal.SIGKILL)
+        relay.wait(timeout=10)
+    _, unpublished_after_kill = await outbox_counts(bank)
+    assert unpublished_after_kill > 0, "the relay finished before it could be killed"
+    restarted = worker_process("relay", env, tmp_path / "relay.log")
+    try:
+        await wait_for(
+            lambda: _drained(bank),
+            timeout_seconds=SETTLE_TIMEOUT_SECONDS,
+            what="the restarted relay to drain",
+        )
+    finally:
+        restarted.terminate()
+        restarted.wait(timeout=20)
+
+    async with bank.container.database.read() as connection:
+        expected = {str(e) for e in (await connection.execute(select(outbox.c.event_id))).scalars()}
+    raw: list[Message] = []
+    for topic in (topics.TRANSACTIONS_COMPLETED, topics.ACCOUNT_BALANCES):
+        raw += await consume(
+            kafka_bootstrap(),
+            topic,
+            prefix=prefix,
+            until=lambda ms: len({m.headers["event_id"] for m in ms}) >= total // 2,
+        )
+    by_id: dict[str, set[bytes]] = defaultdict(set)
+    for message in raw:
+        by_id[message.headers["event_id"]].add(message.value)
+    assert set(by_id) == expected  # none lost
+    assert all(len(values) == 1 for values in by_id.values())  # a duplicate is the same event
+
+
+@pytest.mark.postgres
+async def test_async_transfers_survive_a_killed_processor(
+    pg_kbank: Bank, postgres_url: str, tmp_path: Path
+) -> None:
+    bank = pg_kbank
+    _, staff = await bank.user(Role.TELLER)
+    owner_id, owner = await bank.user(Role.CUSTOMER)
+    accounts = [await bank.account(owner_id, staff, funded="100.00") for _ in range(10)]
+    env = worker_env(bank, postgres_url)
+    relay = worker_process("relay", env, tmp_path / "relay.log")
+    processor = worker_process("processor", env, tmp_path / "processor.log")
+    dlq = worker_process("dlq", env, tmp_path / "dlq.log")
+    try:
+        for start in range(0, 500, 50):
+            responses = await asyncio.gather(
+                *[
+                    bank.client.post(
+                        "/api/v1/transactions/transfer",
+                        json={
+                            "source_account_id": accounts[i % 10],
+                            "destination_account_id": accounts[(i * 7 + 1) % 10],
+                            "amount": "3.00",
+                            "currency": "USD",
+                            "reference_id": f"async-{i}",
+                        },
+                        headers={**owner, "Prefer": "respond-async"},
+                    )
+                    for i in range(start, start + 50)
+                    if i % 10 != (i * 7 + 1) % 10
+                ]
+            )
+            assert {r.status_code for r in responses} == {202}
+            if start == 250:
+                processor.send_signal(signal.SIGKILL)
+                processor.wait(timeout=10)
+                processor = worker_process("processor", env, tmp_path / "processor.log")
+
+        async def none_pending() -> bool:
+            async with bank.container.database.read() as connection:
+                pending = (
+                    await connection.execute(
+                        select(func.count())
+                        .select_from(transactions)
+                        .where(transactions.c.status == "pending")
+                    )
+                ).scalar_one()
+            return int(pending) == 0
+
+        await wait_for(
+            none_pending,
+            timeout_seconds=SETTLE_TIMEOUT_SECONDS,
+            what="every async command to settle",
+        )
+    finally:
+        for process in (relay, processor, dlq):
+            process.terminate()
+            process.wait(timeout=20)
+
+    async with bank.container.database.read() as connection:
+        rows = (
+            await connection.execute(
+                select(
+                    transactions.c.transaction_type, transactions.c.status, func.count()
+                ).group_by(transactions.c.transaction_type, transactions.c.status)
+            )
+        ).all()
+    counts = {(kind, status): n for kind, status, n in rows}
+    submitted = sum(1 for i in range(500) if i % 10 != (i * 7 + 1) % 10)
+    outs = counts.get(("transfer_out", "completed"), 0) + counts.get(("transfer_out", "failed"), 0)
+    assert outs == submitted  # every command ended exactly once
+    assert counts.get(("transfer_in", "completed"), 0) == counts.get(("transfer_out", "completed"))
+    report = await reconcile(bank.container.database)
+    assert report.clean, report.problems
+    total = sum([await bank.balance(a, staff) for a in accounts], Decimal(0))
+    assert total == Decimal("1000.00")
+
+
+async def test_poison_message_goes_to_the_permanent_dlq(kbank: Bank, prefix: str) -> None:
+    bank = kbank
+    _, staff = await bank.user(Role.TELLER)
+    customer_id, customer = await bank.user(Role.CUSTOMER)
+    account_id = await bank.account(customer_id, staff, funded="50.00")
+    settings = bank.container.settings
+    publisher = publisher_for(bank)
+    processor = CommandProcessor(bank.container.movements, DeadLetters(publisher))
+    loop = KafkaConsumerLoop(
+        settings.kafka_bootstrap_servers,
+        group_id="processor",
+        topics=[topics.TRANSACTIONS_SUBMITTED],
+        handler=processor.handle,
+        topic_prefix=prefix,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    try:
+        await produce_raw(
+            kafka_bootstrap(),
+            prefix + topics.TRANSACTIONS_SUBMITTED,
+            b"\x00\xffgarbage\x13",
+            key=account_id.encode(),
+        )
+        accepted = await bank.client.post(
+            "/api/v1/transactions/debit",
+            json={"account_id": account_id, "amount": "20.00", "currency": "USD"},
+            headers={**customer, "Prefer": "respond-async"},
+        )
+        assert await OutboxRelay(bank.container.database, publisher).drain() >= 1
+        dead = await consume(
+            kafka_bootstrap(),
+            topics.TRANSACTIONS_PERMANENT_DLQ,
+            prefix=prefix,
+            until=lambda ms: len(ms) >= 1,
+        )
+        assert dead[0].value == b"\x00\xffgarbage\x13"
+        assert dead[0].headers["original_topic"] == topics.TRANSACTIONS_SUBMITTED
+        assert dead[0].headers["error"]
+
+        async def applied() -> bool:
+            body = (await bank.client.get(accepted.headers["Location"], headers=customer)).json()
+            return bool(body["status"] == "completed")
+
+        await wait_for(applied, timeout_seconds=60, what="the command after the poison one")
+        assert await bank.balance(account_id, customer) == Decimal("30.00")
+    finally:
+        stop.set()
+        await task
+        await publisher.stop()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_comes_back", [True, False])
+async def test_database_outage_is_retried_then_dead_lettered(
+    pg_kbank: Bank, postgres_url: str, prefix: str, database_comes_back: bool
+) -> None:
+    bank = pg_kbank
+    _, staff = await bank.user(Role.TELLER)
+    customer_id, customer = await bank.user(Role.CUSTOMER)
+    account_id = await bank.account(customer_id, staff, funded="50.00")
+    accepted = await bank.client.post(
+        "/api/v1/transactions/debit",
+        json={"account_id": account_id, "amount": "20.00", "currency": "USD"},
+        headers={**customer, "Prefer": "respond-async"},
+    )
+    publisher = publisher_for(bank)
+    assert await OutboxRelay(bank.container.database, publisher).drain() >= 1
+    database = postgres_url.rsplit("/", 1)[1]
+    await _allow_connections(database, allowed=False)
+
+    settings = bank.container.settings
+    dead_letters = DeadLetters(publisher)
+    processor = CommandProcessor(bank.container.movements, dead_letters)
+    # Slow retries when the database will come back (time to bring it back), fast otherwise.
+    backoff_seconds = 3.0 if database_comes_back else 0.3
+    handler = DeadLetterHandler(
+        processor, dead_letters, retries_max=3, backoff_base_seconds=backoff_seconds
+    )
+    loops = [
+        KafkaConsumerLoop(
+            settings.kafka_bootstrap_servers,
+            group_id=group,
+            topics=[topic],
+            handler=handle,
+            topic_prefix=prefix,
+        )
+        for group, topic, handle in (
+            ("processor", topics.TRANSACTIONS_SUBMITTED, processor.handle),
+            ("dlq", topics.TRANSACTIONS_DLQ, handler.handle),
+        )
+    ]
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(loop.run(stop)) for loop in loops]
+    try:
+        first = await consume(
+            kafka_bootstrap(), topics.TRANSACTIONS_DLQ, prefix=prefix, until=lambda ms: len(ms) >= 1
+        )
+        assert first[0].headers["attempts"] == "1"
+        if database_comes_back:
+            await _allow_connections(database, allowed=True)
+
+            async def completed() -> bool:
+                body = (
+                    await bank.client.get(accepted.headers["Location"], headers=customer)
+                ).json()
+                return bool(body["status"] == "completed")
+
+            await wait_for(completed, timeout_seconds=60, what="the retried command")
+            assert await bank.balance(account_id, customer) == Decimal("30.00")
+        else:
+            dead = await consume(
+                kafka_bootstrap(),
+                topics.TRANSACTIONS_PERMANENT_DLQ,
+                prefix=prefix,
+                until=lambda ms: len(ms) >= 1,
+            )
+            assert dead[0].headers["attempts"] == "4"  # the first try and 3 retries
+            assert dead[0].headers["original_topic"] == topics.TRANSACTIONS_SUBMITTED
+            assert "connect" in dead[0].headers["error"].lower() or dead[0].headers["error"]
+            retries = await consume(
+                kafka_bootstrap(),
+                topics.TRANSACTIONS_DLQ,
+                prefix=prefix,
+                until=lambda ms: len(ms) >= 3,
+            )
+            assert [m.headers["attempts"] for m in retries] == ["1", "2", "3"]
+            await _allow_connections(database, allowed=True)
+            body = (await bank.client.get(accepted.headers["Location"], headers=customer)).json()
+            assert body["status"] == "pending"  # parked, not lost: `banking dlq replay` resumes it
+    finally:
+        await _allow_connections(database, allowed=True)
+        stop.set()
+        await asyncio.gather(*tasks)
+        await publisher.stop()
+
+
+async def _allow_connections(database: str, *, allowed: bool) -> None:
+    import asyncpg
+
+    admin = await asyncpg.connect(os.environ["BANKING_PG_ADMIN_DSN"])
+    try:
+        await admin.execute(
+            f'ALTER DATABASE "{database}" WITH ALLOW_CONNECTIONS {"true" if allowed else "false"}'
+        )
+        if not allowed:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                database,
+            )
+    finally:
+        await admin.close()
