@@ -32,6 +32,7 @@ BATCH_SIZE_MAX: Final = 500
 IDLE_POLL_SECONDS: Final = 0.05
 ERROR_BACKOFF_SECONDS_MAX: Final = 5.0
 STANDBY_POLL_SECONDS: Final = 2.0
+BACKLOG_REPORT_SECONDS: Final = 5.0
 
 
 def headers_of(row: Any, content_type: str) -> dict[str, str]:
@@ -43,6 +44,8 @@ def headers_of(row: Any, content_type: str) -> dict[str, str]:
     }
     if row.trace_id:
         headers["trace_id"] = row.trace_id
+    # When the event was committed: consumers measure their end-to-end lag from it.
+    headers["created_at"] = row.created_at.isoformat()
     return headers
 
 
@@ -58,12 +61,17 @@ class RelayObserver(Protocol):
 
     def relay_failed(self) -> None: ...
 
+    def relay_backlog(self, count: int, oldest_age_seconds: float) -> None: ...
+
 
 class _Unobserved:
     def relay_published(self, count: int) -> None:
         pass
 
     def relay_failed(self) -> None:
+        pass
+
+    def relay_backlog(self, count: int, oldest_age_seconds: float) -> None:
         pass
 
 
@@ -114,10 +122,23 @@ class OutboxRelay:
         else:
             await self._loop(stop)
 
+    async def report_backlog(self) -> tuple[int, float]:
+        """Count what waits in the outbox and tell the observer (for metrics and alerts)."""
+        async with self._database.read() as connection:
+            count, oldest = await repo.outbox_backlog(connection)
+        age_seconds = (utc_now() - oldest).total_seconds() if oldest is not None else 0.0
+        self._observer.relay_backlog(count, age_seconds)
+        return count, age_seconds
+
     async def _loop(self, stop: asyncio.Event) -> None:
         failures = 0
+        backlog_reported_at = 0.0
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
             try:
+                if loop.time() - backlog_reported_at >= BACKLOG_REPORT_SECONDS:
+                    backlog_reported_at = loop.time()
+                    await self.report_backlog()
                 published = await self.publish_batch()
                 failures = 0
             except Exception as error:  # noqa: BLE001 - Kafka or the database is down: retry

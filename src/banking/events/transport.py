@@ -11,6 +11,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -97,6 +98,32 @@ def message_of(record: Any, *, topic_prefix: str = "") -> Message:
     )
 
 
+class ConsumerObserver(Protocol):
+    def consumed(self, group: str, topic: str, lag_seconds: float | None) -> None: ...
+
+    def lagging(self, group: str, topic: str, messages: int) -> None: ...
+
+
+class _Unobserved:
+    def consumed(self, group: str, topic: str, lag_seconds: float | None) -> None:
+        pass
+
+    def lagging(self, group: str, topic: str, messages: int) -> None:
+        pass
+
+
+def seconds_since_commit(message: Message) -> float | None:
+    """End-to-end lag: now minus the commit time the relay put in the headers."""
+    created_at = message.headers.get("created_at")
+    if created_at is None:
+        return None
+    try:
+        committed = datetime.fromisoformat(created_at)
+    except ValueError:
+        return None
+    return (datetime.now(UTC) - committed).total_seconds()
+
+
 class KafkaConsumerLoop:
     """One consumer group member: handle each message in order, commit after the handler.
 
@@ -113,8 +140,10 @@ class KafkaConsumerLoop:
         topics: Sequence[str],
         handler: Handler,
         topic_prefix: str = "",
+        observer: ConsumerObserver | None = None,
     ) -> None:
         self._topic_prefix = topic_prefix
+        self._observer: ConsumerObserver = observer or _Unobserved()
         self._consumer = AIOKafkaConsumer(
             *[topic_prefix + topic for topic in topics],
             bootstrap_servers=bootstrap_servers,
@@ -135,13 +164,15 @@ class KafkaConsumerLoop:
                 )
                 for partition, records in batches.items():
                     await self._handle_partition(partition, records)
+                await self._report_lag()
         finally:
             await self._consumer.stop()
 
     async def _handle_partition(self, partition: TopicPartition, records: list[Any]) -> None:
         for record in records:
+            message = message_of(record, topic_prefix=self._topic_prefix)
             try:
-                await self._handler(message_of(record, topic_prefix=self._topic_prefix))
+                await self._handler(message)
             except Exception as error:  # noqa: BLE001 - never lose the message: rewind
                 log.error(
                     "consumer_handler_failed",
@@ -160,6 +191,18 @@ class KafkaConsumerLoop:
             except KafkaError as error:  # a rebalance: the next owner re-reads, handlers dedupe
                 log.warning("consumer_commit_failed", group=self.group_id, error=str(error))
                 return
+            self._observer.consumed(self.group_id, message.topic, seconds_since_commit(message))
+
+    async def _report_lag(self) -> None:
+        behind: dict[str, int] = defaultdict(int)
+        for partition in self._consumer.assignment():
+            highwater = self._consumer.highwater(partition)
+            if highwater is None:
+                continue
+            topic = partition.topic.removeprefix(self._topic_prefix)
+            behind[topic] += max(0, highwater - await self._consumer.position(partition))
+        for topic, messages in behind.items():
+            self._observer.lagging(self.group_id, topic, messages)
 
 
 class InProcessBus:

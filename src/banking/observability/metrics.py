@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -10,9 +13,17 @@ from prometheus_client import (
     Gauge,
     Histogram,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import event
 
 from banking.ledger.movements import MovementObserver
+from banking.storage.database import Database
 
+_STATEMENT_KINDS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "BEGIN", "COMMIT"})
+EVENT_LAG_BUCKETS_SECONDS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+)  # fmt: skip
 LATENCY_BUCKETS_SECONDS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
@@ -97,6 +108,43 @@ class Metrics(MovementObserver):
             ["topic"],
             registry=r,
         )
+        self.outbox_backlog = Gauge(
+            "banking_outbox_backlog_events",
+            "Outbox events not yet published, as last counted by the relay.",
+            registry=r,
+        )
+        self.outbox_oldest_age = Gauge(
+            "banking_outbox_oldest_unpublished_age_seconds",
+            "Age of the oldest unpublished outbox event (0 when none), as last seen by the relay.",
+            registry=r,
+        )
+        self.events_consumed = Counter(
+            "banking_events_consumed_total",
+            "Events handled by a consumer, by consumer group and topic.",
+            ["group", "topic"],
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "banking_consumer_lag_messages",
+            "Messages between a consumer group's position and the end of the topic.",
+            ["group", "topic"],
+            registry=r,
+        )
+        self.event_lag = Histogram(
+            "banking_event_lag_seconds",
+            "Time from an event's commit (outbox write) to its handling, by consumer group.",
+            ["group"],
+            buckets=EVENT_LAG_BUCKETS_SECONDS,
+            registry=r,
+        )
+        self.db_query_latency = Histogram(
+            "banking_db_query_duration_seconds",
+            "Database statement latency by statement kind (SELECT, INSERT, UPDATE, ...).",
+            ["statement"],
+            buckets=LATENCY_BUCKETS_SECONDS,
+            registry=r,
+        )
+
 
     # RelayObserver
     def relay_published(self, count: int) -> None:
@@ -108,6 +156,39 @@ class Metrics(MovementObserver):
     # DeadLetterObserver
     def dead_lettered(self, topic: str) -> None:
         self.dead_letters.labels(topic).inc()
+
+    def relay_backlog(self, count: int, oldest_age_seconds: float) -> None:
+        self.outbox_backlog.set(count)
+        self.outbox_oldest_age.set(oldest_age_seconds)
+
+    # ConsumerObserver
+    def consumed(self, group: str, topic: str, lag_seconds: float | None) -> None:
+        self.events_consumed.labels(group, topic).inc()
+        if lag_seconds is not None:
+            self.event_lag.labels(group).observe(max(0.0, lag_seconds))
+
+    def lagging(self, group: str, topic: str, messages: int) -> None:
+        self.consumer_lag.labels(group, topic).set(messages)
+
+    def watch_database(self, database: Database) -> None:
+        """Statement latency (engine events) and pool use (read at scrape time)."""
+        engine = database.engine.sync_engine
+        histogram = self.db_query_latency
+        database.on_retry = self.db_retries.inc
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def _started(conn: Any, _cursor: Any, _statement: Any, *_: Any) -> None:
+            conn.info.setdefault("banking_query_started", []).append(time.perf_counter())
+
+        @event.listens_for(engine, "after_cursor_execute")
+        def _finished(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            started = conn.info.get("banking_query_started")
+            if started:
+                kind = statement.lstrip().split(" ", 1)[0].upper()
+                label = kind if kind in _STATEMENT_KINDS else "OTHER"
+                histogram.labels(label).observe(time.perf_counter() - started.pop())
+
+        self.registry.register(_PoolCollector(database))
 
 
     # MovementObserver
@@ -121,3 +202,22 @@ class Metrics(MovementObserver):
 
     def replayed(self, kind: str) -> None:
         self.replays.labels(kind).inc()
+
+class _PoolCollector(Collector):
+    """Connection-pool use of the database engine, read when Prometheus scrapes."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        pool = self._database.engine.sync_engine.pool
+        family = GaugeMetricFamily(
+            "banking_db_pool_connections",
+            "Database connections of this process by state (checked_out, idle).",
+            labels=["state"],
+        )
+        checked_out = getattr(pool, "checkedout", None)
+        idle = getattr(pool, "checkedin", None)
+        family.add_metric(["checked_out"], float(checked_out()) if callable(checked_out) else 0.0)
+        family.add_metric(["idle"], float(idle()) if callable(idle) else 0.0)
+        yield family

@@ -95,13 +95,17 @@ def is_retryable(error: DBAPIError) -> bool:
     return isinstance(error, OperationalError) and "database is locked" in str(error.orig)
 
 
+def _nothing() -> None:
+    pass
+
+
 class Database:
     """Owns the engine; hands out units of work and retries whole transactions when safe."""
 
     def __init__(self, engine: AsyncEngine, *, retries_max: int = 5) -> None:
         self.engine = engine
         self.retries_max = retries_max
-        self.retries_total = 0
+        self.on_retry: Callable[[], None] = _nothing
 
     @property
     def dialect_name(self) -> str:
@@ -132,7 +136,7 @@ class Database:
                 if not is_retryable(error) or attempt >= self.retries_max:
                     raise
                 attempt += 1
-                self.retries_total += 1
+                self.on_retry()
                 await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))  # noqa: S311
 
     async def dispose(self) -> None:

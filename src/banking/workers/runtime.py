@@ -87,6 +87,7 @@ async def run_kafka_worker(name: str, container: Container, stop: asyncio.Event)
             topics=[topic],
             handler=handlers[name],
             topic_prefix=settings.kafka_topic_prefix,
+            observer=container.metrics,
         )
         await loop.run(stop)
     finally:
