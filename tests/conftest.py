@@ -105,6 +105,9 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "log_json": True,
         "database_pool_size": 30,
         "database_pool_overflow": 30,
+        # Load-shaped tests send hundreds of requests as one user; tests/cache tests the limits.
+        "rate_limit_default": "100000/second",
+        "rate_limit_token": "10000/minute",
     }
     values.update(overrides)
     return Settings(**values)

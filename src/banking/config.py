@@ -50,6 +50,16 @@ class Settings(BaseSettings):
     jwt_expire_minutes: int = Field(default=30, ge=1, le=24 * 60)
 
     redis_url: str = ""
+    # Redis (DESIGN.md section 8): short timeouts, because Redis never decides money.
+    redis_socket_timeout_seconds: float = Field(default=0.2, gt=0, le=10)
+    redis_retry_seconds: float = Field(default=3.0, gt=0, le=300)
+    balance_cache_ttl_seconds: float = Field(default=5.0, gt=0, le=300)
+    rate_limit_enabled: bool = True
+    rate_limit_default: str = "100/second"
+    rate_limit_token: str = "5/minute"  # noqa: S105 - a rate limit, not a secret
+    account_locks: str = Field(default="none", pattern="^(none|memory|redis)$")
+    account_lock_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    account_lock_wait_seconds: float = Field(default=2.0, ge=0, le=60)
     kafka_bootstrap_servers: str = ""
     event_format: Literal["arrow", "json"] = "arrow"
     # Prepended to every topic and consumer group: several environments on one cluster.
@@ -85,6 +95,19 @@ class Settings(BaseSettings):
                 )
             if not self.database_url:
                 raise InsecureConfiguration("DATABASE_URL must be set in production")
+        return self
+
+    @model_validator(mode="after")
+    def _redis_settings_are_usable(self) -> Settings:
+        from limits import parse
+
+        for name in ("rate_limit_default", "rate_limit_token"):
+            try:
+                parse(getattr(self, name))
+            except ValueError as error:
+                raise ValueError(f"{name.upper()} is not a rate limit like '100/second'") from error
+        if self.account_locks == "redis" and not self.redis_url:
+            raise ValueError("ACCOUNT_LOCKS=redis needs REDIS_URL")
         return self
 
     @property

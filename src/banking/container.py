@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from banking.auth.tokens import TokenService
 from banking.auth.users import UserService
+from banking.cache.locks import GuardedMovementService
+from banking.cache.services import CacheServices, build_cache_services
 from banking.config import Settings
 from banking.ledger.accounts import AccountService
 from banking.ledger.history import HistoryService
@@ -24,8 +26,10 @@ class Container:
     accounts: AccountService
     movements: MovementService
     history: HistoryService
+    cache: CacheServices
 
     async def close(self) -> None:
+        await self.cache.close()
         await self.database.dispose()
 
 
@@ -40,17 +44,26 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
         issuer=settings.jwt_issuer,
         expire_minutes=settings.jwt_expire_minutes,
     )
+    cache = build_cache_services(settings, metrics)
+    # The optional per-account lock (ACCOUNT_LOCKS) wraps the synchronous movements; the cache
+    # is told after every commit which balances changed.
+    movements = (
+        MovementService(database, metrics, cache.balances)
+        if cache.account_locks is None
+        else GuardedMovementService(database, metrics, cache.balances, locks=cache.account_locks)
+    )
     return Container(
         settings=settings,
         database=database,
         metrics=metrics,
         tokens=tokens,
         users=UserService(database, tokens),
-        accounts=AccountService(database),
-        movements=MovementService(database, metrics),
+        accounts=AccountService(database, cache.balances),
+        movements=movements,
         history=HistoryService(
             database,
             page_size_default=settings.page_size_default,
             page_size_max=settings.page_size_max,
         ),
+        cache=cache,
     )

@@ -84,6 +84,17 @@ class RateLimited(BankingError):
         self.retry_after_seconds = retry_after_seconds
 
 
+class AccountBusy(BankingError):
+    """The optional per-account lock (``ACCOUNT_LOCKS``) stayed busy past its wait bound;
+    nothing was done, so the same request can be retried."""
+
+    code = "ACCOUNT_BUSY"
+
+    def __init__(self, message: str, *, retry_after_seconds: int, **details: Any):
+        super().__init__(message, **details)
+        self.retry_after_seconds = retry_after_seconds
+
+
 class ServiceUnavailable(BankingError):
     code = "SERVICE_UNAVAILABLE"
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 from uuid import UUID, uuid4
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -44,9 +46,26 @@ def new_account_number() -> str:
     return body + luhn_check_digit(body)
 
 
+class BalanceCache(Protocol):
+    """Read-through cache for showing balances (``banking.cache``: memory or Redis). Money
+    decisions never read it; the movement service invalidates it after every commit."""
+
+    async def read_through(
+        self, account_id: UUID, load: Callable[[], Awaitable[tuple[Account, Balance]]]
+    ) -> tuple[Account, Balance]: ...
+
+
+class NoBalanceCache:
+    async def read_through(
+        self, account_id: UUID, load: Callable[[], Awaitable[tuple[Account, Balance]]]
+    ) -> tuple[Account, Balance]:
+        return await load()
+
+
 class AccountService:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, balance_cache: BalanceCache | None = None) -> None:
         self._database = database
+        self._balance_cache = balance_cache or NoBalanceCache()
 
     async def open(
         self, actor: Actor, *, account_type: str, currency: str, customer_id: UUID | None
@@ -129,9 +148,19 @@ class AccountService:
         return await self._database.run_in_transaction(work)
 
     async def balance(self, actor: Actor, account_id: UUID) -> Balance:
-        async with self._database.read() as connection:
-            require_visible(actor, await repo.get_account(connection, account_id))
-            balance = await repo.get_balance(connection, account_id)
-        if balance is None:
-            raise InvariantViolated(f"account {account_id} has no balance row")
+        """The balance to show, through the balance cache (never used to decide money). The
+        cache is keyed by account only: who may see it is checked on every read."""
+
+        async def load() -> tuple[Account, Balance]:
+            async with self._database.read() as connection:
+                account = await repo.get_account(connection, account_id)
+                if account is None:
+                    raise AccountNotFound("account not found")
+                balance = await repo.get_balance(connection, account_id)
+            if balance is None:
+                raise InvariantViolated(f"account {account_id} has no balance row")
+            return account, balance
+
+        account, balance = await self._balance_cache.read_through(account_id, load)
+        require_visible(actor, account)
         return balance

@@ -91,10 +91,25 @@ class MovementObserver:
         pass
 
 
+class BalanceListener:
+    """Told after each commit that changed balances, before the caller is answered, which
+    accounts changed (the balance cache drops them, so a client never reads its own write
+    stale). The default does nothing. It must not raise: the money has already moved."""
+
+    async def balances_changed(self, account_ids: list[UUID]) -> None:
+        pass
+
+
 class MovementService:
-    def __init__(self, database: Database, observer: MovementObserver | None = None) -> None:
+    def __init__(
+        self,
+        database: Database,
+        observer: MovementObserver | None = None,
+        balance_listener: BalanceListener | None = None,
+    ) -> None:
         self._database = database
         self._observer = observer or MovementObserver()
+        self._balance_listener = balance_listener or BalanceListener()
 
     # --- public use cases ----------------------------------------------------------------
 
@@ -382,6 +397,11 @@ class MovementService:
             self._observer.movement(checked.kind.value, leg.status.value, leg.currency, leg.amount)
             if leg.failure_code is not None:
                 self._observer.declined(checked.kind.value, leg.failure_code)
+            if leg.status is TransactionStatus.COMPLETED:
+                changed = [leg.account_id]
+                if leg.counterparty_account_id is not None:
+                    changed.append(leg.counterparty_account_id)
+                await self._balance_listener.balances_changed(changed)
         return leg, replayed
 
     async def _replay(self, checked: _Checked) -> Transaction:

@@ -92,6 +92,43 @@ class Metrics(MovementObserver):
             "Database transactions retried after a deadlock or serialization failure.",
             registry=r,
         )
+        # Redis (balance cache, rate limits, account locks): never on the money path.
+        self.cache_requests = Counter(
+            "banking_cache_requests_total",
+            "Cache lookups by cache and result (hit, miss, error: Redis unavailable, bypassed).",
+            ["cache", "result"],
+            registry=r,
+        )
+        self.rate_limit_rejections = Counter(
+            "banking_rate_limit_rejections_total",
+            "Requests refused with RATE_LIMITED, by limit scope (default, token).",
+            ["scope"],
+            registry=r,
+        )
+        self.rate_limit_fail_open = Counter(
+            "banking_rate_limit_fail_open_total",
+            "Requests let through unchecked because Redis was unavailable, by limit scope.",
+            ["scope"],
+            registry=r,
+        )
+        self.account_lock_wait = Histogram(
+            "banking_account_lock_wait_seconds",
+            "Time spent acquiring the optional per-account locks (ACCOUNT_LOCKS).",
+            buckets=LATENCY_BUCKETS_SECONDS,
+            registry=r,
+        )
+        self.redis_errors = Counter(
+            "banking_redis_errors_total",
+            "Redis operations that failed or timed out, by operation.",
+            ["operation"],
+            registry=r,
+        )
+        self.redis_up = Gauge(
+            "banking_redis_up",
+            "1 while Redis answers (or is not configured), 0 while it is being bypassed.",
+            registry=r,
+        )
+        self.redis_up.set(1)
         self.outbox_published = Counter(
             "banking_outbox_published_total",
             "Outbox events published by the relay.",

@@ -15,6 +15,7 @@ from banking.container import Container
 from banking.rest.docs import install_docs
 from banking.rest.errors import install_error_handlers
 from banking.rest.middleware import RequestContextMiddleware
+from banking.rest.ratelimit import RateLimitMiddleware
 from banking.rest.routes import accounts, system, transactions, users
 from banking.workers.runtime import EmbeddedEvents
 
@@ -62,6 +63,14 @@ def create_app(container: Container, *, dispose_on_shutdown: bool = True) -> Fas
     # Added innermost first: the request-context middleware is outermost, so even a request
     # refused by TrustedHost carries request and trace ids and the security headers.
     app.add_middleware(GZipMiddleware, minimum_size=1000)
+    if container.cache.rate_limiter is not None:
+        # Inside CORS (a refusal still carries CORS headers; preflights are never counted).
+        app.add_middleware(
+            RateLimitMiddleware,
+            limiter=container.cache.rate_limiter,
+            tokens=container.tokens,
+            metrics=app.state.metrics,
+        )
     if settings.cors_allow_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -84,6 +93,9 @@ def create_app(container: Container, *, dispose_on_shutdown: bool = True) -> Fas
                 "Location",
                 "X-Next-Cursor",
                 "Retry-After",
+                "RateLimit-Limit",
+                "RateLimit-Remaining",
+                "RateLimit-Reset",
             ],
         )
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.trusted_hosts)

@@ -10,7 +10,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from banking.domain.errors import BankingError, InvariantViolated, RateLimited, ValidationFailed
+from banking.domain.errors import (
+    AccountBusy,
+    BankingError,
+    InvariantViolated,
+    RateLimited,
+    ValidationFailed,
+)
 from banking.observability.context import current
 from banking.observability.logging import get_logger
 
@@ -29,6 +35,7 @@ HTTP_STATUS_BY_CODE: Final[dict[str, int]] = {
     "NOT_ACCEPTABLE": 406,
     "ACCOUNT_INACTIVE": 409,
     "IDEMPOTENCY_CONFLICT": 409,
+    "ACCOUNT_BUSY": 409,
     "USER_ALREADY_EXISTS": 409,
     "UNAUTHENTICATED": 401,
     "FORBIDDEN": 403,
@@ -90,8 +97,10 @@ async def _banking_error(request: Request, error: Exception) -> JSONResponse:
         headers["Idempotent-Replayed"] = "true"
     if error.code == "UNAUTHENTICATED":
         headers["WWW-Authenticate"] = "Bearer"
-    if isinstance(error, RateLimited):
+    if isinstance(error, RateLimited | AccountBusy):
         headers["Retry-After"] = str(error.retry_after_seconds)
+    if isinstance(error, RateLimited):
+        headers.update(error.details.get("headers") or {})  # RateLimit-* of the refusing limit
     field = error.field if isinstance(error, ValidationFailed) else None
     details = [{"field": field}] if field else None
     return error_response(

@@ -36,9 +36,14 @@ async def ready(container: ContainerDep) -> JSONResponse:
     except Exception as error:  # noqa: BLE001 - any failure means "not ready"
         log.warning("ready_check_failed", dependency="database", error_type=type(error).__name__)
         checks["database"] = "unavailable"
-    healthy = all(value == "ok" for value in checks.values())
+    redis = await container.cache.readiness()
+    if redis is not None:
+        # Degraded Redis stays 200: cache bypassed, limits fail open, money still moves.
+        checks["redis"] = redis
+    healthy = all(value in ("ok", "degraded") for value in checks.values())
+    status = "ready" if all(value == "ok" for value in checks.values()) else "degraded"
     return JSONResponse(
-        {"status": "ready" if healthy else "unavailable", "checks": checks},
+        {"status": status if healthy else "unavailable", "checks": checks},
         status_code=200 if healthy else 503,
     )
 

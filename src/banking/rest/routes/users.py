@@ -9,6 +9,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 
 from banking.rest.dependencies import ContainerDep, CurrentActor
 from banking.rest.jsonbody import ExactJSONRoute
+from banking.rest.ratelimit import limit_password_guessing
 from banking.rest.schemas import ErrorEnvelope, TokenRead, UserCreateBody, UserRead
 
 router = APIRouter(prefix="/api/v1", route_class=ExactJSONRoute)
@@ -18,7 +19,9 @@ router = APIRouter(prefix="/api/v1", route_class=ExactJSONRoute)
     "/auth/token",
     response_model=TokenRead,
     tags=["auth"],
-    responses={401: {"model": ErrorEnvelope}},
+    responses={401: {"model": ErrorEnvelope}, 429: {"model": ErrorEnvelope}},
+    # RATE_LIMIT_TOKEN per client address and username, before the password is checked.
+    dependencies=[Depends(limit_password_guessing)],
 )
 async def issue_token(
     form: Annotated[OAuth2PasswordRequestForm, Depends()], container: ContainerDep
