@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     # Redis (DESIGN.md section 8): short timeouts, because Redis never decides money.
     redis_socket_timeout_seconds: float = Field(default=0.2, gt=0, le=10)
     redis_retry_seconds: float = Field(default=3.0, gt=0, le=300)
+    balance_cache_enabled: bool = True
     balance_cache_ttl_seconds: float = Field(default=5.0, gt=0, le=300)
     rate_limit_enabled: bool = True
     rate_limit_default: str = "100/second"

@@ -25,7 +25,7 @@ READY_DEGRADED = "degraded"
 
 @dataclass
 class CacheServices:
-    balances: MemoryBalanceCache | RedisBalanceCache
+    balances: MemoryBalanceCache | RedisBalanceCache | None  # None: BALANCE_CACHE_ENABLED=false
     rate_limiter: RateLimiter | None  # None: RATE_LIMIT_ENABLED=false
     account_locks: AccountLocks | None  # None: ACCOUNT_LOCKS=none
     redis: RedisConnection | None  # None: embedded (no REDIS_URL)
@@ -38,7 +38,8 @@ class CacheServices:
         return READY_OK if await self.redis.probe() else READY_DEGRADED
 
     async def close(self) -> None:
-        await self.balances.close()
+        if self.balances is not None:
+            await self.balances.close()
         if self.redis is not None:
             await self.redis.close()
 
@@ -53,10 +54,10 @@ def build_cache_services(settings: Settings, metrics: Metrics) -> CacheServices:
             retry_seconds=settings.redis_retry_seconds,
         )
     ttl_seconds = settings.balance_cache_ttl_seconds
-    balances: MemoryBalanceCache | RedisBalanceCache
-    if redis is None:
+    balances: MemoryBalanceCache | RedisBalanceCache | None = None
+    if settings.balance_cache_enabled and redis is None:
         balances = MemoryBalanceCache(ttl_seconds=ttl_seconds, metrics=metrics)
-    else:
+    elif settings.balance_cache_enabled and redis is not None:
         balances = RedisBalanceCache(redis, ttl_seconds=ttl_seconds, metrics=metrics)
 
     rate_limiter = None

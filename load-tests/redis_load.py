@@ -1,0 +1,420 @@
+"""Redis figures on PostgreSQL, all in one run (docs/redis.md):
+
+* balance-read throughput and latency with no cache, the in-memory cache and the Redis cache
+  (and the Redis cache with the Redis rate limiter counting every request);
+* transfer throughput with the per-account lock guard off and on (ACCOUNT_LOCKS=redis), over
+  many accounts and over a few hot ones.
+
+Each scenario runs a real ``banking serve`` subprocess (one worker) on a fresh port against one
+seeded database, and drives it with an aiohttp loop: CONCURRENCY clients for DURATION seconds
+after a short warm-up. Everything targets 127.0.0.1 and stops by itself.
+
+    eval "$(scripts/services/postgres.sh start)"; eval "$(scripts/services/redis.sh start)"
+    .venv/bin/python load-tests/redis_load.py [--duration 15] [--concurrency 16] [--out FILE]
+
+Needs BANKING_PG_URL, BANKING_PG_ADMIN_DSN and BANKING_REDIS_URL (the scripts print them).
+The database ``redis_load`` on that server is dropped and re-created.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import re
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from banking.config import Settings
+from banking.container import build_container
+from banking.domain.roles import Actor, Role
+from banking.ledger.models import DebitOrCredit
+from banking.ledger.reconcile import reconcile
+from banking.storage.migrate import upgrade
+
+DATABASE = "redis_load"
+READ_ACCOUNTS = 100
+SPREAD_ACCOUNTS = 100
+HOT_ACCOUNTS = 4
+WARMUP_SECONDS = 2.0
+STARTUP_TIMEOUT_SECONDS = 60.0
+REQUEST_TIMEOUT_SECONDS = 30.0
+SEED_FUNDS = Decimal("1000000.00")
+
+
+@dataclass
+class Result:
+    scenario: str
+    settings: dict[str, str]
+    requests: int
+    errors: dict[str, int]
+    seconds: float
+    per_second: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def percentile(ordered: list[float], fraction: float) -> float:
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def prepare_database(admin_dsn: str, pg_url: str) -> str:
+    connection = await asyncpg.connect(admin_dsn)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+        await connection.execute(f'CREATE DATABASE "{DATABASE}"')
+    finally:
+        await connection.close()
+    url = pg_url.rpartition("/")[0] + "/" + DATABASE
+    await asyncio.to_thread(upgrade, url)  # alembic runs its own event loop
+    return url
+
+
+@dataclass
+class Seed:
+    token: str
+    read_accounts: list[str]
+    spread_accounts: list[str]
+    hot_accounts: list[str]
+
+
+async def seed(settings: Settings) -> Seed:
+    container = build_container(settings)
+    try:
+        teller = await container.users.create(
+            None,
+            username="load-teller",
+            email="load-teller@example.com",
+            password=secrets.token_urlsafe(16),
+            role=Role.TELLER,
+        )
+        customer = await container.users.create(
+            None,
+            username="load-customer",
+            email="load-customer@example.com",
+            password=secrets.token_urlsafe(16),
+            role=Role.CUSTOMER,
+        )
+        actor = Actor(teller.user_id, teller.username, Role.TELLER)
+
+        async def open_funded(count: int) -> list[str]:
+            ids = []
+            for _ in range(count):
+                account, _ = await container.accounts.open(
+                    actor, account_type="checking", currency="USD", customer_id=customer.user_id
+                )
+                await container.movements.credit(
+                    actor, DebitOrCredit(account.account_id, SEED_FUNDS, "USD")
+                )
+                ids.append(str(account.account_id))
+            return ids
+
+        return Seed(
+            token=container.tokens.issue(teller.user_id, teller.username, Role.TELLER),
+            read_accounts=await open_funded(READ_ACCOUNTS),
+            spread_accounts=await open_funded(SPREAD_ACCOUNTS),
+            hot_accounts=await open_funded(HOT_ACCOUNTS),
+        )
+    finally:
+        await container.close()
+
+
+class Server:
+    def __init__(self, base_env: dict[str, str], extra: dict[str, str], log_dir: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        env = {**base_env, **extra}
+        self.log_path = log_dir / f"serve-{self.port}.log"
+        self._log = self.log_path.open("w")
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+            [
+                *(sys.executable, "-m", "banking.cli", "serve"),
+                *("--port", str(self.port), "--grpc-port", str(free_port())),
+            ],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    async def wait_ready(self, session: aiohttp.ClientSession) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                async with session.get(f"{self.base}/ready") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+        raise RuntimeError("server did not become ready")
+
+    async def metric(self, session: aiohttp.ClientSession, name: str) -> dict[str, float]:
+        async with session.get(f"{self.base}/metrics") as response:
+            text = await response.text()
+        found: dict[str, float] = {}
+        for line in text.splitlines():
+            match = re.match(rf"^{name}(\{{[^}}]*\}})? ([0-9.e+-]+)$", line)
+            if match:
+                found[match.group(1) or ""] = float(match.group(2))
+        return found
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self._log.close()
+
+
+async def drive(
+    session: aiohttp.ClientSession,
+    request: Any,
+    *,
+    concurrency: int,
+    duration: float,
+) -> tuple[list[float], dict[str, int], float]:
+    """``concurrency`` clients send ``request(session, rng)`` back to back: WARMUP_SECONDS not
+    measured, then ``duration`` seconds measured. Returns latencies, errors, elapsed."""
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    measuring_from = time.monotonic() + WARMUP_SECONDS
+    stop_at = measuring_from + duration
+
+    async def client(index: int) -> None:
+        rng = random.Random(index)  # noqa: S311 - load shape, not security
+        while True:
+            started = time.monotonic()
+            if started >= stop_at:
+                return
+            outcome = await request(session, rng)
+            ended = time.monotonic()
+            if started >= measuring_from and ended <= stop_at:
+                latencies.append(ended - started)
+                if outcome != "ok":
+                    errors[outcome] = errors.get(outcome, 0) + 1
+
+    await asyncio.gather(*[client(index) for index in range(concurrency)])
+    return latencies, errors, duration
+
+
+async def run_scenario(
+    name: str,
+    extra_env: dict[str, str],
+    base_env: dict[str, str],
+    log_dir: Path,
+    make_request: Any,
+    *,
+    concurrency: int,
+    duration: float,
+) -> Result:
+    server = Server(base_env, extra_env, log_dir)
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS)
+    connector = aiohttp.TCPConnector(limit=concurrency * 2)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+            await server.wait_ready(session)
+            latencies, errors, seconds = await drive(
+                session, make_request(server.base), concurrency=concurrency, duration=duration
+            )
+            cache = await server.metric(session, "banking_cache_requests_total")
+            lock_wait_sum = await server.metric(session, "banking_account_lock_wait_seconds_sum")
+            lock_wait_count = await server.metric(
+                session, "banking_account_lock_wait_seconds_count"
+            )
+    finally:
+        server.stop()
+    ordered = sorted(latencies)
+    extra: dict[str, Any] = {}
+    hits = sum(v for k, v in cache.items() if 'result="hit"' in k)
+    lookups = sum(cache.values())
+    if lookups:
+        extra["cache_hit_ratio"] = round(hits / lookups, 4)
+    if lock_wait_count.get(""):
+        extra["lock_wait_mean_ms"] = round(
+            1000 * lock_wait_sum.get("", 0.0) / lock_wait_count[""], 3
+        )
+    result = Result(
+        scenario=name,
+        settings=extra_env,
+        requests=len(latencies),
+        errors=errors,
+        seconds=seconds,
+        per_second=round(len(latencies) / seconds, 1),
+        p50_ms=round(1000 * statistics.median(ordered), 2) if ordered else float("nan"),
+        p95_ms=round(1000 * percentile(ordered, 0.95), 2),
+        p99_ms=round(1000 * percentile(ordered, 0.99), 2),
+        extra=extra,
+    )
+    print(
+        f"  {name:<44} {result.per_second:>8.1f}/s  p50 {result.p50_ms:>7.2f} ms  "
+        f"p99 {result.p99_ms:>7.2f} ms  errors {sum(errors.values())}  {extra}",
+        flush=True,
+    )
+    return result
+
+
+def balance_reads(token: str, accounts: list[str]) -> Any:
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def make(base: str) -> Any:
+        async def request(session: aiohttp.ClientSession, rng: random.Random) -> str:
+            account = rng.choice(accounts)
+            async with session.get(
+                f"{base}/api/v1/accounts/{account}/balance", headers=headers
+            ) as response:
+                await response.read()
+                return "ok" if response.status == 200 else str(response.status)
+
+        return request
+
+    return make
+
+
+def transfers(token: str, accounts: list[str]) -> Any:
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def make(base: str) -> Any:
+        async def request(session: aiohttp.ClientSession, rng: random.Random) -> str:
+            source, destination = rng.sample(accounts, 2)
+            body = {
+                "source_account_id": source,
+                "destination_account_id": destination,
+                "amount": f"{rng.randint(1, 1000) / 100:.2f}",
+                "currency": "USD",
+            }
+            async with session.post(
+                f"{base}/api/v1/transactions/transfer", json=body, headers=headers
+            ) as response:
+                payload = await response.read()
+                if response.status == 200:
+                    return "ok"
+                try:
+                    return str(json.loads(payload)["error"]["code"])
+                except (ValueError, KeyError):
+                    return str(response.status)
+
+        return request
+
+    return make
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=Path("load-tests/results/redis-latest.json"))
+    args = parser.parse_args()
+    try:
+        pg_url = os.environ["BANKING_PG_URL"]
+        admin_dsn = os.environ["BANKING_PG_ADMIN_DSN"]
+        redis_url = os.environ["BANKING_REDIS_URL"]
+    except KeyError as missing:
+        print(f"{missing} is not set: start the services with scripts/services/*.sh")
+        return 2
+
+    database_url = await prepare_database(admin_dsn, pg_url)
+    jwt_secret = secrets.token_urlsafe(48)
+    settings = Settings(database_url=database_url, jwt_secret=jwt_secret, rate_limit_enabled=False)
+    print(f"seeding {DATABASE} ...", flush=True)
+    data = await seed(settings)
+    base_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "RATE_LIMIT"))},
+        "DATABASE_URL": database_url,
+        "JWT_SECRET": jwt_secret,
+        "LOG_LEVEL": "WARNING",
+        "RATE_LIMIT_ENABLED": "false",
+        "DATA_DIR": str(args.out.parent / "data"),
+    }
+    base_env.pop("BALANCE_CACHE_ENABLED", None)
+    base_env.pop("ACCOUNT_LOCKS", None)
+    log_dir = args.out.parent / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    run = {"concurrency": args.concurrency, "duration": args.duration, "log_dir": log_dir}
+
+    reads = balance_reads(data.token, data.read_accounts)
+    read_scenarios = [
+        ("balance read, no cache", {"BALANCE_CACHE_ENABLED": "false"}),
+        ("balance read, in-memory cache", {}),
+        ("balance read, Redis cache", {"REDIS_URL": redis_url}),
+        (
+            "balance read, Redis cache + Redis rate limiter",
+            {
+                "REDIS_URL": redis_url,
+                "RATE_LIMIT_ENABLED": "true",
+                "RATE_LIMIT_DEFAULT": "1000000/minute",
+            },
+        ),
+    ]
+    transfer_scenarios = [
+        (f"transfer, {SPREAD_ACCOUNTS} accounts, lock guard off", data.spread_accounts, "none"),
+        (f"transfer, {SPREAD_ACCOUNTS} accounts, lock guard on", data.spread_accounts, "redis"),
+        (f"transfer, {HOT_ACCOUNTS} hot accounts, lock guard off", data.hot_accounts, "none"),
+        (f"transfer, {HOT_ACCOUNTS} hot accounts, lock guard on", data.hot_accounts, "redis"),
+    ]
+    results = []
+    print(f"{args.concurrency} clients, {args.duration:g} s each (+{WARMUP_SECONDS:g} s warm-up)")
+    for name, extra in read_scenarios:
+        results.append(await run_scenario(name, extra, base_env, make_request=reads, **run))
+    for name, accounts, locks in transfer_scenarios:
+        extra = {"REDIS_URL": redis_url, "ACCOUNT_LOCKS": locks}
+        results.append(
+            await run_scenario(
+                name, extra, base_env, make_request=transfers(data.token, accounts), **run
+            )
+        )
+
+    container = build_container(settings)
+    try:
+        report = await reconcile(container.database)
+    finally:
+        await container.close()
+    print(f"reconcile: {'clean' if report.clean else report.problems}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "at": datetime.now(UTC).isoformat(),
+                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                "concurrency": args.concurrency,
+                "duration_seconds": args.duration,
+                "reconcile_clean": report.clean,
+                "results": [asdict(result) for result in results],
+            },
+            indent=2,
+        )
+    )
+    print(f"figures written to {args.out}")
+    return 0 if report.clean else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))
