@@ -8,8 +8,9 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -60,7 +61,8 @@ def serve(
         typer.Option("--migrate/--no-migrate", help="Migrate first (default: embedded only)."),
     ] = None,
 ) -> None:
-    """Serve the REST API (and, as they land, gRPC and the in-process workers)."""
+    """Serve the REST API and gRPC. One worker: both in this process, on one event loop. More
+    workers: REST only (run gRPC in its own process with `banking grpc`)."""
     import uvicorn
 
     from banking.observability.logging import configure_logging
@@ -74,6 +76,19 @@ def serve(
         os.environ["GRPC_PORT"] = str(grpc_port)
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="banking-metrics-")
+    if workers == 1:
+        from banking.container import build_container
+        from banking.grpc.server import serve_rest_and_grpc
+
+        _run_server(
+            serve_rest_and_grpc(
+                build_container(settings),
+                host=host or settings.host,
+                port=port or settings.port,
+                grpc_port=settings.grpc_port if grpc_port is None else grpc_port,
+            )
+        )
+        return
     uvicorn.run(
         "banking.rest.app:app_factory",
         factory=True,
@@ -84,6 +99,52 @@ def serve(
         access_log=False,
         proxy_headers=False,
     )
+
+
+@app.command("grpc")
+def grpc_serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="gRPC port (default: GRPC_PORT).")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus /metrics on this port (default: off).")
+    ] = None,
+    run_migrations: Annotated[
+        bool | None,
+        typer.Option("--migrate/--no-migrate", help="Migrate first (default: embedded only)."),
+    ] = None,
+) -> None:
+    """Serve the gRPC API alone (its own process, next to REST workers or behind a balancer)."""
+    from prometheus_client import start_http_server
+
+    from banking.container import build_container
+    from banking.grpc.server import serve_grpc
+    from banking.observability.logging import configure_logging
+
+    settings = _settings()
+    configure_logging(level=settings.log_level, json_output=settings.log_json)
+    if run_migrations if run_migrations is not None else settings.is_embedded_database:
+        _migrate(settings)
+    _bootstrap_admin(settings)
+    container = build_container(settings)
+    if metrics_port is not None:
+        start_http_server(
+            metrics_port, addr=host or settings.host, registry=container.metrics.registry
+        )
+    _run_server(
+        serve_grpc(
+            container,
+            host=host or settings.host,
+            port=settings.grpc_port if port is None else port,
+        )
+    )
+
+
+def _run_server(main: Coroutine[Any, Any, None]) -> None:
+    try:
+        asyncio.run(main)
+    except OSError as error:  # a port that is taken, an address that does not exist
+        typer.echo(f"cannot start: {error}", err=True)
+        raise typer.Exit(1) from error
 
 
 def _bootstrap_admin(settings: Settings) -> None:

@@ -129,6 +129,20 @@ class Metrics(MovementObserver):
             registry=r,
         )
         self.redis_up.set(1)
+        self.grpc_requests = Counter(
+            "banking_grpc_requests_total",
+            "gRPC calls answered, by full method name and status code.",
+            ["method", "code"],
+            registry=r,
+        )
+        self.grpc_latency = Histogram(
+            "banking_grpc_request_duration_seconds",
+            "gRPC call latency by full method name (a stream counts until it ends).",
+            ["method"],
+            buckets=LATENCY_BUCKETS_SECONDS,
+            registry=r,
+        )
+
         self.outbox_published = Counter(
             "banking_outbox_published_total",
             "Outbox events published by the relay.",

@@ -1,0 +1,1 @@
+"""The gRPC door: ``banking.v1`` services, interceptors, server and a small client."""

@@ -1,0 +1,384 @@
+"""A small typed client for the ``banking.v1`` gRPC API (``grpc.aio``), amounts as ``Decimal``.
+
+    async with BankingClient("localhost:50051", token) as bank:
+        movement = await bank.debit(account_id, Decimal("10.00"), "USD", reference_id="order-42")
+        print(movement.available_balance, movement.replayed)
+
+A failed call raises ``BankingClientError`` with the gRPC status, the API's stable error code
+(``INSUFFICIENT_FUNDS``, ...) and, for a declined movement, the failed transaction's id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from types import TracebackType
+from typing import Any, Final, Self
+from uuid import UUID
+
+import grpc
+
+from banking.grpc.gen import (
+    accounts_pb2,
+    accounts_pb2_grpc,
+    transactions_pb2,
+    transactions_pb2_grpc,
+)
+
+TIMEOUT_SECONDS_DEFAULT: Final = 10.0
+
+
+class BankingClientError(Exception):
+    """A call that failed: its status, the stable error code and what the server added."""
+
+    def __init__(
+        self,
+        status: grpc.StatusCode,
+        message: str,
+        *,
+        code: str | None,
+        field: str | None = None,
+        transaction_id: UUID | None = None,
+        replayed: bool = False,
+    ) -> None:
+        super().__init__(f"{status.name} {code or ''}: {message}")
+        self.status = status
+        self.message = message
+        self.code = code
+        self.field = field
+        self.transaction_id = transaction_id
+        self.replayed = replayed
+
+
+@dataclass(frozen=True, slots=True)
+class Movement:
+    """A completed debit, credit or transfer (its initiating leg) and the balance after it."""
+
+    transaction_id: UUID
+    status: str
+    timestamp: datetime
+    account_id: UUID
+    transaction_type: str
+    amount: Decimal
+    currency: str
+    available_balance: Decimal
+    balance_version: int
+    related_transaction_id: UUID | None
+    reference_id: str
+    replayed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionInfo:
+    transaction_id: UUID
+    account_id: UUID
+    transaction_type: str
+    amount: Decimal
+    currency: str
+    description: str
+    reference_id: str
+    created_at: datetime
+    status: str
+    related_transaction_id: UUID | None
+    counterparty_account_id: UUID | None
+    failure_code: str
+    failure_reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AccountInfo:
+    account_id: UUID
+    account_number: str
+    customer_id: UUID
+    account_type: str
+    currency: str
+    is_active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceInfo:
+    account_id: UUID
+    currency: str
+    current_balance: Decimal
+    available_balance: Decimal
+    version: int
+    last_updated: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionPage:
+    transactions: list[TransactionInfo]
+    next_cursor: str | None
+
+
+class BankingClient:
+    """Typed calls on one channel. ``token`` is a JWT from ``POST /api/v1/auth/token``."""
+
+    def __init__(
+        self,
+        target: str,
+        token: str | None = None,
+        *,
+        timeout_seconds: float = TIMEOUT_SECONDS_DEFAULT,
+        channel: grpc.aio.Channel | None = None,
+    ) -> None:
+        self._channel = channel or grpc.aio.insecure_channel(target)
+        self._metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ()
+        )
+        self._timeout_seconds = timeout_seconds
+        self._transactions = transactions_pb2_grpc.TransactionServiceStub(self._channel)
+        self._accounts = accounts_pb2_grpc.AccountServiceStub(self._channel)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    # --- money movements ------------------------------------------------------------------
+
+    async def debit(
+        self,
+        account_id: UUID | str,
+        amount: Decimal | str,
+        currency: str,
+        *,
+        description: str | None = None,
+        reference_id: str | None = None,
+    ) -> Movement:
+        request = transactions_pb2.DebitRequest(
+            account_id=str(account_id),
+            amount=_amount_text(amount),
+            currency=currency,
+            description=description or "",
+            reference_id=reference_id or "",
+        )
+        return await self._movement(self._transactions.DebitAccount, request)
+
+    async def credit(
+        self,
+        account_id: UUID | str,
+        amount: Decimal | str,
+        currency: str,
+        *,
+        description: str | None = None,
+        reference_id: str | None = None,
+    ) -> Movement:
+        request = transactions_pb2.CreditRequest(
+            account_id=str(account_id),
+            amount=_amount_text(amount),
+            currency=currency,
+            description=description or "",
+            reference_id=reference_id or "",
+        )
+        return await self._movement(self._transactions.CreditAccount, request)
+
+    async def transfer(
+        self,
+        source_account_id: UUID | str,
+        destination_account_id: UUID | str,
+        amount: Decimal | str,
+        currency: str,
+        *,
+        description: str | None = None,
+        reference_id: str | None = None,
+    ) -> Movement:
+        request = transactions_pb2.TransferRequest(
+            source_account_id=str(source_account_id),
+            destination_account_id=str(destination_account_id),
+            amount=_amount_text(amount),
+            currency=currency,
+            description=description or "",
+            reference_id=reference_id or "",
+        )
+        return await self._movement(self._transactions.TransferBetweenAccounts, request)
+
+    async def get_transaction(self, transaction_id: UUID | str) -> TransactionInfo:
+        request = transactions_pb2.GetTransactionRequest(transaction_id=str(transaction_id))
+        return transaction_info(await self._unary(self._transactions.GetTransaction, request))
+
+    # --- accounts ---------------------------------------------------------------------------
+
+    async def create_account(
+        self,
+        currency: str,
+        *,
+        account_type: str = "checking",
+        customer_id: UUID | str | None = None,
+    ) -> tuple[AccountInfo, BalanceInfo]:
+        request = accounts_pb2.CreateAccountRequest(
+            account_type=account_type,
+            currency=currency,
+            customer_id=str(customer_id) if customer_id else "",
+        )
+        created = await self._unary(self._accounts.CreateAccount, request)
+        return account_info(created.account), balance_info(created.balance)
+
+    async def get_account(self, account_id: UUID | str) -> AccountInfo:
+        request = accounts_pb2.GetAccountRequest(account_id=str(account_id))
+        return account_info(await self._unary(self._accounts.GetAccount, request))
+
+    async def get_balance(self, account_id: UUID | str) -> BalanceInfo:
+        request = accounts_pb2.GetBalanceRequest(account_id=str(account_id))
+        return balance_info(await self._unary(self._accounts.GetBalance, request))
+
+    async def list_transactions(
+        self,
+        account_id: UUID | str,
+        *,
+        page_size: int = 0,
+        cursor: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+        transaction_type: str | None = None,
+        status: str | None = None,
+    ) -> TransactionPage:
+        request = accounts_pb2.ListTransactionsRequest(
+            account_id=str(account_id),
+            page_size=page_size,
+            cursor=cursor or "",
+            created_from=created_from.isoformat() if created_from else "",
+            created_to=created_to.isoformat() if created_to else "",
+            transaction_type=transaction_type or "",
+            status=status or "",
+        )
+        page = await self._unary(self._accounts.ListTransactions, request)
+        return TransactionPage(
+            [transaction_info(leg) for leg in page.transactions], page.next_cursor or None
+        )
+
+    async def watch_balance(
+        self, account_id: UUID | str, *, after_version: int = 0
+    ) -> AsyncIterator[BalanceInfo]:
+        """The balance now, then at every change, until the caller stops iterating."""
+        request = accounts_pb2.WatchBalanceRequest(
+            account_id=str(account_id), after_version=after_version
+        )
+        call = self._accounts.WatchBalance(request, metadata=self._metadata)
+        try:
+            async for balance in call:
+                yield balance_info(balance)
+        except grpc.aio.AioRpcError as error:
+            raise client_error(error) from error
+        finally:
+            call.cancel()
+
+    # --- plumbing -----------------------------------------------------------------------------
+
+    async def _unary(self, method: Any, request: Any) -> Any:
+        try:
+            return await method(request, metadata=self._metadata, timeout=self._timeout_seconds)
+        except grpc.aio.AioRpcError as error:
+            raise client_error(error) from error
+
+    async def _movement(self, method: Any, request: Any) -> Movement:
+        call = method(request, metadata=self._metadata, timeout=self._timeout_seconds)
+        try:
+            response = await call
+            trailing = await call.trailing_metadata()
+        except grpc.aio.AioRpcError as error:
+            raise client_error(error) from error
+        replayed = _metadata_value(trailing, "idempotent-replayed") == "true"
+        return movement(response, replayed=replayed)
+
+
+def _amount_text(amount: Decimal | str) -> str:
+    if isinstance(amount, bool | float | int):
+        raise TypeError("amount must be a Decimal or a decimal string, never a float")
+    return format(amount, "f") if isinstance(amount, Decimal) else amount
+
+
+def _metadata_value(metadata: Iterable[tuple[str, Any]] | None, key: str) -> str | None:
+    for name, value in metadata or ():
+        if name == key and isinstance(value, str):
+            return value
+    return None
+
+
+def _optional_uuid(text: str) -> UUID | None:
+    return UUID(text) if text else None
+
+
+def client_error(error: grpc.aio.AioRpcError) -> BankingClientError:
+    trailing = error.trailing_metadata()
+    transaction_id = _metadata_value(trailing, "transaction-id")
+    return BankingClientError(
+        error.code(),
+        error.details() or "",
+        code=_metadata_value(trailing, "error-code"),
+        field=_metadata_value(trailing, "error-field"),
+        transaction_id=UUID(transaction_id) if transaction_id else None,
+        replayed=_metadata_value(trailing, "idempotent-replayed") == "true",
+    )
+
+
+def movement(response: transactions_pb2.TransactionResponse, *, replayed: bool) -> Movement:
+    return Movement(
+        transaction_id=UUID(response.transaction_id),
+        status=response.status,
+        timestamp=datetime.fromisoformat(response.timestamp),
+        account_id=UUID(response.account_id),
+        transaction_type=response.transaction_type,
+        amount=Decimal(response.amount),
+        currency=response.currency,
+        available_balance=Decimal(response.available_balance),
+        balance_version=response.balance_version,
+        related_transaction_id=_optional_uuid(response.related_transaction_id),
+        reference_id=response.reference_id,
+        replayed=replayed,
+    )
+
+
+def transaction_info(leg: transactions_pb2.Transaction) -> TransactionInfo:
+    return TransactionInfo(
+        transaction_id=UUID(leg.transaction_id),
+        account_id=UUID(leg.account_id),
+        transaction_type=leg.transaction_type,
+        amount=Decimal(leg.amount),
+        currency=leg.currency,
+        description=leg.description,
+        reference_id=leg.reference_id,
+        created_at=datetime.fromisoformat(leg.created_at),
+        status=leg.status,
+        related_transaction_id=_optional_uuid(leg.related_transaction_id),
+        counterparty_account_id=_optional_uuid(leg.counterparty_account_id),
+        failure_code=leg.failure_code,
+        failure_reason=leg.failure_reason,
+    )
+
+
+def account_info(account: accounts_pb2.Account) -> AccountInfo:
+    return AccountInfo(
+        account_id=UUID(account.account_id),
+        account_number=account.account_number,
+        customer_id=UUID(account.customer_id),
+        account_type=account.account_type,
+        currency=account.currency,
+        is_active=account.is_active,
+        created_at=datetime.fromisoformat(account.created_at),
+        updated_at=datetime.fromisoformat(account.updated_at),
+    )
+
+
+def balance_info(balance: accounts_pb2.Balance) -> BalanceInfo:
+    return BalanceInfo(
+        account_id=UUID(balance.account_id),
+        currency=balance.currency,
+        current_balance=Decimal(balance.current_balance),
+        available_balance=Decimal(balance.available_balance),
+        version=balance.version,
+        last_updated=datetime.fromisoformat(balance.last_updated),
+    )

@@ -1,0 +1,303 @@
+"""The gRPC door's interceptors: request context and metrics, authentication, and the one table
+from domain error codes to gRPC status codes.
+
+They run outermost first, as ``server.build_server`` lists them:
+
+1. ``RequestContextInterceptor``: keeps or makes ``x-request-id`` / ``x-trace-id``, binds them
+   into the log context, echoes them in the initial metadata, counts and times the call.
+2. ``ErrorInterceptor``: turns a ``BankingError`` into its status code (``GRPC_STATUS_BY_CODE``),
+   with the stable code and the failed transaction's id in the trailing metadata.
+3. ``AuthInterceptor``: ``authorization: Bearer <jwt>`` through the same ``TokenService`` as REST;
+   the actor is handed to the servicer through a context variable. Health and reflection are
+   public.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextvars import ContextVar
+from typing import Any, Final
+
+import grpc
+from sqlalchemy.exc import InterfaceError, OperationalError
+
+from banking.auth.tokens import TokenService
+from banking.domain.errors import (
+    AccountBusy,
+    BankingError,
+    InvariantViolated,
+    RateLimited,
+    ServiceUnavailable,
+    Unauthenticated,
+    ValidationFailed,
+)
+from banking.domain.roles import Actor
+from banking.observability import context as log_context
+from banking.observability.logging import get_logger
+from banking.observability.metrics import Metrics
+
+log = get_logger("banking.grpc")
+
+GRPC_STATUS_BY_CODE: Final[dict[str, grpc.StatusCode]] = {
+    "VALIDATION_ERROR": grpc.StatusCode.INVALID_ARGUMENT,
+    "PAYLOAD_TOO_LARGE": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "INSUFFICIENT_FUNDS": grpc.StatusCode.FAILED_PRECONDITION,
+    "CURRENCY_MISMATCH": grpc.StatusCode.FAILED_PRECONDITION,
+    "ACCOUNT_INACTIVE": grpc.StatusCode.FAILED_PRECONDITION,
+    "ACCOUNT_NOT_FOUND": grpc.StatusCode.NOT_FOUND,
+    "TRANSACTION_NOT_FOUND": grpc.StatusCode.NOT_FOUND,
+    "USER_NOT_FOUND": grpc.StatusCode.NOT_FOUND,
+    "IDEMPOTENCY_CONFLICT": grpc.StatusCode.ALREADY_EXISTS,
+    "USER_ALREADY_EXISTS": grpc.StatusCode.ALREADY_EXISTS,
+    # The optional per-account lock stayed busy; nothing was done: retry after `retry-after`.
+    "ACCOUNT_BUSY": grpc.StatusCode.UNAVAILABLE,
+    "UNAUTHENTICATED": grpc.StatusCode.UNAUTHENTICATED,
+    "FORBIDDEN": grpc.StatusCode.PERMISSION_DENIED,
+    "RATE_LIMITED": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "SERVICE_UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
+    "INTERNAL_ERROR": grpc.StatusCode.INTERNAL,
+}
+
+# Trailing metadata keys of a failed call (and of a replayed success).
+ERROR_CODE_KEY: Final = "error-code"
+ERROR_FIELD_KEY: Final = "error-field"
+TRANSACTION_ID_KEY: Final = "transaction-id"
+REPLAYED_KEY: Final = "idempotent-replayed"
+RETRY_AFTER_KEY: Final = "retry-after"
+REQUEST_ID_KEY: Final = "x-request-id"
+TRACE_ID_KEY: Final = "x-trace-id"
+
+# Callable without a token: load balancers and tools must see health and the schema.
+PUBLIC_METHOD_PREFIXES: Final = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
+
+# The database (or the network to it) is down: the client may retry later.
+_UNAVAILABLE_ERRORS: Final = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
+
+_actor: ContextVar[Actor | None] = ContextVar("banking_grpc_actor", default=None)
+
+Around = Callable[[grpc.aio.ServicerContext[Any, Any]], AbstractAsyncContextManager[None]]
+
+
+def current_actor() -> Actor:
+    """The caller authenticated by ``AuthInterceptor`` for the call being served."""
+    actor = _actor.get()
+    if actor is None:
+        raise Unauthenticated("missing bearer token")
+    return actor
+
+
+def status_for(error: BankingError) -> grpc.StatusCode:
+    return GRPC_STATUS_BY_CODE.get(error.code, grpc.StatusCode.INTERNAL)
+
+
+def _metadata(details: grpc.HandlerCallDetails) -> dict[str, str]:
+    pairs: Sequence[tuple[str, str | bytes]] = details.invocation_metadata or ()
+    return {key.lower(): value for key, value in pairs if isinstance(value, str)}
+
+
+class _AroundInterceptor(grpc.aio.ServerInterceptor):
+    """Runs ``around(details, context)`` around every call's behaviour, unary or streaming."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        return _wrap(handler, lambda context: self.around(handler_call_details, context))
+
+    def around(
+        self, details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AbstractAsyncContextManager[None]:
+        raise NotImplementedError
+
+
+def _wrap(handler: Any, around: Around) -> Any:
+    """The same handler with ``around`` entered for the whole call (a stream until it ends)."""
+    codecs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary is not None:
+        unary = handler.unary_unary
+
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            async with around(context):
+                return await unary(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(unary_unary, **codecs)
+    if handler.unary_stream is not None:
+        stream = handler.unary_stream
+
+        async def unary_stream(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            async with around(context):
+                async for response in _responses(stream(request, context)):
+                    yield response
+
+        return grpc.unary_stream_rpc_method_handler(unary_stream, **codecs)
+    if handler.stream_stream is not None:
+        bidi = handler.stream_stream
+
+        async def stream_stream(
+            requests: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            async with around(context):
+                async for response in _responses(bidi(requests, context)):
+                    yield response
+
+        return grpc.stream_stream_rpc_method_handler(stream_stream, **codecs)
+    return handler  # client streaming: no such method in this API
+
+
+async def _responses(result: Any) -> AsyncIterator[Any]:
+    """A streaming behaviour either yields its responses or writes them with ``context.write``
+    (the health service's Watch does); both are served."""
+    if inspect.isasyncgen(result):
+        async for response in result:
+            yield response
+    else:
+        await result
+
+
+class RequestContextInterceptor(_AroundInterceptor):
+    """Request and trace ids (kept when the client sends sane ones), log line, metrics."""
+
+    def __init__(self, metrics: Metrics | None) -> None:
+        self._metrics = metrics
+
+    @asynccontextmanager
+    async def around(
+        self, details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
+        started = time.perf_counter()
+        metadata = _metadata(details)
+        request_id = log_context.accept_or_new_id(metadata.get(REQUEST_ID_KEY))
+        trace_id = log_context.accept_or_new_id(_trace_id(metadata))
+        log_context.clear()
+        log_context.bind(request_id=request_id, trace_id=trace_id)
+        await context.send_initial_metadata(
+            ((REQUEST_ID_KEY, request_id), (TRACE_ID_KEY, trace_id))
+        )
+        code = grpc.StatusCode.OK
+        try:
+            yield
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except BaseException:
+            code = _code_of(context)
+            raise
+        finally:
+            elapsed = time.perf_counter() - started
+            if self._metrics is not None:
+                self._metrics.grpc_requests.labels(details.method, code.name).inc()
+                self._metrics.grpc_latency.labels(details.method).observe(elapsed)
+            log.info(
+                "grpc_request",
+                method=details.method,
+                code=code.name,
+                duration_ms=round(elapsed * 1000, 2),
+            )
+            log_context.clear()
+
+
+def _trace_id(metadata: dict[str, str]) -> str | None:
+    traceparent = metadata.get("traceparent")
+    if traceparent:
+        parts = traceparent.split("-")
+        if len(parts) == 4 and len(parts[1]) == 32:
+            return parts[1]
+    return metadata.get(TRACE_ID_KEY)
+
+
+def _code_of(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
+    """The status an aborted call ended with (``context.abort`` records it on the context)."""
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    for candidate in grpc.StatusCode:
+        if candidate.value[0] == code:
+            return candidate
+    return grpc.StatusCode.UNKNOWN
+
+
+class ErrorInterceptor(_AroundInterceptor):
+    """The one place where a domain error becomes a gRPC status (``GRPC_STATUS_BY_CODE``)."""
+
+    def __init__(self, metrics: Metrics | None) -> None:
+        self._metrics = metrics
+
+    @asynccontextmanager
+    async def around(
+        self, details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
+        try:
+            yield
+        except grpc.aio.AbortError:
+            raise
+        except BankingError as error:
+            await self._abort(context, error)
+        except _UNAVAILABLE_ERRORS as error:
+            log.warning("grpc_dependency_unavailable", error_type=type(error).__name__)
+            await self._abort(context, ServiceUnavailable("service is temporarily unavailable"))
+        except Exception as error:
+            log.error("grpc_unhandled_error", error_type=type(error).__name__, exc_info=error)
+            await self._abort(context, InvariantViolated("internal error"))
+
+    async def _abort(
+        self, context: grpc.aio.ServicerContext[Any, Any], error: BankingError
+    ) -> None:
+        if self._metrics is not None:
+            self._metrics.errors.labels(error.code).inc()
+        message = error.message
+        if isinstance(error, InvariantViolated):
+            if self._metrics is not None:
+                self._metrics.invariant_violations.inc()
+            log.error("invariant_violated", message=error.message)
+            message = "internal error"
+        trailing: list[tuple[str, str]] = [(ERROR_CODE_KEY, error.code)]
+        if isinstance(error, ValidationFailed) and error.field:
+            trailing.append((ERROR_FIELD_KEY, error.field))
+        if error.transaction_id is not None:
+            trailing.append((TRANSACTION_ID_KEY, str(error.transaction_id)))
+        if error.replayed:
+            trailing.append((REPLAYED_KEY, "true"))
+        if isinstance(error, RateLimited | AccountBusy):
+            trailing.append((RETRY_AFTER_KEY, str(error.retry_after_seconds)))
+        await context.abort(status_for(error), message, trailing_metadata=tuple(trailing))
+
+
+class AuthInterceptor(_AroundInterceptor):
+    """``authorization: Bearer <jwt>``, verified like REST; what the actor may do is the
+    core's decision."""
+
+    def __init__(self, tokens: TokenService) -> None:
+        self._tokens = tokens
+
+    @asynccontextmanager
+    async def around(
+        self, details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
+        if details.method.startswith(PUBLIC_METHOD_PREFIXES):
+            yield
+            return
+        scheme, _, token = _metadata(details).get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("missing bearer token")
+        actor = self._tokens.verify(token.strip())
+        log_context.bind(user_id=str(actor.user_id))
+        # Not reset afterwards: every call runs in its own task, whose context ends with it.
+        _actor.set(actor)
+        yield

@@ -1,0 +1,219 @@
+"""The server around the services: metrics, message limits, an unavailable database, graceful
+shutdown, the status table, and the `banking grpc` / `banking serve` processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from banking.container import build_container
+from banking.domain.errors import BankingError
+from banking.domain.roles import Role
+from banking.grpc.client import BankingClient, BankingClientError
+from banking.grpc.interceptors import GRPC_STATUS_BY_CODE
+from banking.grpc.server import start_server
+from tests.conftest import make_settings
+from tests.grpc.conftest import GrpcBank
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BANKING = Path(sys.executable).with_name("banking")
+PROCESS_START_SECONDS = 30.0
+
+
+async def test_calls_are_counted_by_method_and_status_on_metrics(grpc_bank: GrpcBank) -> None:
+    _, customer, account_id = await grpc_bank.customer_with_account("10.00")
+    client = grpc_bank.client(customer)
+    await client.debit(account_id, "1.00", "USD")
+    with pytest.raises(BankingClientError):
+        await client.debit(account_id, "100.00", "USD")
+
+    exposition = (await grpc_bank.bank.client.get("/metrics")).text
+
+    method = 'method="/banking.v1.TransactionService/DebitAccount"'
+    assert f'banking_grpc_requests_total{{code="OK",{method}}} 1.0' in exposition
+    assert f'banking_grpc_requests_total{{code="FAILED_PRECONDITION",{method}}} 1.0' in exposition
+    assert f"banking_grpc_request_duration_seconds_count{{{method}}} 2.0" in exposition
+
+
+async def test_a_request_above_the_size_limit_is_resource_exhausted(grpc_bank: GrpcBank) -> None:
+    _, customer, account_id = await grpc_bank.customer_with_account("10.00")
+    limit = grpc_bank.bank.container.settings.request_body_bytes_max
+    before = await grpc_bank.bank.snapshot()
+
+    with pytest.raises(BankingClientError) as raised:
+        await grpc_bank.client(customer).debit(
+            account_id, "1.00", "USD", description="x" * (limit + 1)
+        )
+
+    assert raised.value.status is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert await grpc_bank.bank.snapshot() == before
+
+
+async def test_an_unreachable_database_is_unavailable() -> None:
+    closed_port = _free_port()
+    container = build_container(
+        make_settings(f"postgresql+asyncpg://banking:banking@127.0.0.1:{closed_port}/nowhere")
+    )
+    server = await start_server(container, host="127.0.0.1", port=0)
+    import uuid
+
+    token = container.tokens.issue(uuid.uuid4(), "someone", Role.CUSTOMER)
+    try:
+        async with BankingClient(f"127.0.0.1:{server.port}", token) as client:
+            with pytest.raises(BankingClientError) as raised:
+                await client.get_balance(uuid.uuid4())
+    finally:
+        await server.stop(0)
+        await container.close()
+
+    assert raised.value.status is grpc.StatusCode.UNAVAILABLE
+    assert raised.value.code == "SERVICE_UNAVAILABLE"
+    assert raised.value.message == "service is temporarily unavailable"
+
+
+async def test_graceful_shutdown_lets_calls_in_flight_finish_and_refuses_new_ones(
+    grpc_bank: GrpcBank,
+) -> None:
+    _, customer, account_id = await grpc_bank.customer_with_account("10.00")
+    bank = grpc_bank.bank
+    # A second server on the same container, stopped by this test.
+    server = await start_server(bank.container, host="127.0.0.1", port=0)
+    client = BankingClient(f"127.0.0.1:{server.port}", customer["Authorization"][7:])
+    stream = client.watch_balance(account_id)
+    try:
+        assert (await anext(stream)).available_balance == Decimal("10.00")
+
+        stopping = asyncio.create_task(server.stop(grace_seconds=3))
+        await asyncio.sleep(0.2)
+        debited = await bank.client.post(
+            "/api/v1/transactions/debit",
+            json={"account_id": str(account_id), "amount": "4.00", "currency": "USD"},
+            headers=customer,
+        )
+        assert debited.status_code == 200
+        update = await asyncio.wait_for(anext(stream), timeout=2.5)
+        assert update.available_balance == Decimal("6.00")  # still served during the grace
+
+        with pytest.raises(BankingClientError) as refused:
+            await client.get_balance(account_id)
+        assert refused.value.status is grpc.StatusCode.UNAVAILABLE
+        await stopping
+    finally:
+        await stream.aclose()
+        await client.close()
+
+
+def test_every_domain_error_code_has_a_grpc_status() -> None:
+    def codes(cls: type[BankingError]) -> set[str]:
+        return {cls.code}.union(*(codes(sub) for sub in cls.__subclasses__()))
+
+    assert codes(BankingError) <= set(GRPC_STATUS_BY_CODE)
+    assert GRPC_STATUS_BY_CODE["INSUFFICIENT_FUNDS"] is grpc.StatusCode.FAILED_PRECONDITION
+    assert GRPC_STATUS_BY_CODE["IDEMPOTENCY_CONFLICT"] is grpc.StatusCode.ALREADY_EXISTS
+    assert GRPC_STATUS_BY_CODE["FORBIDDEN"] is grpc.StatusCode.PERMISSION_DENIED
+    assert GRPC_STATUS_BY_CODE["RATE_LIMITED"] is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+# --- the processes ----------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _start(arguments: list[str], tmp_path: Path) -> subprocess.Popen[bytes]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DATABASE_URL", "GRPC_PORT", "PORT")
+    }
+    env |= {"DATA_DIR": str(tmp_path / "data"), "LOG_JSON": "true"}
+    return subprocess.Popen(
+        [str(BANKING), *arguments],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "server.log").open("wb"),
+    )
+
+
+def _grpc_serving(port: int) -> bool:
+    async def check() -> bool:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            response = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="banking.v1.TransactionService"),
+                timeout=1,
+            )
+        return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+
+    try:
+        return asyncio.run(check())
+    except grpc.aio.AioRpcError:
+        return False
+
+
+def _wait_until(ready: object, process: subprocess.Popen[bytes], tmp_path: Path) -> None:
+    deadline = time.monotonic() + PROCESS_START_SECONDS
+    while time.monotonic() < deadline:
+        assert process.poll() is None, (tmp_path / "server.log").read_text()
+        if callable(ready) and ready():
+            return
+        time.sleep(0.2)
+    raise AssertionError("server did not start: " + (tmp_path / "server.log").read_text())
+
+
+def _stop(process: subprocess.Popen[bytes]) -> int:
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+
+
+def test_banking_grpc_serves_until_sigterm(tmp_path: Path) -> None:
+    port = _free_port()
+    process = _start(["grpc", "--port", str(port)], tmp_path)
+    try:
+        _wait_until(lambda: _grpc_serving(port), process, tmp_path)
+    finally:
+        code = _stop(process)
+
+    assert code == 0, (tmp_path / "server.log").read_text()
+    assert '"grpc_stopping"' in (tmp_path / "server.log").read_text()
+
+
+def test_banking_serve_runs_rest_and_grpc_in_one_process(tmp_path: Path) -> None:
+    rest_port, grpc_port = _free_port(), _free_port()
+    process = _start(["serve", "--port", str(rest_port), "--grpc-port", str(grpc_port)], tmp_path)
+
+    def both_up() -> bool:
+        try:
+            rest_ok = httpx.get(f"http://127.0.0.1:{rest_port}/health").status_code == 200
+        except httpx.HTTPError:
+            return False
+        return rest_ok and _grpc_serving(grpc_port)
+
+    try:
+        _wait_until(both_up, process, tmp_path)
+    finally:
+        code = _stop(process)
+
+    assert code == 0, (tmp_path / "server.log").read_text()
+    log = (tmp_path / "server.log").read_text()
+    assert '"grpc_stopping"' in log
+    assert "Application shutdown complete" in log
