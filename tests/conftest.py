@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -73,13 +74,21 @@ def pg_template() -> Iterator[tuple[str, str]]:
     yield url, admin
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for every SQLite test."""
+    path = tmp_path_factory.mktemp("template") / "banking.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh migrated database: a SQLite file, or a clone of the PostgreSQL template."""
     if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'banking.db'}"
-        upgrade(url)
-        yield url
+        database = tmp_path / "banking.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), database)
+        yield f"sqlite+aiosqlite:///{database}"
         return
     url, admin = request.getfixturevalue("pg_template")
     name = f"t_{uuid.uuid4().hex[:16]}"
@@ -105,6 +114,9 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "log_json": True,
         "database_pool_size": 30,
         "database_pool_overflow": 30,
+        # argon2id at its cheapest: tests create hundreds of users; production keeps the default.
+        "password_hash_time_cost": 1,
+        "password_hash_memory_kib": 8192,
         # Load-shaped tests send hundreds of requests as one user; tests/cache tests the limits.
         "rate_limit_default": "100000/second",
         "rate_limit_token": "10000/minute",

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     jwt_audience: str = "banking-api"
     jwt_issuer: str = "banking-api"
     jwt_expire_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    # argon2id cost (RFC 9106 low-memory profile by default); lower only for tests.
+    password_hash_time_cost: int = Field(default=3, ge=1, le=10)
+    password_hash_memory_kib: int = Field(default=65536, ge=1024, le=1048576)
 
     redis_url: str = ""
     # Redis (DESIGN.md section 8): short timeouts, because Redis never decides money.

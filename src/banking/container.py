@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from banking.auth.passwords import Passwords
 from banking.auth.tokens import TokenService
 from banking.auth.users import UserService
 from banking.cache.locks import GuardedMovementService
@@ -57,7 +58,14 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
         database=database,
         metrics=metrics,
         tokens=tokens,
-        users=UserService(database, tokens),
+        users=UserService(
+            database,
+            tokens,
+            Passwords(
+                time_cost=settings.password_hash_time_cost,
+                memory_cost_kib=settings.password_hash_memory_kib,
+            ),
+        ),
         accounts=AccountService(database, cache.balances),
         movements=movements,
         history=HistoryService(

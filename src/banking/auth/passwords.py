@@ -1,4 +1,4 @@
-"""Password hashing with argon2id (argon2-cffi defaults, RFC 9106 low-memory profile)."""
+"""Password hashing with argon2id (argon2-cffi; RFC 9106 low-memory profile by default)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,22 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 PASSWORD_LENGTH_MIN = 12
 PASSWORD_LENGTH_MAX = 256
 
-_hasher = PasswordHasher()
-# Verifying against this when the user does not exist keeps the timing of both answers alike.
-_DUMMY_HASH = _hasher.hash("timing-equalizer-not-a-real-password")
 
+class Passwords:
+    """Hashes and verifies passwords. The cost is configurable (tests use a cheap one);
+    hashes record their own parameters, so a cost change never locks anyone out."""
 
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+    def __init__(self, *, time_cost: int = 3, memory_cost_kib: int = 65536) -> None:
+        self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_cost_kib)
+        # Verifying against this when the user does not exist keeps both answers' timing alike.
+        self._dummy_hash = self._hasher.hash("timing-equalizer-not-a-real-password")
 
+    def hash(self, password: str) -> str:
+        return self._hasher.hash(password)
 
-def verify_password(password_hash: str | None, password: str) -> bool:
-    try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
-        return False
+    def verify(self, password_hash: str | None, password: str) -> bool:
+        try:
+            matches = self._hasher.verify(password_hash or self._dummy_hash, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+        return matches and password_hash is not None

@@ -12,12 +12,7 @@ from uuid import UUID, uuid4
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from banking.auth.passwords import (
-    PASSWORD_LENGTH_MAX,
-    PASSWORD_LENGTH_MIN,
-    hash_password,
-    verify_password,
-)
+from banking.auth.passwords import PASSWORD_LENGTH_MAX, PASSWORD_LENGTH_MIN, Passwords
 from banking.auth.tokens import TokenService
 from banking.domain.errors import (
     Unauthenticated,
@@ -32,7 +27,9 @@ from banking.storage.database import Database, is_unique_violation
 from banking.storage.types import utc_now
 
 _USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{3,64}$")
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,189}\.[^@\s]{1,63}$")
+_EMAIL = re.compile(
+    r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,189}\.[^@\s\x00-\x1f\x7f]{1,63}$"
+)
 BOOTSTRAP_ADMIN_USERNAME = "admin"
 
 
@@ -60,9 +57,12 @@ def _user(row: Any) -> User:
 
 
 class UserService:
-    def __init__(self, database: Database, tokens: TokenService) -> None:
+    def __init__(
+        self, database: Database, tokens: TokenService, passwords: Passwords | None = None
+    ) -> None:
         self._database = database
         self._tokens = tokens
+        self._passwords = passwords or Passwords()
 
     async def create(
         self, actor: Actor | None, *, username: str, email: str, password: str, role: Role
@@ -85,7 +85,7 @@ class UserService:
         values = {
             "user_id": user.user_id,
             "username": user.username,
-            "password_hash": hash_password(password),
+            "password_hash": self._passwords.hash(password),
             "email": user.email,
             "role": role.value,
             "is_active": True,
@@ -106,9 +106,11 @@ class UserService:
 
     async def authenticate(self, username: str, password: str) -> tuple[str, int]:
         """A fresh access token and its lifetime in seconds, for valid active credentials."""
-        async with self._database.read() as connection:
-            row = await repo.get_user_by_username(connection, username)
-        valid = verify_password(row.password_hash if row else None, password)
+        row = None
+        if _USERNAME.fullmatch(username):  # anything else cannot be a user: no lookup
+            async with self._database.read() as connection:
+                row = await repo.get_user_by_username(connection, username)
+        valid = self._passwords.verify(row.password_hash if row else None, password)
         if row is None or not valid or not row.is_active:
             raise Unauthenticated("incorrect username or password")
 

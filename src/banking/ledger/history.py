@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime
+from dataclasses import replace
+from datetime import UTC, datetime
 from uuid import UUID
 
 from banking.domain.errors import ValidationFailed
@@ -32,6 +33,18 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         raise ValidationFailed("cursor is not valid", field="cursor") from error
 
 
+def _in_utc(moment: datetime | None, field: str) -> datetime | None:
+    """A filter time in UTC; times that fall outside years 1-9999 in UTC are refused."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        raise ValidationFailed(f"{field} needs a time zone (for example Z)", field=field)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as error:
+        raise ValidationFailed(f"{field} is out of range", field=field) from error
+
+
 class HistoryService:
     def __init__(self, database: Database, *, page_size_default: int, page_size_max: int) -> None:
         self._database = database
@@ -53,6 +66,11 @@ class HistoryService:
                 f"page_size must be between 1 and {self.page_size_max}", field="page_size"
             )
         after = decode_cursor(cursor) if cursor else None
+        history = replace(
+            history,
+            created_from=_in_utc(history.created_from, "from"),
+            created_to=_in_utc(history.created_to, "to"),
+        )
         async with self._database.read() as connection:
             require_visible(actor, await repo.get_account(connection, account_id))
             legs = await repo.list_transactions(

@@ -499,6 +499,10 @@ def _check(
         raise ValidationFailed(
             f"description is longer than {DESCRIPTION_LENGTH_MAX} characters", field="description"
         )
+    if description is not None and not description.isprintable():
+        raise ValidationFailed(
+            "description must not contain control characters", field="description"
+        )
     reference_id = request.reference_id
     if reference_id is None:
         reference_id = f"auto-{uuid4()}"

@@ -196,7 +196,6 @@ class Metrics(MovementObserver):
             registry=r,
         )
 
-
     # RelayObserver
     def relay_published(self, count: int) -> None:
         self.outbox_published.inc(count)
@@ -241,7 +240,6 @@ class Metrics(MovementObserver):
 
         self.registry.register(_PoolCollector(database))
 
-
     # MovementObserver
     def movement(self, kind: str, status: str, currency: str, amount: Decimal) -> None:
         self.movements.labels(kind, status).inc()
@@ -253,6 +251,7 @@ class Metrics(MovementObserver):
 
     def replayed(self, kind: str) -> None:
         self.replays.labels(kind).inc()
+
 
 class _PoolCollector(Collector):
     """Connection-pool use of the database engine, read when Prometheus scrapes."""

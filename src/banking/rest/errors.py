@@ -119,7 +119,9 @@ def _describe_validation(errors: list[dict[str, Any]]) -> tuple[str, list[dict[s
     for item in errors:
         location = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
         message = str(item.get("msg", "invalid value")).removeprefix("Value error, ")
-        details.append({"field": location or None, "message": message, "type": item.get("type")})
+        detail = {"field": location or None, "message": message, "type": item.get("type")}
+        if detail not in details:  # FastAPI reports a form field once per model it feeds
+            details.append(detail)
     summary = "; ".join(
         f"{d['field']}: {d['message']}" if d["field"] else str(d["message"]) for d in details
     )

@@ -36,6 +36,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
         max_overflow=settings.database_pool_overflow,
         pool_pre_ping=True,
         pool_recycle=1800,
+        # Statement parameters (password hashes, e-mails) never appear in errors or logs.
+        hide_parameters=True,
     )
 
 
@@ -43,7 +45,7 @@ def _create_sqlite_engine(url: str, *, echo: bool) -> AsyncEngine:
     path = url.split(":///", 1)[1]
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+    engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30}, hide_parameters=True)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
