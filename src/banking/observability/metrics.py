@@ -20,6 +20,12 @@ from sqlalchemy import event
 from banking.ledger.movements import MovementObserver
 from banking.storage.database import Database
 
+ERROR_CODES = (
+    "VALIDATION_ERROR", "PAYLOAD_TOO_LARGE", "INSUFFICIENT_FUNDS", "CURRENCY_MISMATCH",
+    "ACCOUNT_NOT_FOUND", "TRANSACTION_NOT_FOUND", "USER_NOT_FOUND", "NOT_FOUND",
+    "ACCOUNT_INACTIVE", "ACCOUNT_BUSY", "IDEMPOTENCY_CONFLICT", "USER_ALREADY_EXISTS",
+    "UNAUTHENTICATED", "FORBIDDEN", "RATE_LIMITED", "SERVICE_UNAVAILABLE", "INTERNAL_ERROR",
+)  # fmt: skip
 _STATEMENT_KINDS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "BEGIN", "COMMIT"})
 EVENT_LAG_BUCKETS_SECONDS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
@@ -195,6 +201,24 @@ class Metrics(MovementObserver):
             buckets=LATENCY_BUCKETS_SECONDS,
             registry=r,
         )
+
+        self._expose_known_labels()
+
+    def _expose_known_labels(self) -> None:
+        """Export every bounded label value at 0 from the start, so dashboards and alerts see
+        a series (and rates) before the first error, dead letter or fail-open happens."""
+        for code in ERROR_CODES:
+            self.errors.labels(code)
+        for topic in ("banking.transactions.dlq", "banking.transactions.permanent.dlq"):
+            self.dead_letters.labels(topic)
+        for scope in ("default", "token"):
+            self.rate_limit_rejections.labels(scope)
+            self.rate_limit_fail_open.labels(scope)
+        for kind in ("debit", "credit", "transfer_out"):
+            for status in ("completed", "failed"):
+                self.movements.labels(kind, status)
+            for reason in ("INSUFFICIENT_FUNDS", "ACCOUNT_INACTIVE"):
+                self.declines.labels(kind, reason)
 
     # RelayObserver
     def relay_published(self, count: int) -> None:
