@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from decimal import Decimal
 from pathlib import Path
 
@@ -22,8 +23,10 @@ from banking.container import build_container
 from banking.domain.errors import BankingError
 from banking.domain.roles import Role
 from banking.grpc.client import BankingClient, BankingClientError
+from banking.grpc.gen import accounts_pb2, accounts_pb2_grpc
 from banking.grpc.interceptors import GRPC_STATUS_BY_CODE
 from banking.grpc.server import start_server
+from banking.rest.app import create_app
 from tests.conftest import make_settings
 from tests.grpc.conftest import GrpcBank
 
@@ -67,8 +70,6 @@ async def test_an_unreachable_database_is_unavailable() -> None:
         make_settings(f"postgresql+asyncpg://banking:banking@127.0.0.1:{closed_port}/nowhere")
     )
     server = await start_server(container, host="127.0.0.1", port=0)
-    import uuid
-
     token = container.tokens.issue(uuid.uuid4(), "someone", Role.CUSTOMER)
     try:
         async with BankingClient(f"127.0.0.1:{server.port}", token) as client:
@@ -81,6 +82,46 @@ async def test_an_unreachable_database_is_unavailable() -> None:
     assert raised.value.status is grpc.StatusCode.UNAVAILABLE
     assert raised.value.code == "SERVICE_UNAVAILABLE"
     assert raised.value.message == "service is temporarily unavailable"
+
+
+async def test_past_the_rate_limit_calls_are_resource_exhausted_in_a_budget_shared_with_rest(
+    database_url: str,
+) -> None:
+    container = build_container(make_settings(database_url, rate_limit_default="3/minute"))
+    server = await start_server(container, host="127.0.0.1", port=0)
+    user_id, account_id = uuid.uuid4(), uuid.uuid4()
+    token = container.tokens.issue(user_id, "someone", Role.CUSTOMER)
+    transport = httpx.ASGITransport(app=create_app(container, dispose_on_shutdown=False))
+    try:
+        async with (
+            BankingClient(f"127.0.0.1:{server.port}", token) as client,
+            httpx.AsyncClient(transport=transport, base_url="http://testserver") as rest,
+            grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel,
+        ):
+            for _ in range(2):
+                with pytest.raises(BankingClientError) as not_found:
+                    await client.get_balance(account_id)
+                assert not_found.value.status is grpc.StatusCode.NOT_FOUND
+            over_rest = await rest.get(
+                f"/api/v1/accounts/{account_id}/balance",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert over_rest.status_code == 404
+            call = accounts_pb2_grpc.AccountServiceStub(channel).GetBalance(
+                accounts_pb2.GetBalanceRequest(account_id=str(account_id)),
+                metadata=(("authorization", f"Bearer {token}"),),
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as limited:
+                await call
+    finally:
+        await server.stop(0)
+        await container.close()
+
+    assert limited.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert limited.value.details() == "too many requests; retry later"
+    trailing = dict(limited.value.trailing_metadata() or ())
+    assert trailing["error-code"] == "RATE_LIMITED"
+    assert int(trailing["retry-after"]) >= 1
 
 
 async def test_graceful_shutdown_lets_calls_in_flight_finish_and_refuses_new_ones(

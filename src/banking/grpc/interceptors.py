@@ -7,9 +7,9 @@ They run outermost first, as ``server.build_server`` lists them:
    into the log context, echoes them in the initial metadata, counts and times the call.
 2. ``ErrorInterceptor``: turns a ``BankingError`` into its status code (``GRPC_STATUS_BY_CODE``),
    with the stable code and the failed transaction's id in the trailing metadata.
-3. ``AuthInterceptor``: ``authorization: Bearer <jwt>`` through the same ``TokenService`` as REST;
-   the actor is handed to the servicer through a context variable. Health and reflection are
-   public.
+3. ``AuthInterceptor``: ``authorization: Bearer <jwt>`` through the same ``TokenService`` as REST,
+   then the caller's rate limit (the same per-user budget as REST); the actor is handed to the
+   servicer through a context variable. Health and reflection are public.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import grpc
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from banking.auth.tokens import TokenService
+from banking.cache.ratelimit import SCOPE_DEFAULT, RateLimiter
 from banking.domain.errors import (
     AccountBusy,
     BankingError,
@@ -280,11 +281,12 @@ class ErrorInterceptor(_AroundInterceptor):
 
 
 class AuthInterceptor(_AroundInterceptor):
-    """``authorization: Bearer <jwt>``, verified like REST; what the actor may do is the
-    core's decision."""
+    """``authorization: Bearer <jwt>``, verified like REST, and the caller's rate limit; what
+    the actor may do is the core's decision."""
 
-    def __init__(self, tokens: TokenService) -> None:
+    def __init__(self, tokens: TokenService, limiter: RateLimiter | None = None) -> None:
         self._tokens = tokens
+        self._limiter = limiter
 
     @asynccontextmanager
     async def around(
@@ -298,6 +300,14 @@ class AuthInterceptor(_AroundInterceptor):
             raise Unauthenticated("missing bearer token")
         actor = self._tokens.verify(token.strip())
         log_context.bind(user_id=str(actor.user_id))
+        if self._limiter is not None:
+            # The key REST uses too: one budget per user, whichever door the calls come through.
+            decision = await self._limiter.check(f"user:{actor.user_id}", SCOPE_DEFAULT)
+            if not decision.allowed:
+                raise RateLimited(
+                    "too many requests; retry later",
+                    retry_after_seconds=decision.retry_after_seconds,
+                )
         # Not reset afterwards: every call runs in its own task, whose context ends with it.
         _actor.set(actor)
         yield

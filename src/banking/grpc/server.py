@@ -65,7 +65,7 @@ def build_server(container: Container) -> tuple[grpc.aio.Server, health.aio.Heal
         interceptors=[
             RequestContextInterceptor(metrics),
             ErrorInterceptor(metrics),
-            AuthInterceptor(container.tokens),
+            AuthInterceptor(container.tokens, container.cache.rate_limiter),
         ],
         options=[
             # The same bound on a request as REST's body limit (larger: RESOURCE_EXHAUSTED).
