@@ -97,22 +97,26 @@ async def prepare_database(admin_dsn: str, pg_url: str) -> str:
 
 @dataclass
 class Seed:
-    token: str
+    tokens: list[str]  # one teller per client: per-user rate limits apply per client
     read_accounts: list[str]
     spread_accounts: list[str]
     hot_accounts: list[str]
 
 
-async def seed(settings: Settings) -> Seed:
+async def seed(settings: Settings, clients: int) -> Seed:
     container = build_container(settings)
     try:
-        teller = await container.users.create(
-            None,
-            username="load-teller",
-            email="load-teller@example.com",
-            password=secrets.token_urlsafe(16),
-            role=Role.TELLER,
-        )
+        tellers = [
+            await container.users.create(
+                None,
+                username=f"load-teller-{index}",
+                email=f"load-teller-{index}@example.com",
+                password=secrets.token_urlsafe(16),
+                role=Role.TELLER,
+            )
+            for index in range(clients)
+        ]
+        teller = tellers[0]
         customer = await container.users.create(
             None,
             username="load-customer",
@@ -135,7 +139,7 @@ async def seed(settings: Settings) -> Seed:
             return ids
 
         return Seed(
-            token=container.tokens.issue(teller.user_id, teller.username, Role.TELLER),
+            tokens=[container.tokens.issue(t.user_id, t.username, Role.TELLER) for t in tellers],
             read_accounts=await open_funded(READ_ACCOUNTS),
             spread_accounts=await open_funded(SPREAD_ACCOUNTS),
             hot_accounts=await open_funded(HOT_ACCOUNTS),
@@ -215,7 +219,7 @@ async def drive(
             started = time.monotonic()
             if started >= stop_at:
                 return
-            outcome = await request(session, rng)
+            outcome = await request(session, rng, index)
             ended = time.monotonic()
             if started >= measuring_from and ended <= stop_at:
                 latencies.append(ended - started)
@@ -282,14 +286,34 @@ async def run_scenario(
     return result
 
 
-def balance_reads(token: str, accounts: list[str]) -> Any:
-    headers = {"Authorization": f"Bearer {token}"}
+def bearer(tokens: list[str], index: int) -> dict[str, str]:
+    return {"Authorization": f"Bearer {tokens[index % len(tokens)]}"}
 
+
+def summarize(results: list[Result]) -> list[dict[str, Any]]:
+    """Per scenario, in first-seen order: the median of each figure over the rounds."""
+    by_name: dict[str, list[Result]] = {}
+    for result in results:
+        by_name.setdefault(result.scenario, []).append(result)
+    return [
+        {
+            "scenario": name,
+            "per_second": round(statistics.median(r.per_second for r in runs), 1),
+            "p50_ms": round(statistics.median(r.p50_ms for r in runs), 2),
+            "p99_ms": round(statistics.median(r.p99_ms for r in runs), 2),
+            "errors": sum(sum(r.errors.values()) for r in runs),
+            "rounds": len(runs),
+        }
+        for name, runs in by_name.items()
+    ]
+
+
+def balance_reads(tokens: list[str], accounts: list[str]) -> Any:
     def make(base: str) -> Any:
-        async def request(session: aiohttp.ClientSession, rng: random.Random) -> str:
+        async def request(session: aiohttp.ClientSession, rng: random.Random, index: int) -> str:
             account = rng.choice(accounts)
             async with session.get(
-                f"{base}/api/v1/accounts/{account}/balance", headers=headers
+                f"{base}/api/v1/accounts/{account}/balance", headers=bearer(tokens, index)
             ) as response:
                 await response.read()
                 return "ok" if response.status == 200 else str(response.status)
@@ -299,11 +323,9 @@ def balance_reads(token: str, accounts: list[str]) -> Any:
     return make
 
 
-def transfers(token: str, accounts: list[str]) -> Any:
-    headers = {"Authorization": f"Bearer {token}"}
-
+def transfers(tokens: list[str], accounts: list[str]) -> Any:
     def make(base: str) -> Any:
-        async def request(session: aiohttp.ClientSession, rng: random.Random) -> str:
+        async def request(session: aiohttp.ClientSession, rng: random.Random, index: int) -> str:
             source, destination = rng.sample(accounts, 2)
             body = {
                 "source_account_id": source,
@@ -312,7 +334,7 @@ def transfers(token: str, accounts: list[str]) -> Any:
                 "currency": "USD",
             }
             async with session.post(
-                f"{base}/api/v1/transactions/transfer", json=body, headers=headers
+                f"{base}/api/v1/transactions/transfer", json=body, headers=bearer(tokens, index)
             ) as response:
                 payload = await response.read()
                 if response.status == 200:
@@ -332,6 +354,8 @@ async def main() -> int:
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("load-tests/results/redis-latest.json"))
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--only", default="", help="run only scenarios whose name contains this")
     args = parser.parse_args()
     try:
         pg_url = os.environ["BANKING_PG_URL"]
@@ -345,7 +369,7 @@ async def main() -> int:
     jwt_secret = secrets.token_urlsafe(48)
     settings = Settings(database_url=database_url, jwt_secret=jwt_secret, rate_limit_enabled=False)
     print(f"seeding {DATABASE} ...", flush=True)
-    data = await seed(settings)
+    data = await seed(settings, args.concurrency)
     base_env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "RATE_LIMIT"))},
         "DATABASE_URL": database_url,
@@ -360,7 +384,7 @@ async def main() -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     run = {"concurrency": args.concurrency, "duration": args.duration, "log_dir": log_dir}
 
-    reads = balance_reads(data.token, data.read_accounts)
+    reads = balance_reads(data.tokens, data.read_accounts)
     read_scenarios = [
         ("balance read, no cache", {"BALANCE_CACHE_ENABLED": "false"}),
         ("balance read, in-memory cache", {}),
@@ -370,7 +394,7 @@ async def main() -> int:
             {
                 "REDIS_URL": redis_url,
                 "RATE_LIMIT_ENABLED": "true",
-                "RATE_LIMIT_DEFAULT": "1000000/minute",
+                "RATE_LIMIT_DEFAULT": "1000/second",  # per user; each client is one user
             },
         ),
     ]
@@ -380,16 +404,25 @@ async def main() -> int:
         (f"transfer, {HOT_ACCOUNTS} hot accounts, lock guard off", data.hot_accounts, "none"),
         (f"transfer, {HOT_ACCOUNTS} hot accounts, lock guard on", data.hot_accounts, "redis"),
     ]
-    results = []
+    read_scenarios = [item for item in read_scenarios if args.only in item[0]]
+    transfer_scenarios = [item for item in transfer_scenarios if args.only in item[0]]
     print(f"{args.concurrency} clients, {args.duration:g} s each (+{WARMUP_SECONDS:g} s warm-up)")
-    for name, extra in read_scenarios:
-        results.append(await run_scenario(name, extra, base_env, make_request=reads, **run))
-    for name, accounts, locks in transfer_scenarios:
-        extra = {"REDIS_URL": redis_url, "ACCOUNT_LOCKS": locks}
-        results.append(
-            await run_scenario(
-                name, extra, base_env, make_request=transfers(data.token, accounts), **run
-            )
+    results: list[Result] = []
+    # Rounds interleave the scenarios, so a noisy minute on the machine hits all of them.
+    for round_number in range(1, args.rounds + 1):
+        print(f"round {round_number}/{args.rounds}", flush=True)
+        for name, extra in read_scenarios:
+            results.append(await run_scenario(name, extra, base_env, make_request=reads, **run))
+        for name, accounts, locks in transfer_scenarios:
+            extra = {"REDIS_URL": redis_url, "ACCOUNT_LOCKS": locks}
+            make = transfers(data.tokens, accounts)
+            results.append(await run_scenario(name, extra, base_env, make_request=make, **run))
+    summary = summarize(results)
+    print(f"median of {args.rounds} rounds:")
+    for row in summary:
+        print(
+            f"  {row['scenario']:<48} {row['per_second']:>8.1f}/s  p50 {row['p50_ms']:>7.2f} ms"
+            f"  p99 {row['p99_ms']:>7.2f} ms  errors {row['errors']}"
         )
 
     container = build_container(settings)
@@ -407,6 +440,8 @@ async def main() -> int:
                 "concurrency": args.concurrency,
                 "duration_seconds": args.duration,
                 "reconcile_clean": report.clean,
+                "rounds": args.rounds,
+                "summary": summary,
                 "results": [asdict(result) for result in results],
             },
             indent=2,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from banking.auth.passwords import Passwords
 from banking.auth.tokens import TokenService
 from banking.auth.users import UserService
+from banking.cache.balances import MemoryBalanceCache, RedisBalanceCache
 from banking.cache.locks import GuardedMovementService
 from banking.cache.services import CacheServices, build_cache_services
 from banking.config import Settings
@@ -28,6 +29,11 @@ class Container:
     movements: MovementService
     history: HistoryService
     cache: CacheServices
+
+    @property
+    def balance_cache(self) -> MemoryBalanceCache | RedisBalanceCache | None:
+        """What the ``balance-cache`` consumer invalidates (``invalidate(account_id)``)."""
+        return self.cache.balances
 
     async def close(self) -> None:
         await self.cache.close()

@@ -10,11 +10,17 @@ from uuid import UUID
 
 import pytest
 import redis.asyncio as aioredis
+from sqlalchemy import update
 
 from banking.cache.balances import entry_key
 from banking.domain.roles import Role
+from banking.events.outbox import BALANCE_SCHEMA_VERSION, EVENT_BALANCE_UPDATED
+from banking.events.serialization import EventFormat, encode
+from banking.events.transport import Message
 from banking.ledger.models import Account, Balance
+from banking.storage.tables import balances
 from banking.storage.types import utc_now
+from banking.workers.balance_cache import BalanceCacheInvalidator
 from tests.cache.conftest import BankFactory
 from tests.conftest import Bank
 
@@ -192,7 +198,7 @@ async def test_a_read_that_raced_a_write_does_not_store_the_old_balance(
 
         racing_read = asyncio.create_task(cache.read_through(account_id, slow_old_load))
         await loaded.wait()
-        await cache.invalidate([account_id])  # the writer's commit hook
+        await cache.invalidate(account_id)  # a writer's commit, or its balance event
         proceed.set()
         _, old = await racing_read
         assert old.available_balance == Decimal("100.00")  # that reader got what it read
@@ -201,3 +207,53 @@ async def test_a_read_that_raced_a_write_does_not_store_the_old_balance(
         assert fresh.available_balance == Decimal("90.00")
         _, again = await cache.read_through(account_id, new_load)  # and now it is cached
         assert again.version == 2
+
+
+async def test_a_balance_event_from_another_process_refreshes_the_cached_balance(
+    database_url: str, cache_env: dict[str, str], bank_factory: BankFactory
+) -> None:
+    """A balance changed by another process (a worker applying an async command) reaches this
+    API through its balance event: the ``balance-cache`` consumer drops the entry."""
+    async with bank_factory(database_url, **cache_env) as bank:
+        _, staff = await bank.user(Role.TELLER)
+        customer_id, customer = await bank.user(Role.CUSTOMER)
+        account_id = await bank.account(customer_id, staff, funded="100.00")
+        assert await bank.balance(account_id, customer) == Decimal("100.00")  # cached
+
+        # The other process's commit: this API's own commit hook never ran for it.
+        async with bank.container.database.unit_of_work() as connection:
+            await connection.execute(
+                update(balances)
+                .where(balances.c.account_id == UUID(account_id))
+                .values(
+                    current_balance=Decimal("105.00"),
+                    available_balance=Decimal("105.00"),
+                    version=balances.c.version + 1,
+                )
+            )
+        assert await bank.balance(account_id, customer) == Decimal("100.00")  # not told yet
+
+        value, content_type = encode(
+            EVENT_BALANCE_UPDATED,
+            BALANCE_SCHEMA_VERSION,
+            {
+                "account_id": account_id,
+                "current_balance": "105.00",
+                "available_balance": "105.00",
+                "currency": "USD",
+                "version": 99,
+                "timestamp": utc_now().isoformat(),
+            },
+            EventFormat.JSON,
+        )
+        cache = bank.container.balance_cache
+        assert cache is not None
+        await BalanceCacheInvalidator(cache).handle(
+            Message(
+                topic="banking.accounts.balances",
+                key=account_id,
+                value=value,
+                headers={"event_type": EVENT_BALANCE_UPDATED, "content_type": content_type},
+            )
+        )
+        assert await bank.balance(account_id, customer) == Decimal("105.00")

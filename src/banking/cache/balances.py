@@ -152,7 +152,11 @@ class MemoryBalanceCache(BalanceListener):
             self._store(account_id, account, balance)
         return account, balance
 
-    async def invalidate(self, account_ids: Iterable[UUID]) -> None:
+    async def invalidate(self, account_id: UUID) -> None:
+        """Drop one account's entry (the ``balance-cache`` consumer calls this per event)."""
+        await self.invalidate_many([account_id])
+
+    async def invalidate_many(self, account_ids: Iterable[UUID]) -> None:
         for account_id in account_ids:
             self._entries.pop(account_id, None)
             self._invalidated_at[account_id] = next(self._sequence)
@@ -164,7 +168,7 @@ class MemoryBalanceCache(BalanceListener):
             self._forgotten_below = cut
 
     async def balances_changed(self, account_ids: list[UUID]) -> None:
-        await self.invalidate(account_ids)
+        await self.invalidate_many(account_ids)
 
     def _store(self, account_id: UUID, account: Account, balance: Balance) -> None:
         if account_id not in self._entries and len(self._entries) >= ENTRIES_MAX:
@@ -224,7 +228,11 @@ class RedisBalanceCache(BalanceListener):
             self._count("error")
         return account, balance
 
-    async def invalidate(self, account_ids: Iterable[UUID]) -> None:
+    async def invalidate(self, account_id: UUID) -> None:
+        """Drop one account's entry (the ``balance-cache`` consumer calls this per event)."""
+        await self.invalidate_many([account_id])
+
+    async def invalidate_many(self, account_ids: Iterable[UUID]) -> None:
         """Drop the entries and start a new generation (all in one round trip). When Redis is
         down the ids are kept and invalidated as soon as it answers again."""
         ids = list(dict.fromkeys(account_ids))
@@ -249,7 +257,7 @@ class RedisBalanceCache(BalanceListener):
             self._remember(ids)
 
     async def balances_changed(self, account_ids: list[UUID]) -> None:
-        await self.invalidate(account_ids)
+        await self.invalidate_many(account_ids)
 
     def _remember(self, ids: list[UUID]) -> None:
         if len(self._pending) + len(ids) > PENDING_INVALIDATIONS_MAX:
@@ -265,7 +273,7 @@ class RedisBalanceCache(BalanceListener):
             log.info("balance_cache_flushed_after_outage")
         pending, self._pending = list(self._pending), set()
         if pending:
-            await self.invalidate(pending)
+            await self.invalidate_many(pending)
             log.info("balance_cache_invalidations_retried", accounts=len(pending))
 
     async def clear(self) -> None:
