@@ -50,7 +50,8 @@ class Server:
         self.log_path = data_dir.parent / f"serve-{self.port}.log"
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(
-            [*BANKING, "serve", "--port", str(self.port)],
+            # serve binds gRPC too: a free port, not 50051, which may be taken
+            [*BANKING, "serve", "--port", str(self.port), "--grpc-port", str(_free_port())],
             env=_env(data_dir, **env),
             stdout=self._log,
             stderr=subprocess.STDOUT,
