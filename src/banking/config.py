@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     page_size_max: int = Field(default=500, ge=1)
     transaction_retries_max: int = Field(default=5, ge=0, le=20)
 
+    # OpenTelemetry tracing (off when empty): OTLP/HTTP collector, e.g. http://otel:4318
+    otel_exporter_otlp_endpoint: str = ""
+    otel_service_name: str = "banking-api"
     log_level: str = "INFO"
     log_json: bool = True
     metrics_enabled: bool = True

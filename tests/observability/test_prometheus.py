@@ -354,9 +354,8 @@ def _traffic(stack: Stack) -> str:
         )
         client.post("/auth/token", data={"username": "obs-customer", "password": PASSWORD})
         deadline = time.monotonic() + 60
-        while (
-            client.get(stack.api + accepted.headers["Location"], headers=customer).json()["status"] == "pending"
-        ):
+        location = stack.api + accepted.headers["Location"]
+        while client.get(location, headers=customer).json()["status"] == "pending":
             assert time.monotonic() < deadline, "async transfer never settled"
             time.sleep(0.2)
     _grpc_traffic(stack)

@@ -6,12 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from opentelemetry.sdk.trace import TracerProvider
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 import banking
 from banking.container import Container
+from banking.observability.tracing import build_tracer_provider
 from banking.rest.docs import install_docs
 from banking.rest.errors import install_error_handlers
 from banking.rest.middleware import RequestContextMiddleware
@@ -26,7 +28,12 @@ idempotent by `reference_id` (or the `Idempotency-Key` header).
 """
 
 
-def create_app(container: Container, *, dispose_on_shutdown: bool = True) -> FastAPI:
+def create_app(
+    container: Container,
+    *,
+    dispose_on_shutdown: bool = True,
+    tracer_provider: TracerProvider | None = None,
+) -> FastAPI:
     """Build the REST app around ``container`` (the composition root owns the container)."""
 
     @asynccontextmanager
@@ -40,9 +47,16 @@ def create_app(container: Container, *, dispose_on_shutdown: bool = True) -> Fas
         finally:
             if events is not None:
                 await events.stop()
+            if tracer_provider is not None:
+                tracer_provider.shutdown()  # flushes the spans still queued
             if dispose_on_shutdown:
                 await container.close()
 
+    if tracer_provider is None:
+        tracer_provider = build_tracer_provider(
+            endpoint=container.settings.otel_exporter_otlp_endpoint,
+            service_name=container.settings.otel_service_name,
+        )
     app = FastAPI(
         title="Banking API",
         version=banking.__version__,
@@ -103,6 +117,7 @@ def create_app(container: Container, *, dispose_on_shutdown: bool = True) -> Fas
         RequestContextMiddleware,
         metrics=app.state.metrics,
         body_bytes_max=settings.request_body_bytes_max,
+        tracer=tracer_provider.get_tracer("banking") if tracer_provider else None,
     )
     return app
 

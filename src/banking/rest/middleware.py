@@ -9,6 +9,8 @@ import json
 import time
 from datetime import UTC, datetime
 
+from opentelemetry.trace import SpanKind, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -17,6 +19,7 @@ from banking.observability.logging import get_logger
 from banking.observability.metrics import Metrics
 
 log = get_logger("banking.http")
+_PROPAGATOR = TraceContextTextMapPropagator()
 
 SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (b"x-content-type-options", b"nosniff"),
@@ -45,18 +48,52 @@ def _trace_id_from(scope: Scope) -> str | None:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, metrics: Metrics | None, body_bytes_max: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics | None,
+        body_bytes_max: int,
+        tracer: Tracer | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.body_bytes_max = body_bytes_max
+        self.tracer = tracer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.tracer is None or scope["type"] != "http":
+            await self._serve(scope, receive, send)
+            return
+        carrier = {
+            key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]
+        }
+        with self.tracer.start_as_current_span(
+            f"HTTP {scope.get('method', '')}",
+            context=_PROPAGATOR.extract(carrier),
+            kind=SpanKind.SERVER,
+        ) as span:
+            # The span's trace id is the request's trace id (continued or new).
+            trace_id = format(span.get_span_context().trace_id, "032x")
+            scope.setdefault("state", {})["otel_trace_id"] = trace_id
+            await self._serve(scope, receive, send)
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            span.update_name(f"{scope.get('method', '')} {route}")
+            span.set_attribute("http.request.method", scope.get("method", ""))
+            span.set_attribute("http.route", route)
+            status = scope["state"].get("status_code")
+            if status is not None:
+                span.set_attribute("http.response.status_code", status)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
         request_id = context.accept_or_new_id(_header(scope, b"x-request-id"))
-        trace_id = context.accept_or_new_id(_trace_id_from(scope))
+        trace_id = scope.get("state", {}).get("otel_trace_id") or context.accept_or_new_id(
+            _trace_id_from(scope)
+        )
         context.clear()
         context.bind(request_id=request_id, trace_id=trace_id)
         state = scope.setdefault("state", {})
@@ -71,6 +108,7 @@ class RequestContextMiddleware:
             nonlocal status_code
             if message["type"] == "http.response.start":
                 status_code = message["status"]
+                state["status_code"] = status_code
                 headers = list(message.get("headers", []))
                 present = {key.lower() for key, _ in headers}
                 headers.extend(id_headers)
