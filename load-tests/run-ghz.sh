@@ -9,7 +9,7 @@ set -euo pipefail
 
 HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 : "${ACCOUNT_ID:?set ACCOUNT_ID to a funded account (load-tests/seed.py prints some)}"
-: "${TOKEN:?set TOKEN to the account owner's JWT}"
+: "${TOKEN:?set TOKEN to a JWT of the account owner}"
 HOST=${HOST:-127.0.0.1:50051}
 GHZ=${GHZ:-$(command -v ghz || echo "$HOME/go/bin/ghz")}
 [[ -x $GHZ ]] || { echo "ghz not found: go install github.com/bojand/ghz/cmd/ghz@latest" >&2; exit 1; }
