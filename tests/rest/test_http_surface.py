@@ -257,6 +257,22 @@ async def test_ready_reports_an_unreachable_database() -> None:
         assert "Traceback" not in ready.text
 
 
+async def test_money_request_while_the_database_is_down_is_a_503_to_retry() -> None:
+    async with client_for("postgresql+asyncpg://banking:banking@127.0.0.1:1/banking") as client:
+        container = client._transport.app.state.container  # type: ignore[attr-defined]
+        user_id = uuid.uuid4()
+        token = container.tokens.issue(user_id, "someone", Role.CUSTOMER)
+        response = await client.post(
+            "/api/v1/transactions/debit",
+            json={"account_id": str(uuid.uuid4()), "amount": "1.00", "currency": "USD"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "SERVICE_UNAVAILABLE"
+    assert response.headers["Retry-After"] == "1"
+    assert "Traceback" not in response.text
+
+
 # --- OpenAPI and docs -------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ from typing import Any, Final
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from banking.domain.errors import (
@@ -150,9 +151,27 @@ async def _http_error(request: Request, error: Exception) -> JSONResponse:
     return response
 
 
+def _is_outage(error: Exception) -> bool:
+    """The database (or the network to it) is unavailable: a retry later can succeed."""
+    if isinstance(error, DBAPIError):
+        return bool(error.connection_invalidated) or isinstance(
+            error, OperationalError | InterfaceError
+        )
+    return isinstance(error, ConnectionError | TimeoutError)
+
+
 async def _unexpected(request: Request, error: Exception) -> JSONResponse:
-    log.error("unhandled_error", error_type=type(error).__name__, exc_info=error)
     metrics = getattr(request.app.state, "metrics", None)
+    if _is_outage(error):
+        log.error("dependency_unavailable", error_type=type(error).__name__)
+        if metrics is not None:
+            metrics.errors.labels("SERVICE_UNAVAILABLE").inc()
+        return error_response(
+            "SERVICE_UNAVAILABLE",
+            "the service is temporarily unavailable; retry with the same reference_id",
+            headers={"Retry-After": "1"},
+        )
+    log.error("unhandled_error", error_type=type(error).__name__, exc_info=error)
     if metrics is not None:
         metrics.errors.labels("INTERNAL_ERROR").inc()
     return error_response("INTERNAL_ERROR", "internal error")
@@ -162,4 +181,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(BankingError, _banking_error)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    # Outages are answered by ExceptionMiddleware (a 503, no re-raise); anything else that
+    # escapes reaches the last-resort handler (a 500, logged with its traceback).
+    for outage in (DBAPIError, ConnectionError, TimeoutError):
+        app.add_exception_handler(outage, _unexpected)
     app.add_exception_handler(Exception, _unexpected)
