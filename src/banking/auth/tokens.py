@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -11,6 +12,7 @@ import jwt
 from banking.domain.errors import Unauthenticated
 from banking.domain.roles import Actor, Role
 
+VERIFIED_TOKENS_REMEMBERED_MAX = 10_000
 _REQUIRED_CLAIMS = ["exp", "iat", "sub", "aud", "iss", "role", "username"]
 
 
@@ -25,6 +27,7 @@ class TokenService:
         self._audience = audience
         self._issuer = issuer
         self.expire_seconds = expire_minutes * 60
+        self._verified: dict[str, tuple[Actor, float]] = {}
 
     def issue(self, user_id: UUID, username: str, role: Role) -> str:
         now = datetime.now(UTC)
@@ -41,7 +44,24 @@ class TokenService:
         return jwt.encode(claims, self._secret, algorithm=self._algorithm)
 
     def verify(self, token: str) -> Actor:
-        """The actor a valid token names; ``Unauthenticated`` for anything else."""
+        """The actor a valid token names; ``Unauthenticated`` for anything else.
+
+        Tokens already verified are remembered until they expire (bounded), so a client that
+        reuses its token, and the rate limiter and the route that both need the caller, pay
+        for the signature check once."""
+        remembered = self._verified.get(token)
+        if remembered is not None:
+            actor, expires_at = remembered
+            if time.time() < expires_at:
+                return actor
+            del self._verified[token]
+        actor, expires_at = self._verify(token)
+        if len(self._verified) >= VERIFIED_TOKENS_REMEMBERED_MAX:
+            self._verified.pop(next(iter(self._verified)))  # the oldest entry
+        self._verified[token] = (actor, expires_at)
+        return actor
+
+    def _verify(self, token: str) -> tuple[Actor, float]:
         try:
             claims = jwt.decode(
                 token,
@@ -51,11 +71,12 @@ class TokenService:
                 issuer=self._issuer,
                 options={"require": _REQUIRED_CLAIMS},
             )
-            return Actor(
+            actor = Actor(
                 user_id=UUID(claims["sub"]),
                 username=str(claims["username"]),
                 role=Role(claims["role"]),
             )
+            return actor, float(claims["exp"])
         except jwt.ExpiredSignatureError as error:
             raise Unauthenticated("token has expired") from error
         except (jwt.PyJWTError, ValueError, KeyError) as error:

@@ -18,7 +18,7 @@ from typing import Any, Final, Protocol
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from banking.events.serialization import EventFormat, encode
+from banking.events.serialization import JSON_CONTENT_TYPE, EventFormat, encode
 from banking.events.transport import Message, Publisher
 from banking.observability.logging import get_logger
 from banking.storage import repositories as repo
@@ -50,9 +50,13 @@ def headers_of(row: Any, content_type: str) -> dict[str, str]:
 
 
 def message_of(row: Any, event_format: EventFormat) -> Message:
-    value, content_type = encode(
-        row.event_type, row.schema_version, json.loads(row.payload), event_format
-    )
+    if event_format is EventFormat.JSON:
+        # The outbox already holds the canonical JSON text: no need to parse and re-encode.
+        value, content_type = row.payload.encode(), JSON_CONTENT_TYPE
+    else:
+        value, content_type = encode(
+            row.event_type, row.schema_version, json.loads(row.payload), event_format
+        )
     return Message(row.topic, row.event_key, value, headers_of(row, content_type))
 
 

@@ -112,11 +112,9 @@ class EmbeddedEvents:
         self.bus.subscribe(topics.TRANSACTIONS_PERMANENT_DLQ, _log_permanent)
         if "balance-cache" in handlers:
             self.bus.subscribe(topics.ACCOUNT_BALANCES, handlers["balance-cache"])
+        # Nothing crosses a wire in-process: the outbox's JSON is passed as it is.
         self.relay = OutboxRelay(
-            container.database,
-            self.bus,
-            event_format=EventFormat(container.settings.event_format),
-            observer=container.metrics,
+            container.database, self.bus, event_format=EventFormat.JSON, observer=container.metrics
         )
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
