@@ -323,14 +323,20 @@ def reconcile() -> None:
 
 @app.command()
 def bench(
-    output: Annotated[Path, typer.Option(help="Where to write the figures (JSON).")] = Path(
-        "bench-results/latest.json"
-    ),
+    output: Annotated[Path | None, typer.Option(help="Where to write the figures (JSON).")] = None,
+    events: Annotated[
+        bool, typer.Option("--events", help="Event backbone figures (Kafka relay, lag, formats).")
+    ] = False,
 ) -> None:
-    """Benchmark the REST API on PostgreSQL against pgbench on the same server."""
+    """Benchmark the REST API on PostgreSQL against pgbench on the same server, or (--events)
+    the event backbone under that load."""
+    if events:
+        from banking.bench_events import run_event_benchmark
+
+        raise typer.Exit(run_event_benchmark(output or Path("bench-results/events.json")))
     from banking.bench import run_benchmark
 
-    raise typer.Exit(run_benchmark(output))
+    raise typer.Exit(run_benchmark(output or Path("bench-results/latest.json")))
 
 
 def main() -> None:
