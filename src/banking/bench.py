@@ -87,9 +87,12 @@ TRANSFER_SHARE = 0.70
 DEBIT_SHARE = 0.15
 HOT_SHARE = 0.20
 
-SERVER_LOG_LEVEL = "WARNING"
+# BENCH_INSTRUMENTATION=full runs the server with per-request JSON logs (INFO) and metrics,
+# =off with neither; the default is how an operator runs it (WARNING logs, metrics on).
+_INSTRUMENTATION = os.environ.get("BENCH_INSTRUMENTATION", "default")
+SERVER_LOG_LEVEL = "INFO" if _INSTRUMENTATION == "full" else "WARNING"
 SERVER_LOG_JSON = True
-SERVER_METRICS_ENABLED = True
+SERVER_METRICS_ENABLED = _INSTRUMENTATION != "off"
 SERVER_POOL_OVERFLOW = 4
 SERVER_READY_TIMEOUT_SECONDS = 60.0
 SERVER_READY_POLL_SECONDS = 0.2

@@ -43,7 +43,8 @@ class Container:
 def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Container:
     database = Database(create_engine(settings), retries_max=settings.transaction_retries_max)
     metrics = metrics or Metrics()
-    metrics.watch_database(database)
+    if settings.metrics_enabled:
+        metrics.watch_database(database)
     tokens = TokenService(
         secret=settings.jwt_signing_secret(),
         algorithm=settings.jwt_algorithm,
