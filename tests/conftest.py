@@ -11,6 +11,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -196,24 +197,28 @@ class Bank:
         )
 
 
+@asynccontextmanager
+async def running_bank(settings: Settings) -> AsyncIterator[Bank]:
+    """A container and the REST app around it, called in-process over ASGI."""
+    container = build_container(settings)
+    transport = httpx.ASGITransport(app=create_app(container))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield Bank(container, client)
+    finally:
+        await container.close()
+
+
 @pytest.fixture
 async def bank(database_url: str) -> AsyncIterator[Bank]:
-    container = build_container(make_settings(database_url))
-    app = create_app(container)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        yield Bank(container, client)
-    await container.close()
+    async with running_bank(make_settings(database_url)) as running:
+        yield running
 
 
 @pytest.fixture
 async def pg_bank(postgres_url: str) -> AsyncIterator[Bank]:
-    container = build_container(make_settings(postgres_url))
-    app = create_app(container)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        yield Bank(container, client)
-    await container.close()
+    async with running_bank(make_settings(postgres_url)) as running:
+        yield running
 
 
 @pytest.fixture

@@ -8,15 +8,14 @@ import signal
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import func, select
 
-from banking.container import build_container
 from banking.domain.errors import ValidationFailed
 from banking.domain.roles import Actor, Role
 from banking.events import topics
@@ -25,13 +24,12 @@ from banking.events.serialization import ARROW_CONTENT_TYPE, decode
 from banking.events.transport import KafkaConsumerLoop, KafkaPublisher, Message
 from banking.ledger.models import DebitOrCredit, TransferRequest
 from banking.ledger.reconcile import reconcile
-from banking.rest.app import create_app
 from banking.storage.tables import outbox, transactions
 from banking.workers.admin import create_topics
 from banking.workers.dead_letter_handler import DeadLetterHandler
 from banking.workers.dead_letters import DeadLetters
 from banking.workers.processor import CommandProcessor
-from tests.conftest import Bank, make_settings
+from tests.conftest import Bank, make_settings, running_bank
 from tests.events.kafka_support import (
     consume,
     kafka_bootstrap,
@@ -59,26 +57,24 @@ def kafka_settings(database_url: str, prefix: str, **extra: Any) -> dict[str, An
     }
 
 
-@pytest.fixture
-async def kbank(database_url: str, prefix: str) -> AsyncIterator[Bank]:
+@asynccontextmanager
+async def kafka_bank(database_url: str, prefix: str) -> AsyncIterator[Bank]:
     settings = make_settings(database_url, **kafka_settings(database_url, prefix))
     await create_topics(settings)
-    container = build_container(settings)
-    transport = httpx.ASGITransport(app=create_app(container))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        yield Bank(container, client)
-    await container.close()
+    async with running_bank(settings) as bank:
+        yield bank
+
+
+@pytest.fixture
+async def kbank(database_url: str, prefix: str) -> AsyncIterator[Bank]:
+    async with kafka_bank(database_url, prefix) as bank:
+        yield bank
 
 
 @pytest.fixture
 async def pg_kbank(postgres_url: str, prefix: str) -> AsyncIterator[Bank]:
-    settings = make_settings(postgres_url, **kafka_settings(postgres_url, prefix))
-    await create_topics(settings)
-    container = build_container(settings)
-    transport = httpx.ASGITransport(app=create_app(container))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-        yield Bank(container, client)
-    await container.close()
+    async with kafka_bank(postgres_url, prefix) as bank:
+        yield bank
 
 
 def publisher_for(bank: Bank) -> KafkaPublisher:

@@ -60,11 +60,14 @@ class KafkaPublisher:
             request_timeout_ms=15000,
         )
         self._started = False
+        self._start_lock = asyncio.Lock()
 
     async def start(self) -> None:
-        if not self._started:
-            await self._producer.start()
-            self._started = True
+        # Several senders (the relay, the DLQ) may make the first send at once: start once.
+        async with self._start_lock:
+            if not self._started:
+                await self._producer.start()
+                self._started = True
 
     async def stop(self) -> None:
         if self._started:
