@@ -112,7 +112,8 @@ def create_app(
                 "RateLimit-Reset",
             ],
         )
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.trusted_hosts)
+    if "*" not in settings.trusted_hosts:  # "*" accepts every host: no middleware needed
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.trusted_hosts)
     app.add_middleware(
         RequestContextMiddleware,
         metrics=app.state.metrics,

@@ -15,7 +15,9 @@ from banking.observability import context
 _bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 
 
-def get_container(request: Request) -> Container:
+# Dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` in a worker thread,
+# which costs a thread hop per request and loses the log context bound inside it.
+async def get_container(request: Request) -> Container:
     container: Container = request.app.state.container
     return container
 
@@ -23,7 +25,9 @@ def get_container(request: Request) -> Container:
 ContainerDep = Annotated[Container, Depends(get_container)]
 
 
-def get_actor(container: ContainerDep, token: Annotated[str | None, Depends(_bearer)]) -> Actor:
+async def get_actor(
+    container: ContainerDep, token: Annotated[str | None, Depends(_bearer)]
+) -> Actor:
     if not token:
         raise Unauthenticated("missing bearer token")
     actor = container.tokens.verify(token)

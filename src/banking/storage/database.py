@@ -34,7 +34,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
         echo=settings.database_echo,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_pool_overflow,
-        pool_pre_ping=True,
+        # No ping before every checkout (a round trip per transaction): a connection found
+        # dead invalidates the pool and the unit of work is retried on a fresh one.
+        pool_pre_ping=False,
         pool_recycle=1800,
         # Statement parameters (password hashes, e-mails) never appear in errors or logs.
         hide_parameters=True,
@@ -91,8 +93,11 @@ def is_unique_violation(error: DBAPIError) -> bool:
 
 
 def is_retryable(error: DBAPIError) -> bool:
-    """Deadlocks and serialization failures (PostgreSQL) and a busy database (SQLite)."""
-    if sqlstate_of(error) in _RETRYABLE_SQLSTATES:
+    """Deadlocks and serialization failures (PostgreSQL), a busy database (SQLite), and a
+    pooled connection found dead (the server restarted). Running the whole unit of work again
+    is safe even if a COMMIT was lost: a movement's idempotency key is fixed before the first
+    attempt, so a second attempt can only replay the first."""
+    if sqlstate_of(error) in _RETRYABLE_SQLSTATES or error.connection_invalidated:
         return True
     return isinstance(error, OperationalError) and "database is locked" in str(error.orig)
 
