@@ -50,4 +50,4 @@ lint: install
 	$(VENV)/bin/mypy src
 
 bench: install
-	eval "$$(bash scripts/services/postgres.sh env)"; $(VENV)/bin/banking bench $(BENCH_ARGS)
+	eval "$$(bash scripts/services/postgres.sh start)"; $(VENV)/bin/banking bench $(BENCH_ARGS)
