@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import getpass
 import json
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Coroutine
@@ -75,7 +77,10 @@ def serve(
     if grpc_port is not None:
         os.environ["GRPC_PORT"] = str(grpc_port)
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="banking-metrics-")
+        metrics_dir = tempfile.mkdtemp(prefix="banking-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        # Ours, so ours to remove when the server stops (the workers' files live there).
+        atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
     if workers == 1:
         from banking.container import build_container
         from banking.grpc.server import serve_rest_and_grpc
