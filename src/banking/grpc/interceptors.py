@@ -14,6 +14,7 @@ They run outermost first, as ``server.build_server`` lists them:
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import inspect
 import time
@@ -117,10 +118,11 @@ class _AroundInterceptor(grpc.aio.ServerInterceptor):
             return None
         return _wrap(handler, lambda context: self.around(handler_call_details, context))
 
+    @abc.abstractmethod
     def around(
         self, details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AbstractAsyncContextManager[None]:
-        raise NotImplementedError
+        """What each subclass does for the whole of a call."""
 
 
 def _wrap(handler: Any, around: Around) -> Any:
