@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Row, and_, case, func, insert, or_, select, update
+from sqlalchemy import Row, and_, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from banking.domain.money import AMOUNT_LIMIT_EXCLUSIVE
@@ -92,16 +92,56 @@ async def insert_account(
     return Balance(account.account_id, account.currency, zero, zero, 1, account.created_at)
 
 
+# The statements of the money path are built once (with bind parameters) instead of on every
+# call: building SQLAlchemy expressions showed up at 7 % of a transfer's server CPU.
+_GET_ACCOUNT = select(accounts).where(accounts.c.account_id == bindparam("p_account_id"))
+_GET_ACCOUNTS = select(accounts).where(
+    accounts.c.account_id.in_(bindparam("p_account_ids", expanding=True))
+)
+_LOCK_BALANCES = (
+    select(balances.c.account_id)
+    .where(balances.c.account_id.in_(bindparam("p_account_ids", expanding=True)))
+    .order_by(balances.c.account_id)
+    .with_for_update()
+)
+_APPLY_DEBIT = (
+    update(balances)
+    .where(
+        balances.c.account_id == bindparam("p_account_id"),
+        balances.c.available_balance >= bindparam("p_amount"),
+    )
+    .values(
+        current_balance=balances.c.current_balance - bindparam("p_amount"),
+        available_balance=balances.c.available_balance - bindparam("p_amount"),
+        version=balances.c.version + 1,
+        last_updated=bindparam("p_at"),
+    )
+    .returning(balances.c.available_balance, balances.c.version)
+)
+_APPLY_CREDIT = (
+    update(balances)
+    .where(
+        balances.c.account_id == bindparam("p_account_id"),
+        balances.c.current_balance < bindparam("p_balance_below"),
+    )
+    .values(
+        current_balance=balances.c.current_balance + bindparam("p_amount"),
+        available_balance=balances.c.available_balance + bindparam("p_amount"),
+        version=balances.c.version + 1,
+        last_updated=bindparam("p_at"),
+    )
+    .returning(balances.c.available_balance, balances.c.version)
+)
+
+
 async def get_account(connection: AsyncConnection, account_id: UUID) -> Account | None:
-    result = await connection.execute(select(accounts).where(accounts.c.account_id == account_id))
+    result = await connection.execute(_GET_ACCOUNT, {"p_account_id": account_id})
     row = result.first()
     return _account(row) if row else None
 
 
 async def get_accounts(connection: AsyncConnection, account_ids: Sequence[UUID]) -> list[Account]:
-    result = await connection.execute(
-        select(accounts).where(accounts.c.account_id.in_(list(account_ids)))
-    )
+    result = await connection.execute(_GET_ACCOUNTS, {"p_account_ids": list(account_ids)})
     return [_account(row) for row in result]
 
 
@@ -172,13 +212,7 @@ async def lock_balances(connection: AsyncConnection, account_ids: Sequence[UUID]
 
     On SQLite the transaction already holds the database's single write lock (BEGIN IMMEDIATE).
     """
-    ordered = sorted(account_ids)
-    await connection.execute(
-        select(balances.c.account_id)
-        .where(balances.c.account_id.in_(ordered))
-        .order_by(balances.c.account_id)
-        .with_for_update()
-    )
+    await connection.execute(_LOCK_BALANCES, {"p_account_ids": sorted(account_ids)})
 
 
 async def apply_debit(
@@ -186,15 +220,7 @@ async def apply_debit(
 ) -> tuple[Decimal, int] | None:
     """Take ``amount`` off the balance only if enough is available; ``None`` when not."""
     result = await connection.execute(
-        update(balances)
-        .where(balances.c.account_id == account_id, balances.c.available_balance >= amount)
-        .values(
-            current_balance=balances.c.current_balance - amount,
-            available_balance=balances.c.available_balance - amount,
-            version=balances.c.version + 1,
-            last_updated=at,
-        )
-        .returning(balances.c.available_balance, balances.c.version)
+        _APPLY_DEBIT, {"p_account_id": account_id, "p_amount": amount, "p_at": at}
     )
     row = result.first()
     return (row.available_balance, row.version) if row else None
@@ -205,18 +231,13 @@ async def apply_credit(
 ) -> tuple[Decimal, int] | None:
     """Add ``amount``; ``None`` when the balance would reach the 10^16 storage limit."""
     result = await connection.execute(
-        update(balances)
-        .where(
-            balances.c.account_id == account_id,
-            balances.c.current_balance < AMOUNT_LIMIT_EXCLUSIVE - amount,
-        )
-        .values(
-            current_balance=balances.c.current_balance + amount,
-            available_balance=balances.c.available_balance + amount,
-            version=balances.c.version + 1,
-            last_updated=at,
-        )
-        .returning(balances.c.available_balance, balances.c.version)
+        _APPLY_CREDIT,
+        {
+            "p_account_id": account_id,
+            "p_amount": amount,
+            "p_balance_below": AMOUNT_LIMIT_EXCLUSIVE - amount,
+            "p_at": at,
+        },
     )
     row = result.first()
     return (row.available_balance, row.version) if row else None
