@@ -25,7 +25,6 @@ from sqlalchemy import func, select
 from banking.config import Settings
 from banking.container import Container, build_container
 from banking.domain.roles import Role
-from banking.ledger.models import DebitOrCredit
 from banking.rest.app import create_app
 from banking.storage.migrate import upgrade
 from banking.storage.tables import balances, outbox, transaction_logs, transactions
@@ -190,11 +189,6 @@ class Bank:
                     await connection.execute(select(func.count()).select_from(table))
                 ).scalar_one()
         return {"balances": sorted(map(tuple, balance_rows)), **counts}
-
-    async def seed_credit(self, account_id: str, amount: str, staff_actor: Any) -> None:
-        await self.container.movements.credit(
-            staff_actor, DebitOrCredit(uuid.UUID(account_id), Decimal(amount), "USD")
-        )
 
 
 @asynccontextmanager

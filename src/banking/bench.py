@@ -245,7 +245,9 @@ def _pgbench_binary() -> str:
 
 
 def _say(message: str) -> None:
-    print(message, flush=True)
+    """The benchmark's report on the terminal (its output, not a log)."""
+    sys.stdout.write(message + "\n")
+    sys.stdout.flush()
 
 
 # --- the run -----------------------------------------------------------------------------

@@ -147,18 +147,18 @@ def run_event_benchmark(output: Path) -> int:
     admin_dsn = os.environ.get("BANKING_PG_ADMIN_DSN")
     bootstrap = os.environ.get("BANKING_KAFKA_BOOTSTRAP")
     if not admin_dsn or not bootstrap:
-        print(
+        sys.stderr.write(
             "needs BANKING_PG_ADMIN_DSN and BANKING_KAFKA_BOOTSTRAP: run "
-            "scripts/services/postgres.sh start and scripts/services/kafka.sh start",
-            file=sys.stderr,
+            "scripts/services/postgres.sh start and scripts/services/kafka.sh start\n"
         )
         return 2
     result: dict[str, Any] = {"started_at": datetime.now(UTC).isoformat()}
     result["serialization"] = serialization_figures()
     result["under_load"] = asyncio.run(_under_load(admin_dsn, bootstrap, output.parent))
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2))
+    report = json.dumps(result, indent=2)
+    output.write_text(report)
+    bench._say(report)
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from banking.domain.errors import ValidationFailed
 from banking.domain.money import parse_amount
 from banking.domain.roles import Actor, Role
 from banking.ledger.models import Command, DebitOrCredit, TransactionType, TransferRequest
@@ -52,7 +53,5 @@ def command_from_payload(payload: dict[str, Any], *, trace_id: str | None) -> Co
                 reference_id,
             )
         return Command(UUID(payload["transaction_id"]), kind, request, actor, trace_id)
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
-        raise MalformedCommand(f"not a valid command: {error}") from error
-    except Exception as error:  # a domain ValidationFailed from parse_amount, for example
+    except (KeyError, TypeError, ValueError, AttributeError, ValidationFailed) as error:
         raise MalformedCommand(f"not a valid command: {error}") from error

@@ -160,11 +160,7 @@ class BankingClient:
         reference_id: str | None = None,
     ) -> Movement:
         request = transactions_pb2.DebitRequest(
-            account_id=str(account_id),
-            amount=_amount_text(amount),
-            currency=currency,
-            description=description or "",
-            reference_id=reference_id or "",
+            **_single_account_fields(account_id, amount, currency, description, reference_id)
         )
         return await self._movement(self._transactions.DebitAccount, request)
 
@@ -178,11 +174,7 @@ class BankingClient:
         reference_id: str | None = None,
     ) -> Movement:
         request = transactions_pb2.CreditRequest(
-            account_id=str(account_id),
-            amount=_amount_text(amount),
-            currency=currency,
-            description=description or "",
-            reference_id=reference_id or "",
+            **_single_account_fields(account_id, amount, currency, description, reference_id)
         )
         return await self._movement(self._transactions.CreditAccount, request)
 
@@ -293,6 +285,23 @@ class BankingClient:
             raise client_error(error) from error
         replayed = _metadata_value(trailing, "idempotent-replayed") == "true"
         return movement(response, replayed=replayed)
+
+
+def _single_account_fields(
+    account_id: UUID | str,
+    amount: Decimal | str,
+    currency: str,
+    description: str | None,
+    reference_id: str | None,
+) -> dict[str, str]:
+    """The fields DebitRequest and CreditRequest share (empty text means "not given")."""
+    return {
+        "account_id": str(account_id),
+        "amount": _amount_text(amount),
+        "currency": currency,
+        "description": description or "",
+        "reference_id": reference_id or "",
+    }
 
 
 def _amount_text(amount: Decimal | str) -> str:

@@ -18,7 +18,7 @@ from banking.events.transport import (
     Message,
 )
 from banking.observability.logging import get_logger
-from banking.workers.balance_cache import BalanceCacheInvalidator, BalanceInvalidator
+from banking.workers.balance_cache import BalanceCacheInvalidator
 from banking.workers.dead_letter_handler import DeadLetterHandler
 from banking.workers.dead_letters import DeadLetters
 from banking.workers.processor import CommandProcessor
@@ -33,11 +33,6 @@ CONSUMER_GROUPS: Final = {
 WORKER_NAMES: Final = ("relay", *CONSUMER_GROUPS)
 
 
-def _balance_cache(container: Container) -> BalanceInvalidator | None:
-    cache = getattr(container, "balance_cache", None)
-    return cache if cache is not None and hasattr(cache, "invalidate") else None
-
-
 def _handlers(container: Container, dead_letters: DeadLetters) -> dict[str, Handler]:
     processor = CommandProcessor(container.movements, dead_letters)
     settings = container.settings
@@ -50,7 +45,7 @@ def _handlers(container: Container, dead_letters: DeadLetters) -> dict[str, Hand
             backoff_base_seconds=settings.dlq_backoff_seconds,
         ).handle,
     }
-    cache = _balance_cache(container)
+    cache = container.balance_cache
     if cache is not None:
         handlers["balance-cache"] = BalanceCacheInvalidator(cache).handle
     return handlers
