@@ -43,7 +43,7 @@ import asyncpg
 from banking.config import Settings
 from banking.container import build_container
 from banking.domain.roles import Actor, Role
-from banking.ledger.models import DebitOrCredit
+from banking.domain.records import DebitOrCredit
 from banking.ledger.reconcile import reconcile
 from banking.storage.migrate import upgrade
 

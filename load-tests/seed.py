@@ -20,7 +20,7 @@ from uuid import uuid4
 from banking.config import load_settings
 from banking.container import build_container
 from banking.domain.roles import Actor, Role
-from banking.ledger.models import DebitOrCredit
+from banking.domain.records import DebitOrCredit
 from banking.storage.migrate import upgrade
 
 ACCOUNTS_MAX = 1000

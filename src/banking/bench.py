@@ -54,8 +54,8 @@ from sqlalchemy.pool import NullPool
 
 from banking.config import Environment, Settings
 from banking.container import Container, build_container
+from banking.domain.records import DebitOrCredit
 from banking.domain.roles import Actor, Role
-from banking.ledger.models import DebitOrCredit
 from banking.ledger.reconcile import ReconcileReport, reconcile
 from banking.storage.migrate import upgrade
 

@@ -17,12 +17,12 @@ import pytest
 from sqlalchemy import func, select
 
 from banking.domain.errors import ValidationFailed
+from banking.domain.records import DebitOrCredit, TransferRequest
 from banking.domain.roles import Actor, Role
 from banking.events import topics
 from banking.events.relay import OutboxRelay
 from banking.events.serialization import ARROW_CONTENT_TYPE, decode
 from banking.events.transport import KafkaConsumerLoop, KafkaPublisher, Message
-from banking.ledger.models import DebitOrCredit, TransferRequest
 from banking.ledger.reconcile import reconcile
 from banking.storage.tables import outbox, transactions
 from banking.workers.admin import create_topics

@@ -33,7 +33,7 @@ from uuid import UUID
 import redis.asyncio as aioredis
 
 from banking.cache.redis_connection import RedisConnection, RedisUnavailable
-from banking.ledger.models import Account, Balance
+from banking.domain.records import Account, Balance
 from banking.ledger.movements import BalanceListener
 from banking.observability.logging import get_logger
 from banking.observability.metrics import Metrics

@@ -27,8 +27,8 @@ from redis.exceptions import LockError
 
 from banking.cache.redis_connection import RedisConnection, RedisUnavailable
 from banking.domain.errors import AccountBusy
+from banking.domain.records import DebitOrCredit, MovementResult, TransferRequest
 from banking.domain.roles import Actor
-from banking.ledger.models import DebitOrCredit, MovementResult, TransferRequest
 from banking.ledger.movements import MovementService
 from banking.observability.logging import get_logger
 from banking.observability.metrics import Metrics

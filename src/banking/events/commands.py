@@ -7,8 +7,8 @@ from uuid import UUID
 
 from banking.domain.errors import ValidationFailed
 from banking.domain.money import parse_amount
+from banking.domain.records import Command, DebitOrCredit, TransactionType, TransferRequest
 from banking.domain.roles import Actor, Role
-from banking.ledger.models import Command, DebitOrCredit, TransactionType, TransferRequest
 
 _KINDS = {
     "debit": TransactionType.DEBIT,

@@ -13,15 +13,15 @@ from uuid import UUID, uuid4
 
 from banking.domain.errors import InvariantViolated
 from banking.domain.money import format_amount
-from banking.domain.roles import Actor
-from banking.events import topics
-from banking.ledger.models import (
+from banking.domain.records import (
     Command,
     Transaction,
     TransactionStatus,
     TransactionType,
     TransferRequest,
 )
+from banking.domain.roles import Actor
+from banking.events import topics
 
 TRANSACTION_SCHEMA_VERSION: Final = 1
 BALANCE_SCHEMA_VERSION: Final = 1

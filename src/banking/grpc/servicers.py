@@ -19,14 +19,7 @@ import grpc
 from banking.container import Container
 from banking.domain.errors import ValidationFailed
 from banking.domain.money import format_amount, parse_amount
-from banking.grpc.gen import (
-    accounts_pb2,
-    accounts_pb2_grpc,
-    transactions_pb2,
-    transactions_pb2_grpc,
-)
-from banking.grpc.interceptors import REPLAYED_KEY, current_actor
-from banking.ledger.models import (
+from banking.domain.records import (
     Account,
     Balance,
     DebitOrCredit,
@@ -37,6 +30,13 @@ from banking.ledger.models import (
     TransactionType,
     TransferRequest,
 )
+from banking.grpc.gen import (
+    accounts_pb2,
+    accounts_pb2_grpc,
+    transactions_pb2,
+    transactions_pb2_grpc,
+)
+from banking.grpc.interceptors import REPLAYED_KEY, current_actor
 from banking.observability import context as log_context
 
 Context = grpc.aio.ServicerContext[Any, Any]

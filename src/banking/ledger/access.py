@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from banking.domain.errors import AccountNotFound, Forbidden
+from banking.domain.records import Account
 from banking.domain.roles import Actor
-from banking.ledger.models import Account
 
 
 def require_visible(actor: Actor, account: Account | None) -> Account:

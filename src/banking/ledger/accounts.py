@@ -11,9 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from banking.domain.errors import AccountNotFound, InvariantViolated, ValidationFailed
 from banking.domain.money import normalize_currency
+from banking.domain.records import Account, Balance
 from banking.domain.roles import Actor, Role
 from banking.ledger.access import require_manages_accounts, require_visible
-from banking.ledger.models import Account, Balance
 from banking.storage import repositories as repo
 from banking.storage.database import Database
 from banking.storage.types import utc_now

@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from uuid import UUID
 
 from banking.domain.errors import ValidationFailed
+from banking.domain.records import HistoryFilter, HistoryPage, Transaction
 from banking.domain.roles import Actor
 from banking.ledger.access import require_visible
-from banking.ledger.models import HistoryFilter, HistoryPage, Transaction
 from banking.storage import repositories as repo
 from banking.storage.database import Database
 

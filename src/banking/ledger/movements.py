@@ -35,15 +35,7 @@ from banking.domain.money import (
     normalize_currency,
     require_same_currency,
 )
-from banking.domain.roles import Actor
-from banking.events.outbox import command_event, events_for_legs, rejection_event
-from banking.ledger.access import (
-    require_can_credit,
-    require_can_debit,
-    require_moves_money,
-    require_visible,
-)
-from banking.ledger.models import (
+from banking.domain.records import (
     Account,
     Command,
     DebitOrCredit,
@@ -52,6 +44,14 @@ from banking.ledger.models import (
     TransactionStatus,
     TransactionType,
     TransferRequest,
+)
+from banking.domain.roles import Actor
+from banking.events.outbox import command_event, events_for_legs, rejection_event
+from banking.ledger.access import (
+    require_can_credit,
+    require_can_debit,
+    require_moves_money,
+    require_visible,
 )
 from banking.storage import repositories as repo
 from banking.storage.database import Database, is_unique_violation

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from banking.ledger.models import TransactionType
+from banking.domain.records import TransactionType
 from banking.storage import repositories as repo
 from banking.storage.database import Database
 

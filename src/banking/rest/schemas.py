@@ -11,8 +11,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 
 from banking.domain.errors import InvariantViolated, ValidationFailed
 from banking.domain.money import format_amount, parse_amount
+from banking.domain.records import Account, Balance, Transaction
 from banking.domain.roles import Role
-from banking.ledger.models import Account, Balance, Transaction
 
 
 def _amount(value: Any) -> Decimal:

@@ -9,7 +9,7 @@ from typing import Final
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from banking.ledger.models import Transaction
+from banking.domain.records import Transaction
 
 ARROW_STREAM_MEDIA_TYPE: Final = "application/vnd.apache.arrow.stream"
 PARQUET_MEDIA_TYPE: Final = "application/vnd.apache.parquet"

@@ -12,7 +12,7 @@ from sqlalchemy import Row, and_, bindparam, case, func, insert, or_, select, up
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from banking.domain.money import AMOUNT_LIMIT_EXCLUSIVE
-from banking.ledger.models import (
+from banking.domain.records import (
     Account,
     Balance,
     HistoryFilter,

@@ -8,11 +8,11 @@ unreadable message goes straight to the permanent DLQ and never stops the consum
 
 from __future__ import annotations
 
+from banking.domain.records import Command
 from banking.events.commands import MalformedCommand, command_from_payload
 from banking.events.outbox import EVENT_TRANSACTION_SUBMITTED
 from banking.events.serialization import JSON_CONTENT_TYPE, UndecodableEvent, decode, payload_text
 from banking.events.transport import Message
-from banking.ledger.models import Command
 from banking.ledger.movements import MovementService
 from banking.observability import context
 from banking.observability.logging import get_logger

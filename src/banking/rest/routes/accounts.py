@@ -8,7 +8,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
-from banking.ledger.models import HistoryFilter, TransactionStatus, TransactionType
+from banking.domain.records import HistoryFilter, TransactionStatus, TransactionType
 from banking.rest.dependencies import ContainerDep, CurrentActor
 from banking.rest.jsonbody import ExactJSONRoute
 from banking.rest.schemas import (

@@ -10,8 +10,8 @@ from fastapi.responses import JSONResponse
 
 from banking.container import Container
 from banking.domain.errors import ValidationFailed
+from banking.domain.records import DebitOrCredit, MovementResult, TransactionType, TransferRequest
 from banking.domain.roles import Actor
-from banking.ledger.models import DebitOrCredit, MovementResult, TransactionType, TransferRequest
 from banking.observability import context
 from banking.rest.dependencies import ContainerDep, CurrentActor, trace_id_of
 from banking.rest.jsonbody import ExactJSONRoute

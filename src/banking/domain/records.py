@@ -1,4 +1,8 @@
-"""What the ledger returns: plain immutable records, independent of any door or table."""
+"""The ledger's records: plain immutable values, independent of any door, table or format.
+
+Every door and every format converts from these through one mapping each (see
+``docs/architecture.md``); a test fails when a field is missing from a format.
+"""
 
 from __future__ import annotations
 
