@@ -29,9 +29,10 @@
 #   JAVA_HOME                        Java 17+ (default: java on PATH)
 set -euo pipefail
 
-SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
-REPO_ROOT=$(cd -- "$SCRIPT_DIR/../.." && pwd)
-readonly SCRIPT_DIR REPO_ROOT
+SERVICE=kafka
+# the shared helpers (see lib.sh); sets STATE_DIR=$SERVICES_DIR/kafka, HOST, LOG_FILE, ...
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 
 KAFKA_VERSION=${BANKING_KAFKA_VERSION:-3.9.1}
 POM=$SCRIPT_DIR/kafka/pom.xml
@@ -40,21 +41,19 @@ KAFKA_HOME=$CACHE_ROOT/kafka-$KAFKA_VERSION
 LIB_DIR=$KAFKA_HOME/lib
 STAMP=$KAFKA_HOME/.fetched
 
-SERVICES_DIR=${BANKING_SERVICES_DIR:-/tmp/banking-services}
-STATE_DIR=$SERVICES_DIR/kafka
 DATA_DIR=$STATE_DIR/data
 CONFIG=$STATE_DIR/server.properties
 LOG4J_CONFIG=$STATE_DIR/log4j.properties
 TOOLS_LOG4J_CONFIG=$STATE_DIR/tools-log4j.properties
 CLUSTER_ID_FILE=$STATE_DIR/cluster.id
 PID_FILE=$STATE_DIR/kafka.pid
-LOG_FILE=$STATE_DIR/kafka.log
+PID_CMDLINE_PATTERN='kafka\.Kafka'
 
-HOST=127.0.0.1
 PORT=${BANKING_KAFKA_PORT:-59092}
 CONTROLLER_PORT=${BANKING_KAFKA_CONTROLLER_PORT:-59093}
 HEAP_OPTS=${BANKING_KAFKA_HEAP_OPTS:--Xms512m -Xmx1g}
 START_TIMEOUT=${BANKING_KAFKA_START_TIMEOUT:-90}
+LOCK_TIMEOUT=120
 
 if [[ -n ${JAVA_HOME-} && -x ${JAVA_HOME-}/bin/java ]]; then
     JAVA=$JAVA_HOME/bin/java
@@ -62,16 +61,12 @@ else
     JAVA=java
 fi
 
-log() { printf 'kafka: %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
 print_env() {
     echo "export BANKING_KAFKA_BOOTSTRAP=$HOST:$PORT"
 }
 
 check_binaries() {
-    command -v "$JAVA" >/dev/null 2>&1 ||
-        die "java not found; run scripts/install-system-deps.sh (from $REPO_ROOT) or set JAVA_HOME"
+    command -v "$JAVA" >/dev/null 2>&1 || missing_dep java " or set JAVA_HOME"
 }
 
 pom_digest() {
@@ -87,8 +82,7 @@ fetch_jars() {
     if jars_ready; then
         return 0
     fi
-    command -v mvn >/dev/null 2>&1 ||
-        die "mvn not found; run scripts/install-system-deps.sh (from $REPO_ROOT)"
+    require_commands mvn
     mkdir -p "$CACHE_ROOT"
     # serialise concurrent fetches of the same version
     exec 8>"$CACHE_ROOT/.kafka-$KAFKA_VERSION.lock"
@@ -116,20 +110,6 @@ fetch_jars() {
     exec 8>&-
 }
 
-pid_alive() {
-    local pid
-    [[ -f $PID_FILE ]] || return 1
-    pid=$(cat "$PID_FILE" 2>/dev/null) || return 1
-    [[ $pid =~ ^[0-9]+$ ]] || return 1
-    kill -0 "$pid" 2>/dev/null || return 1
-    # guard against a recycled pid: it must be our broker
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'kafka\.Kafka'
-}
-
-port_open() {
-    (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
-}
-
 # True when the broker answers a Kafka Metadata request (v4, no topics) with a broker list
 # that is not empty, i.e. it has registered with the controller and is unfenced. Speaks
 # the wire protocol from bash: no JVM start per probe.
@@ -148,12 +128,6 @@ broker_answers() {
     # correlation id must be 1, broker count >= 1
     [[ ${b[4]} -eq 0 && ${b[5]} -eq 0 && ${b[6]} -eq 0 && ${b[7]} -eq 1 ]] || return 1
     (((b[12] << 24) + (b[13] << 16) + (b[14] << 8) + b[15] >= 1))
-}
-
-lock() {
-    mkdir -p "$SERVICES_DIR"
-    exec 9>"$SERVICES_DIR/.kafka.lock"
-    flock -w 120 9 || die "another kafka.sh holds $SERVICES_DIR/.kafka.lock"
 }
 
 write_configs() {
@@ -238,23 +212,13 @@ run_class() {
         -cp "$LIB_DIR/*" "$main" "$@"
 }
 
+broker_up() {
+    port_open "$HOST" "$PORT" && broker_answers
+}
+
 wait_ready() {
-    local deadline=$((SECONDS + START_TIMEOUT)) pid
-    pid=$(cat "$PID_FILE")
-    until port_open "$HOST" "$PORT" && broker_answers; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            log "broker (pid $pid) exited during startup; log tail ($LOG_FILE):"
-            tail -n 60 "$LOG_FILE" >&2 || true
-            rm -f "$PID_FILE"
-            return 1
-        fi
-        if ((SECONDS >= deadline)); then
-            log "broker not answering on $HOST:$PORT after ${START_TIMEOUT}s; log tail ($LOG_FILE):"
-            tail -n 60 "$LOG_FILE" >&2 || true
-            return 1
-        fi
-        sleep 0.5
-    done
+    await_ready broker_up pid_running "broker not answering on $HOST:$PORT" \
+        "broker (pid $(cat "$PID_FILE")) exited during startup" 60 0.5
 }
 
 cmd_start() {
@@ -269,89 +233,43 @@ cmd_start() {
     fi
     local p
     for p in "$PORT" "$CONTROLLER_PORT"; do
-        if port_open "$HOST" "$p"; then
-            die "port $HOST:$p is already taken by another process; set BANKING_KAFKA_PORT / BANKING_KAFKA_CONTROLLER_PORT"
-        fi
+        require_free_port "$p" "BANKING_KAFKA_PORT / BANKING_KAFKA_CONTROLLER_PORT"
     done
     rm -f "$PID_FILE"
     write_configs
     format_storage
     log "starting kafka $KAFKA_VERSION (KRaft) on $HOST:$PORT, controller $HOST:$CONTROLLER_PORT (state $STATE_DIR, log $LOG_FILE)"
     local start=$SECONDS
-    # A session of its own (setsid) so that a Ctrl-C in the calling terminal does not reach
-    # it; the inner shell writes its own pid (exec keeps it) so the pid file is the JVM's.
-    # 9>&- / 8>&-: the JVM must not inherit (and so hold forever) this script's locks.
-    # shellcheck disable=SC2016,SC2086
-    nohup setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' kafka-launcher "$PID_FILE" \
+    # shellcheck disable=SC2086 # HEAP_OPTS is a list of JVM options
+    spawn_detached broker \
         "$JAVA" $HEAP_OPTS -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
         -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \
         -Dlog4j.configuration="file:$LOG4J_CONFIG" -Dkafka.logs.dir="$STATE_DIR" \
-        -cp "$LIB_DIR/*" kafka.Kafka "$CONFIG" \
-        </dev/null >>"$LOG_FILE" 2>&1 9>&- 8>&- &
-    local tries=0
-    while [[ ! -s $PID_FILE ]] && ((tries++ < 50)); do
-        sleep 0.1
-    done
-    [[ -s $PID_FILE ]] || die "broker did not start (no pid file); see $LOG_FILE"
+        -cp "$LIB_DIR/*" kafka.Kafka "$CONFIG"
     wait_ready
     log "ready: $HOST:$PORT (pid $(cat "$PID_FILE"), up in $((SECONDS - start))s)"
     print_env
 }
 
 cmd_stop() {
-    lock
-    if ! pid_alive; then
-        log "not running"
-        rm -f "$PID_FILE"
-        return 0
-    fi
-    local pid
-    pid=$(cat "$PID_FILE")
-    log "stopping (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + 60))
-    while kill -0 "$pid" 2>/dev/null; do
-        if ((SECONDS >= deadline)); then
-            log "still alive after 60s, sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-            break
-        fi
-        sleep 0.2
-    done
-    rm -f "$PID_FILE"
-    log "stopped"
+    stop_pid_service 60 0.2
 }
 
 cmd_status() {
-    if pid_alive; then
-        if broker_answers; then
-            log "running on $HOST:$PORT (pid $(cat "$PID_FILE")), answers Metadata requests"
-        else
-            log "running (pid $(cat "$PID_FILE")) but not answering on $HOST:$PORT"
-        fi
-        return 0
-    fi
-    log "not running"
-    return 3
+    pid_status broker_answers "$HOST:$PORT" "answers Metadata requests" "not answering on $HOST:$PORT"
 }
 
-case ${1-} in
-    start) cmd_start ;;
-    stop) cmd_stop ;;
-    restart) cmd_stop; cmd_start ;;
-    status) cmd_status ;;
-    env) print_env ;;
-    fetch) check_binaries; fetch_jars; log "jars in $LIB_DIR" ;;
-    class)
-        shift
-        [[ $# -ge 1 ]] || die "usage: $0 class MAIN_CLASS [ARGS...]"
-        check_binaries
-        fetch_jars
-        run_class "$@"
-        ;;
-    clean) cmd_stop; log "removing $STATE_DIR"; rm -rf "$STATE_DIR" ;;
-    *)
-        echo "usage: $0 {start|stop|restart|status|env|fetch|class MAIN [ARGS...]|clean}" >&2
-        exit 2
-        ;;
-esac
+cmd_fetch() {
+    check_binaries
+    fetch_jars
+    log "jars in $LIB_DIR"
+}
+
+cmd_class() {
+    [[ $# -ge 1 ]] || die "usage: $0 class MAIN_CLASS [ARGS...]"
+    check_binaries
+    fetch_jars
+    run_class "$@"
+}
+
+service_main "{start|stop|restart|status|env|fetch|class MAIN [ARGS...]|clean}" "$@"

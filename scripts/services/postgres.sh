@@ -22,25 +22,20 @@
 # (runuser), which owns the data dir. As any other user they run as that user.
 set -euo pipefail
 
-SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
-REPO_ROOT=$(cd -- "$SCRIPT_DIR/../.." && pwd)
-readonly SCRIPT_DIR REPO_ROOT
+SERVICE=postgres
+# the shared helpers (see lib.sh); sets STATE_DIR=$SERVICES_DIR/postgres, HOST, LOG_FILE, ...
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 
-SERVICES_DIR=${BANKING_SERVICES_DIR:-/tmp/banking-services}
-STATE_DIR=$SERVICES_DIR/postgres
 DATA_DIR=$STATE_DIR/data
 SOCKET_DIR=$STATE_DIR/run
-LOG_FILE=$STATE_DIR/postgres.log
 PORT=${BANKING_PG_PORT:-55432}
 PG_BIN=${BANKING_PG_BIN:-/usr/lib/postgresql/15/bin}
-HOST=127.0.0.1
 DB_USER=banking
 DB_PASSWORD=banking
 DATABASES=(banking banking_test)
 START_TIMEOUT=${BANKING_PG_START_TIMEOUT:-60}
-
-log() { printf 'postgres: %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+LOCK_TIMEOUT=120
 
 if [[ $(id -u) -eq 0 ]]; then
     PG_OS_USER=postgres
@@ -61,7 +56,7 @@ EOF
 check_binaries() {
     local b
     for b in initdb pg_ctl postgres pg_isready psql pgbench; do
-        [[ -x $PG_BIN/$b ]] || die "$PG_BIN/$b not found; run scripts/install-system-deps.sh (from $REPO_ROOT)"
+        [[ -x $PG_BIN/$b ]] || missing_dep "$PG_BIN/$b"
     done
     if [[ $(id -u) -eq 0 ]] && ! id "$PG_OS_USER" >/dev/null 2>&1; then
         die "OS user '$PG_OS_USER' does not exist; install the postgresql package (scripts/install-system-deps.sh)"
@@ -71,12 +66,6 @@ check_binaries() {
 is_running() {
     [[ -f $DATA_DIR/PG_VERSION ]] || return 1
     as_pg "$PG_BIN/pg_ctl" -D "$DATA_DIR" status >/dev/null 2>&1
-}
-
-lock() {
-    mkdir -p "$SERVICES_DIR"
-    exec 9>"$SERVICES_DIR/.postgres.lock"
-    flock -w 120 9 || die "another postgres.sh holds $SERVICES_DIR/.postgres.lock"
 }
 
 write_config() {
@@ -142,21 +131,13 @@ init_cluster() {
     write_config
 }
 
+accepting() {
+    "$PG_BIN/pg_isready" -q -h "$HOST" -p "$PORT" -d postgres -t 2
+}
+
 wait_ready() {
-    local deadline=$((SECONDS + START_TIMEOUT))
-    until "$PG_BIN/pg_isready" -q -h "$HOST" -p "$PORT" -d postgres -t 2; do
-        if ((SECONDS >= deadline)); then
-            log "not accepting connections on $HOST:$PORT after ${START_TIMEOUT}s; log tail:"
-            tail -n 40 "$LOG_FILE" >&2 || true
-            return 1
-        fi
-        if ! is_running; then
-            log "server exited during startup; log tail:"
-            tail -n 40 "$LOG_FILE" >&2 || true
-            return 1
-        fi
-        sleep 0.2
-    done
+    await_ready accepting is_running \
+        "not accepting connections on $HOST:$PORT" "server exited during startup" 40 0.2
 }
 
 bootstrap() {
@@ -180,11 +161,6 @@ END
         -h "$SOCKET_DIR" -p "$PORT" -U postgres -d postgres >/dev/null
 }
 
-port_open() {
-    # true if something accepts TCP connections on $1:$2
-    (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
-}
-
 cmd_start() {
     check_binaries
     lock
@@ -192,16 +168,14 @@ cmd_start() {
         log "already running on $HOST:$PORT (data $DATA_DIR)"
         wait_ready
     else
-        if port_open "$HOST" "$PORT"; then
-            die "port $HOST:$PORT is already taken by another process; set BANKING_PG_PORT"
-        fi
+        require_free_port "$PORT" BANKING_PG_PORT
         init_cluster
         log "starting on $HOST:$PORT (data $DATA_DIR, log $LOG_FILE)"
         as_pg touch "$LOG_FILE"
         # 9>&-: the server must not inherit (and so hold forever) this script's lock
         if ! as_pg "$PG_BIN/pg_ctl" -D "$DATA_DIR" -l "$LOG_FILE" -w -t "$START_TIMEOUT" start >/dev/null 9>&-; then
-            log "pg_ctl start failed; log tail:"
-            tail -n 40 "$LOG_FILE" >&2 || true
+            log "pg_ctl start failed; log tail ($LOG_FILE):"
+            log_tail 40
             exit 1
         fi
         wait_ready
@@ -241,22 +215,4 @@ cmd_psql() {
     PGPASSWORD=$DB_PASSWORD exec "$PG_BIN/psql" -h "$HOST" -p "$PORT" -U "$DB_USER" -d banking_test "$@"
 }
 
-cmd_clean() {
-    cmd_stop
-    log "removing $STATE_DIR"
-    rm -rf "$STATE_DIR"
-}
-
-case ${1-} in
-    start) cmd_start ;;
-    stop) cmd_stop ;;
-    restart) cmd_stop; cmd_start ;;
-    status) cmd_status ;;
-    env) print_env ;;
-    psql) shift; cmd_psql "$@" ;;
-    clean) cmd_clean ;;
-    *)
-        echo "usage: $0 {start|stop|restart|status|env|psql [ARGS...]|clean}" >&2
-        exit 2
-        ;;
-esac
+service_main "{start|stop|restart|status|env|psql [ARGS...]|clean}" "$@"

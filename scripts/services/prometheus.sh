@@ -19,36 +19,27 @@
 #   BANKING_PROMETHEUS_PORT    HTTP port on 127.0.0.1 (default 59090)
 set -euo pipefail
 
-SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
-REPO_ROOT=$(cd -- "$SCRIPT_DIR/../.." && pwd)
-readonly SCRIPT_DIR REPO_ROOT
+SERVICE=prometheus
+# the shared helpers (see lib.sh); sets STATE_DIR=$SERVICES_DIR/prometheus, HOST, LOG_FILE, ...
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname -- "${BASH_SOURCE[0]}")/lib.sh"
 
 CONFIG=${PROMETHEUS_CONFIG:-infrastructure/prometheus/prometheus.yml}
 [[ $CONFIG == /* ]] || CONFIG=$REPO_ROOT/$CONFIG
 
-SERVICES_DIR=${BANKING_SERVICES_DIR:-/tmp/banking-services}
-STATE_DIR=$SERVICES_DIR/prometheus
 DATA_DIR=$STATE_DIR/data
 PID_FILE=$STATE_DIR/prometheus.pid
-LOG_FILE=$STATE_DIR/prometheus.log
-HOST=127.0.0.1
+PID_CMDLINE_PATTERN=--storage.tsdb.path=$DATA_DIR
 PORT=${BANKING_PROMETHEUS_PORT:-59090}
 URL=http://$HOST:$PORT
 START_TIMEOUT=${BANKING_PROMETHEUS_START_TIMEOUT:-60}
-
-log() { printf 'prometheus: %s\n' "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
 
 print_env() {
     echo "export BANKING_PROMETHEUS_URL=$URL"
 }
 
 check_binaries() {
-    local b
-    for b in prometheus promtool curl; do
-        command -v "$b" >/dev/null 2>&1 ||
-            die "$b not found; run scripts/install-system-deps.sh (from $REPO_ROOT)"
-    done
+    require_commands prometheus promtool curl
 }
 
 check_config() {
@@ -60,47 +51,13 @@ check_config() {
     fi
 }
 
-pid_alive() {
-    local pid
-    [[ -f $PID_FILE ]] || return 1
-    pid=$(cat "$PID_FILE" 2>/dev/null) || return 1
-    [[ $pid =~ ^[0-9]+$ ]] || return 1
-    kill -0 "$pid" 2>/dev/null || return 1
-    # guard against a recycled pid: it must be our prometheus
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "--storage.tsdb.path=$DATA_DIR"
-}
-
 ready() {
     curl -fsS -o /dev/null --max-time 2 "$URL/-/ready" 2>/dev/null
 }
 
-port_open() {
-    (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
-}
-
-lock() {
-    mkdir -p "$SERVICES_DIR"
-    exec 9>"$SERVICES_DIR/.prometheus.lock"
-    flock -w 60 9 || die "another prometheus.sh holds $SERVICES_DIR/.prometheus.lock"
-}
-
 wait_ready() {
-    local deadline=$((SECONDS + START_TIMEOUT)) pid
-    pid=$(cat "$PID_FILE")
-    until ready; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            log "prometheus (pid $pid) exited during startup; log tail ($LOG_FILE):"
-            tail -n 30 "$LOG_FILE" >&2 || true
-            rm -f "$PID_FILE"
-            return 1
-        fi
-        if ((SECONDS >= deadline)); then
-            log "$URL/-/ready not ready after ${START_TIMEOUT}s; log tail ($LOG_FILE):"
-            tail -n 30 "$LOG_FILE" >&2 || true
-            return 1
-        fi
-        sleep 0.2
-    done
+    await_ready ready pid_running "$URL/-/ready not ready" \
+        "prometheus (pid $(cat "$PID_FILE")) exited during startup" 30 0.2
 }
 
 cmd_start() {
@@ -113,52 +70,21 @@ cmd_start() {
         return 0
     fi
     check_config
-    if port_open "$HOST" "$PORT"; then
-        die "port $HOST:$PORT is already taken by another process; set BANKING_PROMETHEUS_PORT"
-    fi
+    require_free_port "$PORT" BANKING_PROMETHEUS_PORT
     mkdir -p "$DATA_DIR"
     rm -f "$PID_FILE"
     log "starting on $URL (config $CONFIG, data $DATA_DIR, log $LOG_FILE)"
-    # setsid: a session of its own, out of reach of the caller's Ctrl-C; the inner shell
-    # writes its own pid (exec keeps it); 9>&-: it must not inherit this script's lock.
-    # shellcheck disable=SC2016
-    nohup setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' prometheus-launcher "$PID_FILE" \
+    spawn_detached prometheus \
         prometheus --config.file="$CONFIG" --storage.tsdb.path="$DATA_DIR" \
         --web.listen-address="$HOST:$PORT" --web.enable-lifecycle \
-        --storage.tsdb.retention.time=2d --log.level=warn \
-        </dev/null >>"$LOG_FILE" 2>&1 9>&- &
-    local tries=0
-    while [[ ! -s $PID_FILE ]] && ((tries++ < 50)); do
-        sleep 0.1
-    done
-    [[ -s $PID_FILE ]] || die "prometheus did not start (no pid file); see $LOG_FILE"
+        --storage.tsdb.retention.time=2d --log.level=warn
     wait_ready
     log "ready: $URL (pid $(cat "$PID_FILE"))"
     print_env
 }
 
 cmd_stop() {
-    lock
-    if ! pid_alive; then
-        log "not running"
-        rm -f "$PID_FILE"
-        return 0
-    fi
-    local pid
-    pid=$(cat "$PID_FILE")
-    log "stopping (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + 30))
-    while kill -0 "$pid" 2>/dev/null; do
-        if ((SECONDS >= deadline)); then
-            log "still alive after 30s, sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-            break
-        fi
-        sleep 0.1
-    done
-    rm -f "$PID_FILE"
-    log "stopped"
+    stop_pid_service 30 0.1
 }
 
 cmd_reload() {
@@ -170,28 +96,7 @@ cmd_reload() {
 }
 
 cmd_status() {
-    if pid_alive; then
-        if ready; then
-            log "running on $URL (pid $(cat "$PID_FILE")), ready"
-        else
-            log "running (pid $(cat "$PID_FILE")) but $URL/-/ready does not answer"
-        fi
-        return 0
-    fi
-    log "not running"
-    return 3
+    pid_status ready "$URL" "ready" "$URL/-/ready does not answer"
 }
 
-case ${1-} in
-    start) cmd_start ;;
-    stop) cmd_stop ;;
-    restart) cmd_stop; cmd_start ;;
-    reload) cmd_reload ;;
-    status) cmd_status ;;
-    env) print_env ;;
-    clean) cmd_stop; log "removing $STATE_DIR"; rm -rf "$STATE_DIR" ;;
-    *)
-        echo "usage: $0 {start|stop|restart|reload|status|env|clean}" >&2
-        exit 2
-        ;;
-esac
+service_main "{start|stop|restart|reload|status|env|clean}" "$@"
