@@ -46,8 +46,9 @@ services-status:
 	bash scripts/services/all.sh status $(SERVICES)
 
 lint: install
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/mypy src
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/mypy src benchmarks
 
 bench: install
 	eval "$$(bash scripts/services/postgres.sh start)"; $(VENV)/bin/banking bench $(BENCH_ARGS)

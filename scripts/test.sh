@@ -6,7 +6,8 @@
 #      (again only when pyproject.toml changed since the last install)
 #   3. starts the real services the tests need, natively (scripts/services/all.sh),
 #      exports their env lines, and stops at exit the ones that it started
-#   4. ruff check src tests; mypy src; python -m pytest "$@"
+#   4. ruff check and ruff format --check of src tests benchmarks; mypy src benchmarks;
+#      python -m pytest "$@"
 #
 # Exit code: pytest's when it is not 0 (5, "no tests collected", is a failure too);
 # otherwise 1 if ruff or mypy failed; otherwise 0.
@@ -111,10 +112,12 @@ fi
 # --- 4. lint, types, tests ------------------------------------------------------------------
 lint_failed=()
 if [[ ${BANKING_TEST_LINT:-1} != 0 ]]; then
-    log "ruff check src tests"
-    "$VENV/bin/ruff" check src tests || lint_failed+=(ruff)
-    log "mypy src"
-    "$VENV/bin/mypy" src || lint_failed+=(mypy)
+    log "ruff check src tests benchmarks"
+    "$VENV/bin/ruff" check src tests benchmarks || lint_failed+=(ruff)
+    log "ruff format --check src tests benchmarks"
+    "$VENV/bin/ruff" format --check src tests benchmarks || lint_failed+=("ruff format")
+    log "mypy src benchmarks"
+    "$VENV/bin/mypy" src benchmarks || lint_failed+=(mypy)
 else
     log "ruff and mypy skipped (BANKING_TEST_LINT=0)"
 fi

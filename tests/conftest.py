@@ -22,10 +22,10 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from banking.bootstrap import build_container, create_rest_app
 from banking.config import Settings
-from banking.container import Container, build_container
+from banking.container import Container
 from banking.domain.roles import Role
-from banking.rest.app import create_app
 from banking.storage.migrate import upgrade
 from banking.storage.tables import balances, outbox, transaction_logs, transactions
 
@@ -195,7 +195,7 @@ class Bank:
 async def running_bank(settings: Settings) -> AsyncIterator[Bank]:
     """A container and the REST app around it, called in-process over ASGI."""
     container = build_container(settings)
-    transport = httpx.ASGITransport(app=create_app(container))
+    transport = httpx.ASGITransport(app=create_rest_app(container))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield Bank(container, client)

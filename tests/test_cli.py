@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.support.processes import ServerProcess, free_port
 
 BANKING = [sys.executable, "-m", "banking.cli"]
 STARTUP_TIMEOUT_SECONDS = 30
@@ -23,12 +23,6 @@ def _env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BANKING_ENV")}
     env.update({"DATA_DIR": str(data_dir), "LOG_LEVEL": "INFO"}, **extra)
     return env
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _run(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -45,36 +39,22 @@ def _run(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.Co
 
 class Server:
     def __init__(self, data_dir: Path, **env: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = data_dir.parent / f"serve-{self.port}.log"
-        self._log = self.log_path.open("w")
-        self.process = subprocess.Popen(
+        self.process = ServerProcess(
             # serve binds gRPC too: a free port, not 50051, which may be taken
-            [*BANKING, "serve", "--port", str(self.port), "--grpc-port", str(_free_port())],
+            [*BANKING, "serve", "--port", str(self.port), "--grpc-port", str(free_port())],
             env=_env(data_dir, **env),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited: {self.output()}")
-            try:
-                if httpx.get(f"{self.base}/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.2)
-        raise AssertionError(f"server did not become ready: {self.output()}")
+            log_path=data_dir.parent / f"serve-{self.port}.log",
+            ready=f"{self.base}/ready",
+            timeout=STARTUP_TIMEOUT_SECONDS,
+        ).start()
 
     def output(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text()
+        return self.process.output()
 
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=20)
-        self._log.close()
+        self.process.stop()
 
 
 @pytest.fixture
@@ -161,7 +141,7 @@ def test_first_start_prints_admin_password_once_and_the_sketch_flow_works(data_d
 def test_production_refuses_default_or_missing_secret(data_dir: Path) -> None:
     for secret in ("", "your-secret-key", "development-only-insecure-jwt-secret-change-me"):
         result = _run(
-            ["serve", "--port", str(_free_port())],
+            ["serve", "--port", str(free_port())],
             _env(
                 data_dir,
                 BANKING_ENV="production",

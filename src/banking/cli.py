@@ -82,8 +82,7 @@ def serve(
         # Ours, so ours to remove when the server stops (the workers' files live there).
         atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
     if workers == 1:
-        from banking.container import build_container
-        from banking.grpc.server import serve_rest_and_grpc
+        from banking.bootstrap import build_container, serve_rest_and_grpc
 
         _run_server(
             serve_rest_and_grpc(
@@ -95,7 +94,7 @@ def serve(
         )
         return
     uvicorn.run(
-        "banking.rest.app:app_factory",
+        "banking.bootstrap:app_factory",
         factory=True,
         host=host or settings.host,
         port=port or settings.port,
@@ -121,7 +120,7 @@ def grpc_serve(
     """Serve the gRPC API alone (its own process, next to REST workers or behind a balancer)."""
     from prometheus_client import start_http_server
 
-    from banking.container import build_container
+    from banking.bootstrap import build_container
     from banking.grpc.server import serve_grpc
     from banking.observability.logging import configure_logging
 
@@ -156,7 +155,7 @@ def _bootstrap_admin(settings: Settings) -> None:
     """A fresh embedded install gets one admin with a random password, printed once."""
     if not settings.is_embedded_database:
         return
-    from banking.container import build_container
+    from banking.bootstrap import build_container
 
     async def run() -> str | None:
         container = build_container(settings)
@@ -183,7 +182,7 @@ def users_create(
     role: Annotated[str, typer.Option(help="customer, teller, auditor or admin.")] = "customer",
 ) -> None:
     """Create a user. The password is read from standard input (or prompted on a terminal)."""
-    from banking.container import build_container
+    from banking.bootstrap import build_container
     from banking.domain.errors import BankingError
     from banking.domain.roles import Role
 
@@ -239,7 +238,7 @@ def worker(
 
     from prometheus_client import start_http_server
 
-    from banking.container import build_container
+    from banking.bootstrap import build_container
     from banking.observability.logging import configure_logging
     from banking.workers.runtime import WORKER_NAMES, run_kafka_worker
 
@@ -249,8 +248,11 @@ def worker(
         typer.echo(f"unknown worker {name!r}; choose from {', '.join(WORKER_NAMES)}", err=True)
         raise typer.Exit(2)
     if not settings.uses_kafka:
-        typer.echo("KAFKA_BOOTSTRAP_SERVERS is not set: in the embedded shape the workers run "
-                   "inside `banking serve`", err=True)
+        typer.echo(
+            "KAFKA_BOOTSTRAP_SERVERS is not set: in the embedded shape the workers run "
+            "inside `banking serve`",
+            err=True,
+        )
         raise typer.Exit(2)
 
     async def run() -> None:
@@ -300,17 +302,17 @@ def dlq_replay(
 @app.command()
 def reconcile() -> None:
     """Check that the books balance; exit 1 and list every difference when they do not."""
+    from banking.bootstrap import build_container
     from banking.ledger.reconcile import reconcile as run_reconcile
-    from banking.storage.database import Database, create_engine
 
     settings = _settings()
 
     async def run() -> int:
-        database = Database(create_engine(settings))
+        container = build_container(settings)
         try:
-            report = await run_reconcile(database)
+            report = await run_reconcile(container.unit_of_work)
         finally:
-            await database.dispose()
+            await container.close()
         typer.echo(
             json.dumps(
                 {
@@ -335,13 +337,24 @@ def bench(
 ) -> None:
     """Benchmark the REST API on PostgreSQL against pgbench on the same server, or (--events)
     the event backbone under that load."""
-    if events:
-        from banking.bench_events import run_event_benchmark
+    try:
+        from benchmarks.cli import run as run_bench
+    except ModuleNotFoundError as error:
+        # The benchmarks are their own package with their own extra, not part of the service.
+        if (error.name or "").partition(".")[0] not in _BENCH_MODULES:
+            raise
+        typer.echo(
+            f"banking bench: {error.name} is not installed; the benchmarks need the repository's "
+            "benchmarks package and its extra: pip install -e '.[bench]'",
+            err=True,
+        )
+        raise typer.Exit(2) from error
 
-        raise typer.Exit(run_event_benchmark(output or Path("bench-results/events.json")))
-    from banking.bench import run_benchmark
+    raise typer.Exit(run_bench(events=events, output=output))
 
-    raise typer.Exit(run_benchmark(output or Path("bench-results/latest.json")))
+
+# What `banking bench` imports beyond the service's own dependencies (the `bench` extra).
+_BENCH_MODULES = frozenset({"benchmarks", "aiohttp", "mirakuru", "port_for", "psutil"})
 
 
 def main() -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -20,9 +19,9 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from banking.container import build_container
-from banking.rest.app import create_app
+from banking.bootstrap import build_container, create_rest_app
 from tests.conftest import Bank, make_settings
+from tests.support.processes import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REDIS_SCRIPT = REPO_ROOT / "scripts" / "services" / "redis.sh"
@@ -59,12 +58,6 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     await client.aclose()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PrivateRedis:
@@ -117,7 +110,7 @@ def bank_factory() -> BankFactory:
     async def build(database_url: str, **overrides: Any) -> AsyncIterator[Bank]:
         settings = make_settings(database_url, **{k.lower(): v for k, v in overrides.items()})
         container = build_container(settings)
-        app = create_app(container)
+        app = create_rest_app(container)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             try:

@@ -72,7 +72,7 @@ async def test_redis_lock_guard_200_concurrent_debits_exactly_100_succeed_no_loc
         assert outcomes.count((200, "OK")) == 100
         assert outcomes.count((422, "INSUFFICIENT_FUNDS")) == 100
         assert await bank.balance(account_id, customer) == Decimal("0.00")
-        report = await reconcile(bank.container.database)
+        report = await reconcile(bank.container.unit_of_work)
         assert report.clean, report.problems
         assert await lock_keys(redis_client) == []
         waits = bank.container.metrics.registry.get_sample_value(

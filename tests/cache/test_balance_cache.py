@@ -13,13 +13,13 @@ import redis.asyncio as aioredis
 from sqlalchemy import update
 
 from banking.cache.balances import entry_key
+from banking.domain.clock import utc_now
 from banking.domain.records import Account, Balance
 from banking.domain.roles import Role
 from banking.events.outbox import BALANCE_SCHEMA_VERSION, EVENT_BALANCE_UPDATED
 from banking.events.serialization import EventFormat, encode
 from banking.events.transport import Message
 from banking.storage.tables import balances
-from banking.storage.types import utc_now
 from banking.workers.balance_cache import BalanceCacheInvalidator
 from tests.cache.conftest import BankFactory
 from tests.conftest import Bank

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +14,11 @@ from uuid import UUID
 import httpx
 import pytest
 
-from banking.container import build_container
+from banking.bootstrap import build_container
 from banking.domain.roles import Role
-from tests.cache.conftest import BankFactory, free_port, unique_name
+from tests.cache.conftest import BankFactory, unique_name
 from tests.conftest import make_settings
+from tests.support.processes import ServerProcess, free_port
 
 PASSWORD = "correct-horse-battery"  # what tests.conftest.Bank.user gives every user
 STARTUP_TIMEOUT_SECONDS = 30
@@ -131,39 +130,22 @@ class ApiProcess:
     def __init__(self, log_dir: Path, env: dict[str, str]) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_dir / f"serve-{self.port}.log"
-        self._log = self.log_path.open("w")
-        self.process = subprocess.Popen(
+        self.process = ServerProcess(
             [
                 *(sys.executable, "-m", "banking.cli", "serve"),
                 *("--port", str(self.port), "--grpc-port", str(free_port())),
             ],
             env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+            log_path=log_dir / f"serve-{self.port}.log",
+            ready=f"{self.base}/ready",
+            timeout=STARTUP_TIMEOUT_SECONDS,
+        ).launch()
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited: {self.log_path.read_text()}")
-            try:
-                if httpx.get(f"{self.base}/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"server did not become ready: {self.log_path.read_text()}")
+        self.process.wait_ready()
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self._log.close()
+        self.process.stop()
 
 
 @dataclass

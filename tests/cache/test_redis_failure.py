@@ -92,7 +92,7 @@ async def test_redis_killed_during_transfers_then_restarted(
         balances = [await bank.balance(account, owner) for account in accounts]
         assert sum(balances, Decimal(0)) == Decimal("1000.00")
         assert min(balances) >= 0
-        report = await reconcile(bank.container.database)
+        report = await reconcile(bank.container.unit_of_work)
         assert report.clean, report.problems
 
         status, body = await ready(bank)
@@ -148,7 +148,7 @@ async def test_redis_killed_during_transfers_then_restarted(
             headers=owner,
         )
         assert moved.status_code in (200, 422), moved.text
-        report = await reconcile(bank.container.database)
+        report = await reconcile(bank.container.unit_of_work)
         assert report.clean, report.problems
 
 

@@ -404,7 +404,7 @@ async def test_async_transfers_survive_a_killed_processor(
     outs = counts.get(("transfer_out", "completed"), 0) + counts.get(("transfer_out", "failed"), 0)
     assert outs == submitted  # every command ended exactly once
     assert counts.get(("transfer_in", "completed"), 0) == counts.get(("transfer_out", "completed"))
-    report = await reconcile(bank.container.database)
+    report = await reconcile(bank.container.unit_of_work)
     assert report.clean, report.problems
     total = sum([await bank.balance(a, staff) for a in accounts], Decimal(0))
     assert total == Decimal("1000.00")

@@ -36,5 +36,5 @@ async def test_200_concurrent_debits_of_10_on_1000_exactly_100_succeed(
     assert outcomes.count("OK") == 100
     assert outcomes.count("INSUFFICIENT_FUNDS") == 100
     assert (await client.get_balance(account_id)).available_balance == Decimal("0.00")
-    report = await reconcile(pg_grpc_bank.bank.container.database)
+    report = await reconcile(pg_grpc_bank.bank.container.unit_of_work)
     assert report.clean, report.problems

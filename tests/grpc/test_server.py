@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,16 +16,16 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from banking.container import build_container
+from banking.bootstrap import build_container, create_rest_app
 from banking.domain.errors import BankingError
 from banking.domain.roles import Role
 from banking.grpc.client import BankingClient, BankingClientError
 from banking.grpc.gen import accounts_pb2, accounts_pb2_grpc
 from banking.grpc.interceptors import GRPC_STATUS_BY_CODE
 from banking.grpc.server import start_server
-from banking.rest.app import create_app
 from tests.conftest import make_settings
 from tests.grpc.conftest import GrpcBank
+from tests.support.processes import ServerProcess, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BANKING = Path(sys.executable).with_name("banking")
@@ -65,7 +62,7 @@ async def test_a_request_above_the_size_limit_is_resource_exhausted(grpc_bank: G
 
 
 async def test_an_unreachable_database_is_unavailable() -> None:
-    closed_port = _free_port()
+    closed_port = free_port()
     container = build_container(
         make_settings(f"postgresql+asyncpg://banking:banking@127.0.0.1:{closed_port}/nowhere")
     )
@@ -91,7 +88,7 @@ async def test_past_the_rate_limit_calls_are_resource_exhausted_in_a_budget_shar
     server = await start_server(container, host="127.0.0.1", port=0)
     user_id, account_id = uuid.uuid4(), uuid.uuid4()
     token = container.tokens.issue(user_id, "someone", Role.CUSTOMER)
-    transport = httpx.ASGITransport(app=create_app(container, dispose_on_shutdown=False))
+    transport = httpx.ASGITransport(app=create_rest_app(container, dispose_on_shutdown=False))
     try:
         async with (
             BankingClient(f"127.0.0.1:{server.port}", token) as client,
@@ -170,25 +167,20 @@ def test_every_domain_error_code_has_a_grpc_status() -> None:
 # --- the processes ----------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _start(arguments: list[str], tmp_path: Path) -> subprocess.Popen[bytes]:
+def _start(arguments: list[str], tmp_path: Path, ready: Callable[[], bool]) -> ServerProcess:
     env = {
         key: value
         for key, value in os.environ.items()
         if key not in ("DATABASE_URL", "GRPC_PORT", "PORT")
     }
     env |= {"DATA_DIR": str(tmp_path / "data"), "LOG_JSON": "true"}
-    return subprocess.Popen(
+    return ServerProcess(
         [str(BANKING), *arguments],
         cwd=tmp_path,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "server.log").open("wb"),
+        log_path=tmp_path / "server.log",
+        ready=ready,
+        timeout=PROCESS_START_SECONDS,
     )
 
 
@@ -207,40 +199,20 @@ def _grpc_serving(port: int) -> bool:
         return False
 
 
-def _wait_until(ready: object, process: subprocess.Popen[bytes], tmp_path: Path) -> None:
-    deadline = time.monotonic() + PROCESS_START_SECONDS
-    while time.monotonic() < deadline:
-        assert process.poll() is None, (tmp_path / "server.log").read_text()
-        if callable(ready) and ready():
-            return
-        time.sleep(0.2)
-    raise AssertionError("server did not start: " + (tmp_path / "server.log").read_text())
-
-
-def _stop(process: subprocess.Popen[bytes]) -> int:
-    process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        raise
-
-
 def test_banking_grpc_serves_until_sigterm(tmp_path: Path) -> None:
-    port = _free_port()
-    process = _start(["grpc", "--port", str(port)], tmp_path)
+    port = free_port()
+    process = _start(["grpc", "--port", str(port)], tmp_path, lambda: _grpc_serving(port))
     try:
-        _wait_until(lambda: _grpc_serving(port), process, tmp_path)
+        process.start()
     finally:
-        code = _stop(process)
+        code = process.stop()
 
     assert code == 0, (tmp_path / "server.log").read_text()
     assert '"grpc_stopping"' in (tmp_path / "server.log").read_text()
 
 
 def test_banking_serve_runs_rest_and_grpc_in_one_process(tmp_path: Path) -> None:
-    rest_port, grpc_port = _free_port(), _free_port()
-    process = _start(["serve", "--port", str(rest_port), "--grpc-port", str(grpc_port)], tmp_path)
+    rest_port, grpc_port = free_port(), free_port()
 
     def both_up() -> bool:
         try:
@@ -249,10 +221,13 @@ def test_banking_serve_runs_rest_and_grpc_in_one_process(tmp_path: Path) -> None
             return False
         return rest_ok and _grpc_serving(grpc_port)
 
+    process = _start(
+        ["serve", "--port", str(rest_port), "--grpc-port", str(grpc_port)], tmp_path, both_up
+    )
     try:
-        _wait_until(both_up, process, tmp_path)
+        process.start()
     finally:
-        code = _stop(process)
+        code = process.stop()
 
     assert code == 0, (tmp_path / "server.log").read_text()
     log = (tmp_path / "server.log").read_text()

@@ -119,7 +119,9 @@ async def test_same_reference_different_parameters_is_already_exists(grpc_bank: 
 
     assert raised.value.status is grpc.StatusCode.ALREADY_EXISTS
     assert raised.value.code == "IDEMPOTENCY_CONFLICT"
-    assert raised.value.message == "reference_id was already used with different parameters"
+    assert raised.value.message == (
+        "reference_id was already used with different parameters: amount differs"
+    )
     assert raised.value.transaction_id == first.transaction_id
     assert (await client.get_balance(account_id)).available_balance == Decimal("90.00")
 

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -31,13 +30,14 @@ import httpx
 import pytest
 import yaml
 
+from banking.bootstrap import build_container
 from banking.config import Settings
-from banking.container import build_container
 from banking.domain.roles import Role
 from banking.events import topics
 from banking.storage.migrate import upgrade
 from banking.workers.admin import create_topics
 from tests.events.kafka_support import kafka_bootstrap, produce_raw
+from tests.support.processes import ServerProcess, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO_ROOT / "infrastructure/prometheus"
@@ -47,12 +47,6 @@ PASSWORD = "customer-password-1"
 STARTUP_TIMEOUT_SECONDS = 60
 SCRAPE_INTERVAL = "1s"
 WORKERS = ("relay", "processor", "dlq", "balance-cache")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _redis_url() -> str:
@@ -95,27 +89,15 @@ class Stack:
     trace_id: str = ""
 
 
-def _process(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "banking.cli", *args],
-            env={**os.environ, **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def _wait_http(url: str, processes: list[subprocess.Popen[bytes]]) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        assert all(p.poll() is None for p in processes), "a process exited during start-up"
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{url} did not answer")
+def _process(args: list[str], env: dict[str, str], log: Path, ready: str) -> ServerProcess:
+    """Launched, not waited for: the processes start side by side."""
+    return ServerProcess(
+        [sys.executable, "-m", "banking.cli", *args],
+        env={**os.environ, **env},
+        log_path=log,
+        ready=ready,
+        timeout=STARTUP_TIMEOUT_SECONDS,
+    ).launch()
 
 
 @pytest.fixture(scope="module")
@@ -159,18 +141,23 @@ asyncio.run(main())
     seeded = asyncio.run(_seed(settings))
 
     ports = {
-        "api": _free_port(),
-        "grpc": _free_port(),
-        "grpc-standalone": _free_port(),
-        "grpc-metrics": _free_port(),
+        "api": free_port(),
+        "grpc": free_port(),
+        "grpc-standalone": free_port(),
+        "grpc-metrics": free_port(),
     }
-    ports.update({worker: _free_port() for worker in WORKERS})
+    ports.update({worker: free_port() for worker in WORKERS})
     logs = {name: tmp / f"{name}.log" for name in ("api", "grpc", *WORKERS)}
+
+    def metrics(name: str) -> str:
+        return f"http://127.0.0.1:{ports[name]}/metrics"
+
     processes = [
         _process(
             ["serve", "--port", str(ports["api"]), "--grpc-port", str(ports["grpc"])],
             env,
             logs["api"],
+            f"http://127.0.0.1:{ports['api']}/ready",
         ),
         _process(
             [
@@ -182,13 +169,19 @@ asyncio.run(main())
             ],
             env,
             logs["grpc"],
+            metrics("grpc-metrics"),
         ),
         *[
-            _process(["worker", worker, "--metrics-port", str(ports[worker])], env, logs[worker])
+            _process(
+                ["worker", worker, "--metrics-port", str(ports[worker])],
+                env,
+                logs[worker],
+                metrics(worker),
+            )
             for worker in WORKERS
         ],
     ]
-    prometheus_port = _free_port()
+    prometheus_port = free_port()
     prometheus_env = {
         **os.environ,
         "PROMETHEUS_CONFIG": str(_prometheus_config(tmp, ports)),
@@ -197,10 +190,8 @@ asyncio.run(main())
     }
     script = str(REPO_ROOT / "scripts/services/prometheus.sh")
     try:
-        _wait_http(f"http://127.0.0.1:{ports['api']}/ready", processes)
-        for worker in WORKERS:
-            _wait_http(f"http://127.0.0.1:{ports[worker]}/metrics", processes)
-        _wait_http(f"http://127.0.0.1:{ports['grpc-metrics']}/metrics", processes)
+        for process in processes:
+            process.wait_ready()
         subprocess.run(
             ["bash", script, "start"],
             env=prometheus_env,
@@ -229,10 +220,7 @@ asyncio.run(main())
         for process in processes:
             process.terminate()
         for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            process.stop()
 
 
 async def _seed(settings: Settings) -> dict[str, Any]:

@@ -12,10 +12,9 @@ import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from banking.container import build_container
+from banking.bootstrap import build_container, create_rest_app
 from banking.domain.roles import Role
 from banking.observability.tracing import build_tracer_provider
-from banking.rest.app import create_app
 from banking.storage.migrate import upgrade
 from tests.conftest import make_settings
 
@@ -56,7 +55,7 @@ async def test_request_spans_reach_the_collector_with_the_api_trace_id(
     container = build_container(make_settings(url))
     provider = build_tracer_provider(endpoint=receiver, service_name="banking-api")
     assert provider is not None
-    app = create_app(container, tracer_provider=provider)
+    app = create_rest_app(container, tracer_provider=provider)
     user = await container.users.create(
         None,
         username="trace-user",

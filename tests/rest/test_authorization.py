@@ -77,8 +77,18 @@ async def world(bank: Bank, staff: dict[str, str]) -> AsyncIterator[World]:
         headers=bob,
     )
     assert debit.status_code == 200, debit.text
-    yield World(alice_id, alice, bob_id, bob, staff, auditor, admin, alice_account,
-                bob_account, debit.json()["transaction_id"])
+    yield World(
+        alice_id,
+        alice,
+        bob_id,
+        bob,
+        staff,
+        auditor,
+        admin,
+        alice_account,
+        bob_account,
+        debit.json()["transaction_id"],
+    )
 
 
 # --- customers -------------------------------------------------------------------------
@@ -130,8 +140,15 @@ async def test_customer_lists_and_finds_only_their_own_accounts(bank: Bank, worl
     ("endpoint", "body"),
     [
         ("debit", {"account_id": "{bob}", "amount": "1.00", "currency": "USD"}),
-        ("transfer", {"source_account_id": "{bob}", "destination_account_id": "{alice}",
-                      "amount": "1.00", "currency": "USD"}),
+        (
+            "transfer",
+            {
+                "source_account_id": "{bob}",
+                "destination_account_id": "{alice}",
+                "amount": "1.00",
+                "currency": "USD",
+            },
+        ),
     ],
 )
 async def test_customer_cannot_move_money_out_of_another_customers_account(
@@ -168,9 +185,12 @@ async def test_customer_transfers_from_own_account_to_another_customer(
 ) -> None:
     response = await bank.client.post(
         "/api/v1/transactions/transfer",
-        json={"source_account_id": world.alice_account,
-              "destination_account_id": world.bob_account,
-              "amount": "30.00", "currency": "USD"},
+        json={
+            "source_account_id": world.alice_account,
+            "destination_account_id": world.bob_account,
+            "amount": "30.00",
+            "currency": "USD",
+        },
         headers=world.alice,
     )
     assert response.status_code == 200, response.text
@@ -181,7 +201,8 @@ async def test_customer_transfers_from_own_account_to_another_customer(
     in_leg = response.json()["related_transaction_id"]
     assert_error(
         await bank.client.get(f"/api/v1/transactions/{in_leg}", headers=world.alice),
-        404, "TRANSACTION_NOT_FOUND",
+        404,
+        "TRANSACTION_NOT_FOUND",
     )
     assert (await bank.client.get(f"/api/v1/transactions/{in_leg}", headers=world.bob)).json()[
         "transaction_type"
@@ -200,7 +221,8 @@ async def test_customer_opens_only_their_own_account(bank: Bank, world: World) -
     assert await row_count(bank, accounts_table) == accounts_before
 
     implicit = await bank.client.post(
-        "/api/v1/accounts", json={"account_type": "savings", "currency": "EUR"},
+        "/api/v1/accounts",
+        json={"account_type": "savings", "currency": "EUR"},
         headers=world.alice,
     )
     assert implicit.status_code == 201, implicit.text
@@ -236,8 +258,9 @@ async def test_customer_cannot_freeze_an_account(bank: Bank, world: World) -> No
 
 async def test_auditor_reads_everything(bank: Bank, world: World) -> None:
     for account in (world.alice_account, world.bob_account):
-        assert (await bank.client.get(f"/api/v1/accounts/{account}", headers=world.auditor)
-                ).status_code == 200
+        assert (
+            await bank.client.get(f"/api/v1/accounts/{account}", headers=world.auditor)
+        ).status_code == 200
         history = await bank.client.get(
             f"/api/v1/accounts/{account}/transactions", headers=world.auditor
         )
@@ -258,8 +281,15 @@ async def test_auditor_reads_everything(bank: Bank, world: World) -> None:
     [
         ("debit", {"account_id": "{alice}", "amount": "1.00", "currency": "USD"}),
         ("credit", {"account_id": "{alice}", "amount": "1.00", "currency": "USD"}),
-        ("transfer", {"source_account_id": "{alice}", "destination_account_id": "{bob}",
-                      "amount": "1.00", "currency": "USD"}),
+        (
+            "transfer",
+            {
+                "source_account_id": "{alice}",
+                "destination_account_id": "{bob}",
+                "amount": "1.00",
+                "currency": "USD",
+            },
+        ),
     ],
 )
 async def test_auditor_moves_no_money(
@@ -286,7 +316,8 @@ async def test_auditor_cannot_open_or_freeze_accounts(bank: Bank, world: World) 
     )
     assert_error(opened, 403, "FORBIDDEN")
     frozen = await bank.client.patch(
-        f"/api/v1/accounts/{world.alice_account}", json={"is_active": False},
+        f"/api/v1/accounts/{world.alice_account}",
+        json={"is_active": False},
         headers=world.auditor,
     )
     assert_error(frozen, 403, "FORBIDDEN")
@@ -315,8 +346,12 @@ async def test_teller_credits_and_debits_any_account(bank: Bank, world: World) -
 @pytest.mark.parametrize("role", ["customer", "teller", "auditor"])
 async def test_only_admin_creates_users(bank: Bank, world: World, role: str) -> None:
     headers = {"customer": world.alice, "teller": world.staff, "auditor": world.auditor}[role]
-    body = {"username": f"new-{uuid.uuid4().hex[:8]}", "email": "new@example.com",
-            "password": "a-long-enough-password", "role": "admin"}
+    body = {
+        "username": f"new-{uuid.uuid4().hex[:8]}",
+        "email": "new@example.com",
+        "password": "a-long-enough-password",
+        "role": "admin",
+    }
     users_before = await row_count(bank, users_table)
     refused = await bank.client.post("/api/v1/users", json=body, headers=headers)
     assert_error(refused, 403, "FORBIDDEN")
@@ -333,15 +368,16 @@ async def test_only_admin_creates_users(bank: Bank, world: World, role: str) -> 
     assert await row_count(bank, users_table) == users_before + 1
 
 
-async def test_admin_cannot_create_a_user_with_a_nul_in_the_email(
-    bank: Bank, world: World
-) -> None:
+async def test_admin_cannot_create_a_user_with_a_nul_in_the_email(bank: Bank, world: World) -> None:
     """U+0000 is not part of any e-mail address (and PostgreSQL text cannot store it)."""
     users_before = await row_count(bank, users_table)
     response = await bank.client.post(
         "/api/v1/users",
-        json={"username": "nul-mail", "email": "nul\u0000@example.com",
-              "password": "a-long-enough-password"},
+        json={
+            "username": "nul-mail",
+            "email": "nul\u0000@example.com",
+            "password": "a-long-enough-password",
+        },
         headers=world.admin,
     )
     error = assert_error(response, 422, "VALIDATION_ERROR")
@@ -352,8 +388,7 @@ async def test_admin_cannot_create_a_user_with_a_nul_in_the_email(
 @pytest.mark.parametrize(
     ("form", "status", "code"),
     [
-        ({"username": "ali\u0000ce", "password": "correct-horse-battery"}, 401,
-         "UNAUTHENTICATED"),
+        ({"username": "ali\u0000ce", "password": "correct-horse-battery"}, 401, "UNAUTHENTICATED"),
         ({"username": "nobody", "password": "pass\u0000word"}, 401, "UNAUTHENTICATED"),
         ({"username": "x" * 10_000, "password": "y" * 10_000}, 401, "UNAUTHENTICATED"),
         ({"username": "", "password": ""}, 422, "VALIDATION_ERROR"),
@@ -403,8 +438,14 @@ def claims_for(bank: Bank, user_id: uuid.UUID, **overrides: Any) -> dict[str, An
     return {key: value for key, value in claims.items() if value is not None}
 
 
-def forged(bank: Bank, user_id: uuid.UUID, *, secret: str | None = None,
-           algorithm: str = "HS256", **overrides: Any) -> str:
+def forged(
+    bank: Bank,
+    user_id: uuid.UUID,
+    *,
+    secret: str | None = None,
+    algorithm: str = "HS256",
+    **overrides: Any,
+) -> str:
     key = secret or bank.container.settings.jwt_signing_secret()
     return jwt.encode(claims_for(bank, user_id, **overrides), key, algorithm=algorithm)
 
@@ -413,7 +454,7 @@ def flip_signature(token: str) -> str:
     header, payload, signature = token.split(".")
     middle = len(signature) // 2  # not the last character: its low bits are only padding
     replacement = "A" if signature[middle] != "A" else "B"
-    return ".".join([header, payload, signature[:middle] + replacement + signature[middle + 1:]])
+    return ".".join([header, payload, signature[:middle] + replacement + signature[middle + 1 :]])
 
 
 def promote_without_resigning(token: str) -> str:
@@ -442,7 +483,9 @@ BAD_TOKENS: dict[str, TokenMaker] = {
         world.alice["Authorization"].removeprefix("Bearer ")
     ),
     "expired": lambda bank, world: forged(
-        bank, world.alice_id, iat=datetime.now(UTC) - timedelta(hours=2),
+        bank,
+        world.alice_id,
+        iat=datetime.now(UTC) - timedelta(hours=2),
         exp=datetime.now(UTC) - timedelta(hours=1),
     ),
     "alg-none": lambda bank, world: alg_none(bank, world.alice_id),
@@ -481,13 +524,26 @@ async def test_bad_token_is_unauthenticated_and_changes_nothing(
     requests = [
         ("GET", f"/api/v1/accounts/{world.alice_account}/balance", None),
         ("GET", "/api/v1/users/me", None),
-        ("POST", "/api/v1/transactions/debit",
-         {"account_id": world.alice_account, "amount": "1.00", "currency": "USD"}),
-        ("POST", "/api/v1/transactions/transfer",
-         {"source_account_id": world.alice_account, "destination_account_id": world.bob_account,
-          "amount": "1.00", "currency": "USD"}),
-        ("POST", "/api/v1/transactions/credit",
-         {"account_id": world.alice_account, "amount": "1.00", "currency": "USD"}),
+        (
+            "POST",
+            "/api/v1/transactions/debit",
+            {"account_id": world.alice_account, "amount": "1.00", "currency": "USD"},
+        ),
+        (
+            "POST",
+            "/api/v1/transactions/transfer",
+            {
+                "source_account_id": world.alice_account,
+                "destination_account_id": world.bob_account,
+                "amount": "1.00",
+                "currency": "USD",
+            },
+        ),
+        (
+            "POST",
+            "/api/v1/transactions/credit",
+            {"account_id": world.alice_account, "amount": "1.00", "currency": "USD"},
+        ),
         ("POST", "/api/v1/accounts", {"account_type": "checking", "currency": "USD"}),
     ]
     before = await bank.snapshot()

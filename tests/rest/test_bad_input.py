@@ -79,8 +79,12 @@ async def accounts(bank: Bank, staff: dict[str, str]) -> AsyncIterator[Accounts]
 
 def valid_body(endpoint: str, ctx: Accounts) -> dict[str, Any]:
     if endpoint == "transfer":
-        return {"source_account_id": ctx.usd, "destination_account_id": ctx.usd_other,
-                "amount": "1.00", "currency": "USD"}
+        return {
+            "source_account_id": ctx.usd,
+            "destination_account_id": ctx.usd_other,
+            "amount": "1.00",
+            "currency": "USD",
+        }
     return {"account_id": ctx.usd, "amount": "1.00", "currency": "USD"}
 
 
@@ -150,8 +154,9 @@ CASES = [
     Case("amount-negative-number", amount_lexeme("-5"), 422, "VALIDATION_ERROR", "amount"),
     Case("amount-negative-fraction", amount_lexeme("-0.01"), 422, "VALIDATION_ERROR", "amount"),
     Case("amount-plus-sign", with_fields(amount="+1.00"), 422, "VALIDATION_ERROR", "amount"),
-    Case("usd-three-decimals-string", with_fields(amount="1.001"), 422, "VALIDATION_ERROR",
-         "amount"),
+    Case(
+        "usd-three-decimals-string", with_fields(amount="1.001"), 422, "VALIDATION_ERROR", "amount"
+    ),
     Case("usd-three-decimals-number", amount_lexeme("1.001"), 422, "VALIDATION_ERROR", "amount"),
     Case("jpy-with-decimals-string", amount_in_jpy('"1.5"'), 422, "VALIDATION_ERROR", "amount"),
     Case("jpy-with-decimals-number", amount_in_jpy("1.5"), 422, "VALIDATION_ERROR", "amount"),
@@ -160,59 +165,108 @@ CASES = [
     Case("minus-infinity-literal", amount_lexeme("-Infinity"), 422, "VALIDATION_ERROR"),
     Case("nan-string", with_fields(amount="NaN"), 422, "VALIDATION_ERROR", "amount"),
     Case("infinity-string", with_fields(amount="Infinity"), 422, "VALIDATION_ERROR", "amount"),
-    Case("ten-to-16-string", with_fields(amount="10000000000000000"), 422, "VALIDATION_ERROR",
-         "amount"),
+    Case(
+        "ten-to-16-string",
+        with_fields(amount="10000000000000000"),
+        422,
+        "VALIDATION_ERROR",
+        "amount",
+    ),
     Case("ten-to-16-int", amount_lexeme("10000000000000000"), 422, "VALIDATION_ERROR", "amount"),
     Case("ten-to-16-exponent", amount_lexeme("1e16"), 422, "VALIDATION_ERROR", "amount"),
     Case("exponent-number", amount_lexeme("0.1e1"), 422, "VALIDATION_ERROR", "amount"),
     Case("exponent-string", with_fields(amount="0.1e1"), 422, "VALIDATION_ERROR", "amount"),
     Case("huge-exponent-number", amount_lexeme("1e400"), 422, "VALIDATION_ERROR", "amount"),
-    Case("too-many-digits-string", with_fields(amount="1" * 25), 422, "VALIDATION_ERROR",
-         "amount"),
+    Case("too-many-digits-string", with_fields(amount="1" * 25), 422, "VALIDATION_ERROR", "amount"),
     Case("int-beyond-python-limit", amount_lexeme(TOO_BIG_INT_DIGITS), 422, "VALIDATION_ERROR"),
     Case("boolean-true", amount_lexeme("true"), 422, "VALIDATION_ERROR", "amount"),
     Case("amount-null", amount_lexeme("null"), 422, "VALIDATION_ERROR", "amount"),
-    Case("amount-object", with_fields(amount={"value": "1.00"}), 422, "VALIDATION_ERROR",
-         "amount"),
+    Case("amount-object", with_fields(amount={"value": "1.00"}), 422, "VALIDATION_ERROR", "amount"),
     Case("amount-list", with_fields(amount=["1.00"]), 422, "VALIDATION_ERROR", "amount"),
     Case("amount-empty-string", with_fields(amount=""), 422, "VALIDATION_ERROR", "amount"),
-    Case("amount-with-currency-text", with_fields(amount="1.00 USD"), 422, "VALIDATION_ERROR",
-         "amount"),
+    Case(
+        "amount-with-currency-text",
+        with_fields(amount="1.00 USD"),
+        422,
+        "VALIDATION_ERROR",
+        "amount",
+    ),
     Case("amount-decimal-comma", with_fields(amount="1,00"), 422, "VALIDATION_ERROR", "amount"),
     Case("amount-hex", with_fields(amount="0x10"), 422, "VALIDATION_ERROR", "amount"),
     Case("amount-underscores", with_fields(amount="1_000"), 422, "VALIDATION_ERROR", "amount"),
-    Case("credit-beyond-ledger-limit", with_fields(amount="9999999999999999.99"), 422,
-         "VALIDATION_ERROR", "amount", endpoints=("credit",)),
+    Case(
+        "credit-beyond-ledger-limit",
+        with_fields(amount="9999999999999999.99"),
+        422,
+        "VALIDATION_ERROR",
+        "amount",
+        endpoints=("credit",),
+    ),
     # --- currencies ---------------------------------------------------------------------
     Case("wrong-currency", with_fields(currency="EUR"), 422, "CURRENCY_MISMATCH"),
-    Case("destination-in-other-currency",
-         lambda body, ctx, endpoint: point_at(body, endpoint, ctx.usd, ctx.jpy_other),
-         422, "CURRENCY_MISMATCH", endpoints=("transfer",)),
-    Case("unsupported-currency", with_fields(currency="XXX"), 422, "VALIDATION_ERROR",
-         "currency"),
+    Case(
+        "destination-in-other-currency",
+        lambda body, ctx, endpoint: point_at(body, endpoint, ctx.usd, ctx.jpy_other),
+        422,
+        "CURRENCY_MISMATCH",
+        endpoints=("transfer",),
+    ),
+    Case("unsupported-currency", with_fields(currency="XXX"), 422, "VALIDATION_ERROR", "currency"),
     Case("currency-two-letters", with_fields(currency="US"), 422, "VALIDATION_ERROR", "currency"),
     Case("currency-number", with_fields(currency=840), 422, "VALIDATION_ERROR", "currency"),
     # --- accounts -----------------------------------------------------------------------
-    Case("unknown-account",
-         lambda body, _ctx, endpoint: point_at(body, endpoint, UNKNOWN),
-         404, "ACCOUNT_NOT_FOUND"),
-    Case("unknown-destination",
-         lambda body, ctx, endpoint: point_at(body, endpoint, ctx.usd, UNKNOWN),
-         404, "ACCOUNT_NOT_FOUND", endpoints=("transfer",)),
-    Case("malformed-account-uuid",
-         lambda body, _ctx, endpoint: point_at(body, endpoint, "not-a-uuid"),
-         422, "VALIDATION_ERROR", "{account}"),
-    Case("malformed-destination-uuid",
-         lambda body, ctx, endpoint: point_at(body, endpoint, ctx.usd, "12345"),
-         422, "VALIDATION_ERROR", "destination_account_id", endpoints=("transfer",)),
-    Case("same-source-and-destination",
-         lambda body, ctx, endpoint: point_at(body, endpoint, ctx.usd, ctx.usd),
-         422, "VALIDATION_ERROR", "destination_account_id", endpoints=("transfer",)),
+    Case(
+        "unknown-account",
+        lambda body, _ctx, endpoint: point_at(body, endpoint, UNKNOWN),
+        404,
+        "ACCOUNT_NOT_FOUND",
+    ),
+    Case(
+        "unknown-destination",
+        lambda body, ctx, endpoint: point_at(body, endpoint, ctx.usd, UNKNOWN),
+        404,
+        "ACCOUNT_NOT_FOUND",
+        endpoints=("transfer",),
+    ),
+    Case(
+        "malformed-account-uuid",
+        lambda body, _ctx, endpoint: point_at(body, endpoint, "not-a-uuid"),
+        422,
+        "VALIDATION_ERROR",
+        "{account}",
+    ),
+    Case(
+        "malformed-destination-uuid",
+        lambda body, ctx, endpoint: point_at(body, endpoint, ctx.usd, "12345"),
+        422,
+        "VALIDATION_ERROR",
+        "destination_account_id",
+        endpoints=("transfer",),
+    ),
+    Case(
+        "same-source-and-destination",
+        lambda body, ctx, endpoint: point_at(body, endpoint, ctx.usd, ctx.usd),
+        422,
+        "VALIDATION_ERROR",
+        "destination_account_id",
+        endpoints=("transfer",),
+    ),
     # --- shape of the body --------------------------------------------------------------
-    Case("missing-account", without("account_id", "source_account_id"), 422,
-         "VALIDATION_ERROR", "{account}"),
-    Case("missing-destination", without("destination_account_id"), 422, "VALIDATION_ERROR",
-         "destination_account_id", endpoints=("transfer",)),
+    Case(
+        "missing-account",
+        without("account_id", "source_account_id"),
+        422,
+        "VALIDATION_ERROR",
+        "{account}",
+    ),
+    Case(
+        "missing-destination",
+        without("destination_account_id"),
+        422,
+        "VALIDATION_ERROR",
+        "destination_account_id",
+        endpoints=("transfer",),
+    ),
     Case("missing-amount", without("amount"), 422, "VALIDATION_ERROR", "amount"),
     Case("missing-currency", without("currency"), 422, "VALIDATION_ERROR", "currency"),
     Case("empty-object", raw(b"{}"), 422, "VALIDATION_ERROR", "amount"),
@@ -220,37 +274,88 @@ CASES = [
     Case("json-array", raw(b"[]"), 422, "VALIDATION_ERROR"),
     Case("json-string", raw(b'"1.00"'), 422, "VALIDATION_ERROR"),
     Case("unknown-field", with_fields(memo="hi"), 422, "VALIDATION_ERROR", "memo"),
-    Case("misspelled-field",
-         lambda body, _ctx, _endpoint: without("amount")(body, _ctx, _endpoint) | {"ammount": "1"},
-         422, "VALIDATION_ERROR", "ammount"),
+    Case(
+        "misspelled-field",
+        lambda body, _ctx, _endpoint: without("amount")(body, _ctx, _endpoint) | {"ammount": "1"},
+        422,
+        "VALIDATION_ERROR",
+        "ammount",
+    ),
     Case("invalid-json", raw(b'{"amount": '), 422, "VALIDATION_ERROR"),
     Case("trailing-comma", raw(b'{"amount": "1.00",}'), 422, "VALIDATION_ERROR"),
     Case("not-utf8", raw(b'{"amount": "\xff\xfe"}'), 422, "VALIDATION_ERROR"),
     Case("deeply-nested", raw(b"[" * 30000 + b"]" * 30000), 422, "VALIDATION_ERROR"),
-    Case("description-501-chars", with_fields(description="d" * 501), 422, "VALIDATION_ERROR",
-         "description"),
+    Case(
+        "description-501-chars",
+        with_fields(description="d" * 501),
+        422,
+        "VALIDATION_ERROR",
+        "description",
+    ),
     # PostgreSQL text cannot hold U+0000: it must be refused up front on every backend.
-    Case("description-nul-char", with_fields(description="rent\x00march"), 422,
-         "VALIDATION_ERROR", "description"),
-    Case("description-lone-surrogate", raw_field("description", '"\\ud800"'), 422,
-         "VALIDATION_ERROR", "description"),
-    Case("description-not-a-string", with_fields(description=42), 422, "VALIDATION_ERROR",
-         "description"),
-    Case("reference-empty", with_fields(reference_id=""), 422, "VALIDATION_ERROR",
-         "reference_id"),
-    Case("reference-256-chars", with_fields(reference_id="r" * 256), 422, "VALIDATION_ERROR",
-         "reference_id"),
-    Case("reference-control-char", with_fields(reference_id="ref\n1"), 422, "VALIDATION_ERROR",
-         "reference_id"),
-    Case("reference-nul-char", with_fields(reference_id="ref\x001"), 422, "VALIDATION_ERROR",
-         "reference_id"),
-    Case("idempotency-key-differs", with_fields(reference_id="body-key"), 422,
-         "VALIDATION_ERROR", "reference_id", headers={"Idempotency-Key": "header-key"}),
-    Case("idempotency-key-256-chars", with_fields(), 422, "VALIDATION_ERROR", "reference_id",
-         headers={"Idempotency-Key": "k" * 256}),
+    Case(
+        "description-nul-char",
+        with_fields(description="rent\x00march"),
+        422,
+        "VALIDATION_ERROR",
+        "description",
+    ),
+    Case(
+        "description-lone-surrogate",
+        raw_field("description", '"\\ud800"'),
+        422,
+        "VALIDATION_ERROR",
+        "description",
+    ),
+    Case(
+        "description-not-a-string",
+        with_fields(description=42),
+        422,
+        "VALIDATION_ERROR",
+        "description",
+    ),
+    Case("reference-empty", with_fields(reference_id=""), 422, "VALIDATION_ERROR", "reference_id"),
+    Case(
+        "reference-256-chars",
+        with_fields(reference_id="r" * 256),
+        422,
+        "VALIDATION_ERROR",
+        "reference_id",
+    ),
+    Case(
+        "reference-control-char",
+        with_fields(reference_id="ref\n1"),
+        422,
+        "VALIDATION_ERROR",
+        "reference_id",
+    ),
+    Case(
+        "reference-nul-char",
+        with_fields(reference_id="ref\x001"),
+        422,
+        "VALIDATION_ERROR",
+        "reference_id",
+    ),
+    Case(
+        "idempotency-key-differs",
+        with_fields(reference_id="body-key"),
+        422,
+        "VALIDATION_ERROR",
+        "reference_id",
+        headers={"Idempotency-Key": "header-key"},
+    ),
+    Case(
+        "idempotency-key-256-chars",
+        with_fields(),
+        422,
+        "VALIDATION_ERROR",
+        "reference_id",
+        headers={"Idempotency-Key": "k" * 256},
+    ),
     # --- size ---------------------------------------------------------------------------
-    Case("description-100k-chars", with_fields(description="d" * 100_000), 413,
-         "PAYLOAD_TOO_LARGE"),
+    Case(
+        "description-100k-chars", with_fields(description="d" * 100_000), 413, "PAYLOAD_TOO_LARGE"
+    ),
     Case("padded-extra-field", with_fields(padding="p" * 70_000), 413, "PAYLOAD_TOO_LARGE"),
 ]
 
@@ -276,8 +381,11 @@ async def test_bad_movement_is_refused_and_changes_nothing(
     response = await bank.client.post(
         f"/api/v1/transactions/{endpoint}",
         content=content,
-        headers={**headers_for(endpoint, accounts), **case.headers,
-                 "Content-Type": "application/json"},
+        headers={
+            **headers_for(endpoint, accounts),
+            **case.headers,
+            "Content-Type": "application/json",
+        },
     )
 
     expected_field = (
@@ -297,7 +405,7 @@ async def test_oversized_body_without_content_length_is_refused(
 
     async def chunks() -> AsyncIterator[bytes]:
         for start in range(0, len(encoded), 8192):
-            yield encoded[start:start + 8192]
+            yield encoded[start : start + 8192]
 
     before = await bank.snapshot()
     response = await bank.client.post(
@@ -338,7 +446,9 @@ async def test_malformed_uuid_in_path_is_a_validation_error(
 ) -> None:
     before = await bank.snapshot()
     response = await bank.client.request(
-        method, path, headers=accounts.staff,
+        method,
+        path,
+        headers=accounts.staff,
         json={"is_active": False} if method == "PATCH" else None,
     )
     assert_error(response, 422, "VALIDATION_ERROR", field_name)
@@ -373,18 +483,38 @@ async def test_bad_history_query_is_a_validation_error(
 async def test_boundary_values_are_accepted(bank: Bank, accounts: Accounts) -> None:
     """The refusals above are not over-eager: the edge of each rule still moves money."""
     accepted = [
-        ("debit", accounts.customer, {"account_id": accounts.usd, "amount": "0.01",
-                                      "currency": "USD", "description": "d" * 500,
-                                      "reference_id": "r" * 255}),
-        ("debit", accounts.customer, {"account_id": accounts.usd, "amount": 2,
-                                      "currency": "usd"}),
-        ("debit", accounts.customer, {"account_id": accounts.jpy, "amount": "15",
-                                      "currency": "JPY"}),
-        ("credit", accounts.staff, {"account_id": accounts.jpy, "amount": "15.00",
-                                    "currency": "JPY"}),
-        ("transfer", accounts.customer, {"source_account_id": accounts.usd,
-                                         "destination_account_id": accounts.usd_other,
-                                         "amount": "9.99", "currency": "USD"}),
+        (
+            "debit",
+            accounts.customer,
+            {
+                "account_id": accounts.usd,
+                "amount": "0.01",
+                "currency": "USD",
+                "description": "d" * 500,
+                "reference_id": "r" * 255,
+            },
+        ),
+        ("debit", accounts.customer, {"account_id": accounts.usd, "amount": 2, "currency": "usd"}),
+        (
+            "debit",
+            accounts.customer,
+            {"account_id": accounts.jpy, "amount": "15", "currency": "JPY"},
+        ),
+        (
+            "credit",
+            accounts.staff,
+            {"account_id": accounts.jpy, "amount": "15.00", "currency": "JPY"},
+        ),
+        (
+            "transfer",
+            accounts.customer,
+            {
+                "source_account_id": accounts.usd,
+                "destination_account_id": accounts.usd_other,
+                "amount": "9.99",
+                "currency": "USD",
+            },
+        ),
     ]
     for endpoint, headers, body in accepted:
         response = await bank.client.post(

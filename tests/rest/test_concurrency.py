@@ -41,7 +41,7 @@ async def test_200_concurrent_debits_of_10_on_1000_exactly_100_succeed(pg_bank: 
     assert outcomes.count((200, "OK")) == 100
     assert outcomes.count((422, "INSUFFICIENT_FUNDS")) == 100
     assert await pg_bank.balance(account_id, customer) == Decimal("0.00")
-    report = await reconcile(pg_bank.container.database)
+    report = await reconcile(pg_bank.container.unit_of_work)
     assert report.clean, report.problems
 
 
@@ -79,5 +79,5 @@ async def test_500_concurrent_random_transfers_keep_the_books(pg_bank: Bank) -> 
     assert total == Decimal("1000.00")
     for account in accounts:
         assert await pg_bank.balance(account, staff) >= 0
-    report = await reconcile(pg_bank.container.database)
+    report = await reconcile(pg_bank.container.unit_of_work)
     assert report.clean, report.problems

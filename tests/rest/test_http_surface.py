@@ -20,10 +20,9 @@ import structlog
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
-from banking.container import build_container
+from banking.bootstrap import build_container, create_rest_app
 from banking.domain.roles import Role
 from banking.observability.logging import configure_logging
-from banking.rest.app import create_app
 from banking.storage.tables import outbox, transaction_logs
 from tests.conftest import Bank, make_settings
 
@@ -61,7 +60,7 @@ def assert_security_headers(response: httpx.Response) -> None:
 async def client_for(database_url: str, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
     """An API built with non-default settings, like the ``bank`` fixture builds the default."""
     container = build_container(make_settings(database_url, **overrides))
-    app = create_app(container)
+    app = create_rest_app(container)
     transport = httpx.ASGITransport(app=app)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
@@ -87,7 +86,7 @@ async def test_request_id_is_generated_when_absent_or_unsafe(bank: Bank) -> None
     assert HEX32.fullmatch(first.headers["x-request-id"])
     assert HEX32.fullmatch(second.headers["x-request-id"])
     assert first.headers["x-request-id"] != second.headers["x-request-id"]
-    for unsafe in ("has spaces and \"quotes\"", "x" * 300, "<script>"):
+    for unsafe in ('has spaces and "quotes"', "x" * 300, "<script>"):
         response = await bank.client.get("/health", headers={"X-Request-ID": unsafe})
         assert HEX32.fullmatch(response.headers["x-request-id"]), (unsafe, response.headers)
 
@@ -104,7 +103,8 @@ async def test_ids_and_security_headers_on_every_kind_of_response(
         "unknown-route": await bank.client.get("/api/v1/nothing-here"),
         "method-not-allowed": await bank.client.delete("/health"),
         "too-large": await bank.client.post(
-            "/api/v1/transactions/debit", content=b"{" + b" " * 70_000 + b"}",
+            "/api/v1/transactions/debit",
+            content=b"{" + b" " * 70_000 + b"}",
             headers={**staff, "Content-Type": "application/json"},
         ),
         "static-asset": await bank.client.get("/docs-assets/static/docs-init.js"),
@@ -134,13 +134,17 @@ async def test_traceparent_trace_id_is_adopted_and_recorded(
     assert response.headers["x-trace-id"] == trace_id
     async with bank.container.database.read() as connection:
         logged = (
-            await connection.execute(
-                select(transaction_logs.c.metadata).where(
-                    transaction_logs.c.transaction_id
-                    == uuid.UUID(response.json()["transaction_id"])
+            (
+                await connection.execute(
+                    select(transaction_logs.c.metadata).where(
+                        transaction_logs.c.transaction_id
+                        == uuid.UUID(response.json()["transaction_id"])
+                    )
                 )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
         events = (await connection.execute(select(outbox.c.trace_id))).scalars().all()
     assert [entry["trace_id"] for entry in logged] == [trace_id]
     assert events and set(events) == {trace_id}  # the account was opened without events
@@ -162,8 +166,12 @@ async def test_large_json_is_gzipped_when_asked(bank: Bank, staff: dict[str, str
     for index in range(8):
         debit = await bank.client.post(
             "/api/v1/transactions/debit",
-            json={"account_id": account_id, "amount": "1.00", "currency": "USD",
-                  "reference_id": f"gzip-{index}"},
+            json={
+                "account_id": account_id,
+                "amount": "1.00",
+                "currency": "USD",
+                "reference_id": f"gzip-{index}",
+            },
             headers=customer,
         )
         assert debit.status_code == 200, debit.text
@@ -292,8 +300,9 @@ async def test_openapi_documents_money_endpoints_with_string_amounts(bank: Bank)
         body = resolve(spec, operation["requestBody"]["content"]["application/json"]["schema"])
         assert body["properties"]["amount"]["type"] == "string", body["properties"]["amount"]
         assert "amount" in body["required"] and "currency" in body["required"]
-        answer = resolve(spec, operation["responses"]["200"]["content"]["application/json"][
-            "schema"])
+        answer = resolve(
+            spec, operation["responses"]["200"]["content"]["application/json"]["schema"]
+        )
         for money in ("amount", "available_balance"):
             assert answer["properties"][money]["type"] == "string", answer["properties"][money]
         assert {"401", "403", "404", "422"} <= set(operation["responses"])
@@ -327,8 +336,7 @@ async def test_docs_page_uses_only_local_assets(bank: Bank) -> None:
         asset = await bank.client.get(reference)
         assert asset.status_code == 200, reference
         content_type = asset.headers["content-type"]
-        assert "javascript" in content_type or "text/css" in content_type, (reference,
-                                                                             content_type)
+        assert "javascript" in content_type or "text/css" in content_type, (reference, content_type)
         assert len(asset.content) > 100, reference
         kinds.add("css" if "css" in content_type else "js")
     assert kinds == {"css", "js"}
@@ -349,7 +357,8 @@ def samples(text: str) -> list[tuple[str, dict[str, str], float]]:
 
 def value_of(parsed: list[tuple[str, dict[str, str], float]], name: str, **labels: str) -> float:
     return sum(
-        value for sample_name, sample_labels, value in parsed
+        value
+        for sample_name, sample_labels, value in parsed
         if sample_name == name and labels.items() <= sample_labels.items()
     )
 
@@ -372,9 +381,7 @@ async def test_metrics_count_requests_movements_and_declines(
     )
     assert_error(declined, 422, "INSUFFICIENT_FUNDS")
     assert await bank.balance(account_id, customer) == Decimal("6.00")
-    missing = await bank.client.get(
-        f"/api/v1/accounts/{uuid.uuid4()}/balance", headers=customer
-    )
+    missing = await bank.client.get(f"/api/v1/accounts/{uuid.uuid4()}/balance", headers=customer)
     assert_error(missing, 404, "ACCOUNT_NOT_FOUND")
     await bank.client.get(f"/api/v1/nowhere/{account_id}")
 
@@ -384,31 +391,54 @@ async def test_metrics_count_requests_movements_and_declines(
     parsed = samples(response.text)
 
     debit_route = "/api/v1/transactions/debit"
-    assert value_of(parsed, "banking_http_requests_total", method="POST", route=debit_route,
-                    status="200") == 1
-    assert value_of(parsed, "banking_http_requests_total", method="POST", route=debit_route,
-                    status="422") == 1
-    assert value_of(parsed, "banking_http_requests_total", method="GET",
-                    route="/api/v1/accounts/{account_id}/balance", status="404") >= 1
+    assert (
+        value_of(
+            parsed, "banking_http_requests_total", method="POST", route=debit_route, status="200"
+        )
+        == 1
+    )
+    assert (
+        value_of(
+            parsed, "banking_http_requests_total", method="POST", route=debit_route, status="422"
+        )
+        == 1
+    )
+    assert (
+        value_of(
+            parsed,
+            "banking_http_requests_total",
+            method="GET",
+            route="/api/v1/accounts/{account_id}/balance",
+            status="404",
+        )
+        >= 1
+    )
     assert value_of(parsed, "banking_http_requests_total", route="unmatched", status="404") == 1
-    assert value_of(parsed, "banking_money_movements_total", type="debit",
-                    status="completed") == 1
+    assert value_of(parsed, "banking_money_movements_total", type="debit", status="completed") == 1
     assert value_of(parsed, "banking_money_movements_total", type="debit", status="failed") == 1
-    assert value_of(parsed, "banking_money_movement_declines_total", type="debit",
-                    reason="INSUFFICIENT_FUNDS") == 1
-    assert value_of(parsed, "banking_money_movements_total", type="credit",
-                    status="completed") == 1
+    assert (
+        value_of(
+            parsed,
+            "banking_money_movement_declines_total",
+            type="debit",
+            reason="INSUFFICIENT_FUNDS",
+        )
+        == 1
+    )
+    assert value_of(parsed, "banking_money_movements_total", type="credit", status="completed") == 1
     assert 'banking_money_movements_total{status="completed",type="debit"} 1.0' in response.text
     assert 'banking_money_movements_total{status="failed",type="debit"} 1.0' in response.text
-    assert ('banking_money_movement_declines_total{reason="INSUFFICIENT_FUNDS",type="debit"} 1.0'
-            in response.text)
+    assert (
+        'banking_money_movement_declines_total{reason="INSUFFICIENT_FUNDS",type="debit"} 1.0'
+        in response.text
+    )
 
     identifiers = {account_id, str(customer_id), completed.json()["transaction_id"]}
     identifiers |= {value.replace("-", "") for value in identifiers}
     label_values = {value for _, labels, _ in parsed for value in labels.values()}
-    assert not any(
-        identifier in label for identifier in identifiers for label in label_values
-    ), label_values
+    assert not any(identifier in label for identifier in identifiers for label in label_values), (
+        label_values
+    )
     for identifier in identifiers:
         assert identifier not in response.text
 
@@ -431,7 +461,9 @@ def restore_logging() -> Iterator[None]:
 
 
 async def test_logs_carry_request_ids_but_no_secrets(
-    bank: Bank, staff: dict[str, str], restore_logging: None,
+    bank: Bank,
+    staff: dict[str, str],
+    restore_logging: None,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # Configured here, in the test's call phase, so the handler writes to the captured stderr.
@@ -445,12 +477,14 @@ async def test_logs_carry_request_ids_but_no_secrets(
     capsys.readouterr()
 
     wrong = await bank.client.post(
-        "/api/v1/auth/token", data={"username": "dora", "password": password + "-typo"},
+        "/api/v1/auth/token",
+        data={"username": "dora", "password": password + "-typo"},
         headers={"X-Request-ID": "log-wrong-login"},
     )
     assert wrong.status_code == 401
     login = await bank.client.post(
-        "/api/v1/auth/token", data={"username": "dora", "password": password},
+        "/api/v1/auth/token",
+        data={"username": "dora", "password": password},
         headers={"X-Request-ID": "log-login"},
     )
     assert login.status_code == 200, login.text
@@ -469,8 +503,9 @@ async def test_logs_carry_request_ids_but_no_secrets(
     assert token.split(".")[2] not in output  # not even the signature part
 
     lines = [json.loads(line) for line in captured.err.splitlines() if line.startswith("{")]
-    requests = {line.get("request_id"): line for line in lines
-                if line.get("event") == "http_request"}
+    requests = {
+        line.get("request_id"): line for line in lines if line.get("event") == "http_request"
+    }
     assert {"log-wrong-login", "log-login", "log-debit"} <= set(requests), lines
     assert requests["log-debit"]["route"] == "/api/v1/transactions/debit"
     assert requests["log-debit"]["status"] == 200

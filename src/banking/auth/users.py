@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from banking.auth.passwords import PASSWORD_LENGTH_MAX, PASSWORD_LENGTH_MIN, Passwords
 from banking.auth.tokens import TokenService
+from banking.domain.clock import utc_now
 from banking.domain.errors import (
     Unauthenticated,
     UserAlreadyExists,
@@ -24,7 +25,6 @@ from banking.domain.roles import Actor, Role
 from banking.ledger.access import require_manages_users
 from banking.storage import repositories as repo
 from banking.storage.database import Database, is_unique_violation
-from banking.storage.types import utc_now
 
 _USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{3,64}$")
 _EMAIL = re.compile(

@@ -34,7 +34,6 @@ import redis.asyncio as aioredis
 
 from banking.cache.redis_connection import RedisConnection, RedisUnavailable
 from banking.domain.records import Account, Balance
-from banking.ledger.movements import BalanceListener
 from banking.observability.logging import get_logger
 from banking.observability.metrics import Metrics
 
@@ -125,7 +124,7 @@ def decode(payload: str | bytes) -> tuple[Account, Balance]:
     return account, balance
 
 
-class MemoryBalanceCache(BalanceListener):
+class MemoryBalanceCache:
     """The embedded default: one process, so invalidation is local and exact.
 
     The generation check is the same as Redis's: a sequence number taken at the miss, compared
@@ -167,9 +166,6 @@ class MemoryBalanceCache(BalanceListener):
             self._invalidated_at = {k: v for k, v in ordered if v >= cut}
             self._forgotten_below = cut
 
-    async def balances_changed(self, account_ids: list[UUID]) -> None:
-        await self.invalidate_many(account_ids)
-
     def _store(self, account_id: UUID, account: Account, balance: Balance) -> None:
         if account_id not in self._entries and len(self._entries) >= ENTRIES_MAX:
             self._entries.pop(next(iter(self._entries)))
@@ -182,7 +178,7 @@ class MemoryBalanceCache(BalanceListener):
         self._entries.clear()
 
 
-class RedisBalanceCache(BalanceListener):
+class RedisBalanceCache:
     """Shared by every API instance: an invalidation on one is seen by all."""
 
     def __init__(self, redis: RedisConnection, *, ttl_seconds: float, metrics: Metrics) -> None:
@@ -255,9 +251,6 @@ class RedisBalanceCache(BalanceListener):
             await self._redis.call("cache_invalidate", run)
         except RedisUnavailable:
             self._remember(ids)
-
-    async def balances_changed(self, account_ids: list[UUID]) -> None:
-        await self.invalidate_many(account_ids)
 
     def _remember(self, ids: list[UUID]) -> None:
         if len(self._pending) + len(ids) > PENDING_INVALIDATIONS_MAX:

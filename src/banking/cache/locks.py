@@ -19,7 +19,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Protocol
+from typing import Protocol
 from uuid import UUID
 
 from redis.asyncio.lock import Lock
@@ -29,7 +29,7 @@ from banking.cache.redis_connection import RedisConnection, RedisUnavailable
 from banking.domain.errors import AccountBusy
 from banking.domain.records import DebitOrCredit, MovementResult, TransferRequest
 from banking.domain.roles import Actor
-from banking.ledger.movements import MovementService
+from banking.ledger.ports import Movements, MovementsDecorator
 from banking.observability.logging import get_logger
 from banking.observability.metrics import Metrics
 
@@ -171,30 +171,30 @@ class MemoryAccountLocks:
             self._locks[account_id] = (lock, users - 1)
 
 
-class GuardedMovementService(MovementService):
-    """The movement service with each synchronous debit, credit and transfer run under its
-    accounts' locks. Asynchronous commands are not guarded: a busy lock must never turn into
-    a final rejection of a command."""
+class LockedMovements(MovementsDecorator):
+    """``Movements`` with each synchronous debit, credit and transfer run under its accounts'
+    locks. Asynchronous commands are not guarded: a busy lock must never turn into a final
+    rejection of a command."""
 
-    def __init__(self, *args: Any, locks: AccountLocks, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, inner: Movements, locks: AccountLocks) -> None:
+        super().__init__(inner)
         self._locks = locks
 
     async def debit(
         self, actor: Actor, request: DebitOrCredit, *, trace_id: str | None = None
     ) -> MovementResult:
         async with self._locks.hold([request.account_id]):
-            return await super().debit(actor, request, trace_id=trace_id)
+            return await self._inner.debit(actor, request, trace_id=trace_id)
 
     async def credit(
         self, actor: Actor, request: DebitOrCredit, *, trace_id: str | None = None
     ) -> MovementResult:
         async with self._locks.hold([request.account_id]):
-            return await super().credit(actor, request, trace_id=trace_id)
+            return await self._inner.credit(actor, request, trace_id=trace_id)
 
     async def transfer(
         self, actor: Actor, request: TransferRequest, *, trace_id: str | None = None
     ) -> MovementResult:
         accounts = [request.source_account_id, request.destination_account_id]
         async with self._locks.hold(accounts):
-            return await super().transfer(actor, request, trace_id=trace_id)
+            return await self._inner.transfer(actor, request, trace_id=trace_id)

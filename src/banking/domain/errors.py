@@ -6,6 +6,7 @@ raise ``InvariantViolated`` explicitly (never a bare ``assert``, which ``python 
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -115,3 +116,53 @@ class InsufficientFundsDeclined(InsufficientFunds, Declined):
 
 class AccountInactiveDeclined(AccountInactive, Declined):
     pass
+
+
+class ReferenceAlreadyUsed(BankingError):
+    """Raised by the unit of work when a leg's idempotency key ``(account_id, reference_id)``
+    is taken: a retry or a concurrent duplicate committed first. The ledger answers it by
+    replaying the stored outcome (or ``IDEMPOTENCY_CONFLICT``); it never reaches a door."""
+
+    code = "IDEMPOTENCY_CONFLICT"
+
+
+class DeclineReason(StrEnum):
+    """Why a movement was declined and stored as a ``failed`` leg (its ``failure_code``)."""
+
+    INSUFFICIENT_FUNDS = InsufficientFunds.code
+    ACCOUNT_INACTIVE = AccountInactive.code
+
+
+_DECLINE_ERRORS: dict[DeclineReason, type[BankingError]] = {
+    DeclineReason.INSUFFICIENT_FUNDS: InsufficientFundsDeclined,
+    DeclineReason.ACCOUNT_INACTIVE: AccountInactiveDeclined,
+}
+# A failed leg of an asynchronous command can also hold the code of the error that rejected it
+# (a retry of that command's key with a synchronous request replays it as the same error).
+_REJECTION_ERRORS: dict[str, type[BankingError]] = {
+    error.code: error
+    for error in (
+        ValidationFailed,
+        CurrencyMismatch,
+        AccountNotFound,
+        Forbidden,
+        IdempotencyConflict,
+    )
+}
+
+
+def error_for_failure(
+    code: str | None, message: str | None, *, transaction_id: UUID
+) -> BankingError:
+    """The error a failed leg answers with. An unknown code fails loudly instead of being
+    guessed (a new decline reason must be added to ``DeclineReason``)."""
+    error_class: type[BankingError] | None
+    try:
+        error_class = _DECLINE_ERRORS[DeclineReason(code or "")]
+    except ValueError:
+        error_class = _REJECTION_ERRORS.get(code or "")
+    if error_class is None:
+        raise InvariantViolated(f"failed leg {transaction_id} has an unknown failure code {code!r}")
+    return error_class(
+        message or error_class.code.lower().replace("_", " "), transaction_id=transaction_id
+    )

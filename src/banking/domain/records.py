@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 from uuid import UUID
 
-from banking.domain.roles import Actor
+from banking.domain.roles import Actor, Role
 
 
 class TransactionType(StrEnum):
@@ -121,3 +122,90 @@ class Command:
     request: DebitOrCredit | TransferRequest
     actor: Actor
     trace_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceAfter:
+    """An account's available balance and its version right after a balance update."""
+
+    available_balance: Decimal
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """What opening an account needs to know about its would-be owner."""
+
+    user_id: UUID
+    role: Role
+    is_active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One row of ``transaction_logs``: a state change of a leg, who made it and why."""
+
+    log_id: UUID
+    transaction_id: UUID
+    event_type: str
+    metadata: dict[str, Any]
+    created_at: datetime
+    created_by: str
+
+
+# --- what a movement publishes (written to the outbox in the movement's transaction) ---------
+
+
+@dataclass(frozen=True, slots=True)
+class LegsRecorded:
+    """Legs that were stored completed or failed: one transaction event per leg, and a
+    balance event per completed leg."""
+
+    legs: tuple[Transaction, ...]
+    trace_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSubmitted:
+    """An asynchronous movement was accepted: its command goes to the processor."""
+
+    leg: Transaction
+    actor: Actor
+    trace_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRejected:
+    """A command with no pending leg that can never succeed."""
+
+    command: Command
+    code: str
+    message: str
+
+
+LedgerEvent = LegsRecorded | CommandSubmitted | CommandRejected
+
+
+@dataclass(frozen=True, slots=True)
+class CommandOutcome:
+    """What applying a command did. ``leg`` is the finished (or already finished) leg, None
+    when the command was rejected and had no leg; ``rejected_code`` is set when it was
+    refused as a whole; ``already_done`` when its leg had been finished before (a redelivery)."""
+
+    command: Command
+    leg: Transaction | None
+    rejected_code: str | None = None
+    already_done: bool = False
+
+
+# --- reconciliation -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AccountMismatch:
+    """An account whose balance row disagrees with the signed sum of its completed legs."""
+
+    account_id: UUID
+    current_balance: Decimal
+    available_balance: Decimal
+    legs_total: Decimal | None

@@ -2,6 +2,10 @@
 
 Payloads are JSON text with amounts as decimal strings; the relay (a later component) turns
 them into the Arrow or JSON wire format. Event types and schema versions are fixed here.
+
+Each record has one payload mapping: ``transaction_payload`` (a leg) and ``balance_payload``
+follow the columns of ``events.schemas`` (the same ones the Arrow encoding uses), and
+``command_payload`` is the inverse of ``events.commands.command_from_payload``.
 """
 
 from __future__ import annotations
@@ -14,7 +18,12 @@ from uuid import UUID, uuid4
 from banking.domain.errors import InvariantViolated
 from banking.domain.money import format_amount
 from banking.domain.records import (
+    Balance,
     Command,
+    CommandSubmitted,
+    DebitOrCredit,
+    LedgerEvent,
+    LegsRecorded,
     Transaction,
     TransactionStatus,
     TransactionType,
@@ -22,6 +31,7 @@ from banking.domain.records import (
 )
 from banking.domain.roles import Actor
 from banking.events import topics
+from banking.events.schemas import BALANCE_V1, TRANSACTION_V1
 
 TRANSACTION_SCHEMA_VERSION: Final = 1
 BALANCE_SCHEMA_VERSION: Final = 1
@@ -53,24 +63,20 @@ def _row(
     }
 
 
+def transaction_payload(leg: Transaction) -> dict[str, Any]:
+    """The payload of a leg's transaction event (schema v1)."""
+    return TRANSACTION_V1.text_row(leg)
+
+
+def balance_payload(balance: Balance) -> dict[str, Any]:
+    """The payload of a balance event (schema v1)."""
+    return BALANCE_V1.text_row(balance)
+
+
 def transaction_event(leg: Transaction, *, trace_id: str | None) -> dict[str, Any]:
     """The completed/failed event of one leg, keyed by its account."""
     completed = leg.status is TransactionStatus.COMPLETED
-    payload = {
-        "transaction_id": str(leg.transaction_id),
-        "account_id": str(leg.account_id),
-        "transaction_type": leg.transaction_type.value,
-        "amount": format_amount(leg.amount),
-        "currency": leg.currency,
-        "description": leg.description,
-        "reference_id": leg.reference_id,
-        "timestamp": leg.created_at.isoformat(),
-        "status": leg.status.value,
-        "related_transaction_id": (
-            str(leg.related_transaction_id) if leg.related_transaction_id else None
-        ),
-        "failure_code": leg.failure_code,
-    }
+    payload = transaction_payload(leg)
     return _row(
         topic=topics.TRANSACTIONS_COMPLETED if completed else topics.TRANSACTIONS_FAILED,
         key=leg.account_id,
@@ -86,14 +92,15 @@ def balance_event(leg: Transaction, *, trace_id: str | None) -> dict[str, Any]:
     """The balance after a completed leg. No holds exist yet, so current equals available."""
     if leg.available_balance_after is None or leg.balance_version_after is None:
         raise InvariantViolated("a balance event needs the balance after the leg")
-    payload = {
-        "account_id": str(leg.account_id),
-        "current_balance": format_amount(leg.available_balance_after),
-        "available_balance": format_amount(leg.available_balance_after),
-        "currency": leg.currency,
-        "version": leg.balance_version_after,
-        "timestamp": leg.created_at.isoformat(),
-    }
+    balance = Balance(
+        account_id=leg.account_id,
+        currency=leg.currency,
+        current_balance=leg.available_balance_after,
+        available_balance=leg.available_balance_after,
+        version=leg.balance_version_after,
+        last_updated=leg.created_at,
+    )
+    payload = balance_payload(balance)
     return _row(
         topic=topics.ACCOUNT_BALANCES,
         key=leg.account_id,
@@ -125,33 +132,55 @@ COMMAND_NAMES: Final = {
 }
 
 
-def command_event(leg: Transaction, actor: Actor, *, trace_id: str | None) -> dict[str, Any]:
-    """The command of an asynchronous movement, for the transaction processor."""
-    payload = {
-        "transaction_id": str(leg.transaction_id),
-        "command": COMMAND_NAMES[leg.transaction_type],
-        "account_id": str(leg.account_id),
-        "destination_account_id": (
-            str(leg.counterparty_account_id) if leg.counterparty_account_id else None
-        ),
-        "amount": format_amount(leg.amount),
-        "currency": leg.currency,
-        "description": leg.description,
-        "reference_id": leg.reference_id,
+def command_payload(command: Command, *, at: datetime) -> dict[str, Any]:
+    """The payload of a command event (schema v1), submitted at ``at``. The command's
+    ``trace_id`` is not in it: it travels as the outbox row's ``trace_id`` (a Kafka header)."""
+    request = command.request
+    destination = request.destination_account_id if isinstance(request, TransferRequest) else None
+    return {
+        "transaction_id": str(command.transaction_id),
+        "command": COMMAND_NAMES[command.kind],
+        "account_id": str(_account_of(command)),
+        "destination_account_id": str(destination) if destination else None,
+        "amount": format_amount(request.amount),
+        "currency": request.currency,
+        "description": request.description,
+        "reference_id": request.reference_id,
         "requested_by": {
-            "user_id": str(actor.user_id),
-            "username": actor.username,
-            "role": actor.role.value,
+            "user_id": str(command.actor.user_id),
+            "username": command.actor.username,
+            "role": command.actor.role.value,
         },
-        "timestamp": leg.created_at.isoformat(),
+        "timestamp": at.isoformat(),
     }
+
+
+def command_event(leg: Transaction, actor: Actor, *, trace_id: str | None) -> dict[str, Any]:
+    """The command of an asynchronous movement (its pending leg), for the processor."""
+    request: DebitOrCredit | TransferRequest
+    if leg.transaction_type is TransactionType.TRANSFER_OUT:
+        if leg.counterparty_account_id is None:
+            raise InvariantViolated("a pending transfer leg has its destination account")
+        request = TransferRequest(
+            leg.account_id,
+            leg.counterparty_account_id,
+            leg.amount,
+            leg.currency,
+            leg.description,
+            leg.reference_id,
+        )
+    else:
+        request = DebitOrCredit(
+            leg.account_id, leg.amount, leg.currency, leg.description, leg.reference_id
+        )
+    command = Command(leg.transaction_id, leg.transaction_type, request, actor, trace_id)
     return _row(
         topic=topics.TRANSACTIONS_SUBMITTED,
         key=leg.account_id,
         event_type=EVENT_TRANSACTION_SUBMITTED,
         version=COMMAND_SCHEMA_VERSION,
-        payload=payload,
-        trace_id=trace_id,
+        payload=command_payload(command, at=leg.created_at),
+        trace_id=command.trace_id,
         at=leg.created_at,
     )
 
@@ -160,20 +189,23 @@ def rejection_event(command: Command, code: str, message: str) -> dict[str, Any]
     """A command with no pending leg that can never succeed (unknown account, bad input...)."""
     request = command.request
     now = datetime.now(UTC)
-    payload = {
-        "transaction_id": str(command.transaction_id),
-        "account_id": str(_account_of(command)),
-        "transaction_type": command.kind.value,
-        "amount": format_amount(request.amount),
+    # The failed leg it would have been (it is never stored), by the leg's field names. Unlike
+    # a stored leg's event, the JSON payload carries ``failure_reason`` (Arrow v1 has no column
+    # for it and drops it).
+    leg = {
+        "transaction_id": command.transaction_id,
+        "account_id": _account_of(command),
+        "transaction_type": command.kind,
+        "amount": request.amount,
         "currency": request.currency,
         "description": request.description,
         "reference_id": request.reference_id,
-        "timestamp": now.isoformat(),
-        "status": "failed",
+        "created_at": now,
+        "status": TransactionStatus.FAILED,
         "related_transaction_id": None,
         "failure_code": code,
-        "failure_reason": message,
     }
+    payload = {**TRANSACTION_V1.text_row(leg), "failure_reason": message}
     return _row(
         topic=topics.TRANSACTIONS_FAILED,
         key=_account_of(command),
@@ -188,3 +220,13 @@ def rejection_event(command: Command, code: str, message: str) -> dict[str, Any]
 def _account_of(command: Command) -> UUID:
     request = command.request
     return request.source_account_id if isinstance(request, TransferRequest) else request.account_id
+
+
+def outbox_rows(event: LedgerEvent) -> list[dict[str, Any]]:
+    """The outbox rows of one ledger event (the store writes them in the movement's unit of
+    work): the one place that turns what the ledger decided into what the relay publishes."""
+    if isinstance(event, LegsRecorded):
+        return events_for_legs(list(event.legs), trace_id=event.trace_id)
+    if isinstance(event, CommandSubmitted):
+        return [command_event(event.leg, event.actor, trace_id=event.trace_id)]
+    return [rejection_event(event.command, event.code, event.message)]

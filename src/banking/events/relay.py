@@ -18,12 +18,12 @@ from typing import Any, Final, Protocol
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from banking.domain.clock import utc_now
 from banking.events.serialization import JSON_CONTENT_TYPE, EventFormat, encode
 from banking.events.transport import Message, Publisher
 from banking.observability.logging import get_logger
 from banking.storage import repositories as repo
 from banking.storage.database import Database
-from banking.storage.types import utc_now
 
 log = get_logger(__name__)
 

@@ -1,4 +1,4 @@
-"""The one module that owns the event schemas and their wire formats.
+"""The one module that owns the events' wire formats (their schemas are ``events.schemas``).
 
 Values are an Arrow IPC stream of one record batch (default) or JSON, chosen by the
 ``EVENT_FORMAT`` setting; the ``content-type`` header says which, and ``decode`` reads both.
@@ -19,54 +19,10 @@ from typing import Any, Final
 import pyarrow as pa
 
 from banking.events import outbox
+from banking.events.schemas import BALANCE_SCHEMA_V1, COMMAND_SCHEMA_V1, TRANSACTION_SCHEMA_V1
 
 ARROW_CONTENT_TYPE: Final = "application/vnd.apache.arrow.stream"
 JSON_CONTENT_TYPE: Final = "application/json"
-
-_MONEY = pa.decimal128(18, 2)
-_TIME = pa.timestamp("us", tz="UTC")
-
-TRANSACTION_SCHEMA_V1: Final = pa.schema(
-    [
-        ("transaction_id", pa.string()),
-        ("account_id", pa.string()),
-        ("transaction_type", pa.string()),
-        ("amount", _MONEY),
-        ("currency", pa.string()),
-        ("description", pa.string()),
-        ("reference_id", pa.string()),
-        ("timestamp", _TIME),
-        ("status", pa.string()),
-        ("related_transaction_id", pa.string()),
-        ("failure_code", pa.string()),
-    ]
-)
-BALANCE_SCHEMA_V1: Final = pa.schema(
-    [
-        ("account_id", pa.string()),
-        ("current_balance", _MONEY),
-        ("available_balance", _MONEY),
-        ("currency", pa.string()),
-        ("version", pa.int64()),
-        ("timestamp", _TIME),
-    ]
-)
-COMMAND_SCHEMA_V1: Final = pa.schema(
-    [
-        ("transaction_id", pa.string()),
-        ("command", pa.string()),
-        ("account_id", pa.string()),
-        ("destination_account_id", pa.string()),
-        ("amount", _MONEY),
-        ("currency", pa.string()),
-        ("description", pa.string()),
-        ("reference_id", pa.string()),
-        ("requested_by_user_id", pa.string()),
-        ("requested_by_username", pa.string()),
-        ("requested_by_role", pa.string()),
-        ("timestamp", _TIME),
-    ]
-)
 
 SCHEMAS: Final[dict[tuple[str, int], pa.Schema]] = {
     (outbox.EVENT_TRANSACTION_COMPLETED, 1): TRANSACTION_SCHEMA_V1,
@@ -75,7 +31,9 @@ SCHEMAS: Final[dict[tuple[str, int], pa.Schema]] = {
     (outbox.EVENT_BALANCE_UPDATED, 1): BALANCE_SCHEMA_V1,
     (outbox.EVENT_TRANSACTION_SUBMITTED, 1): COMMAND_SCHEMA_V1,
 }
-_MONEY_FIELDS: Final = frozenset({"amount", "current_balance", "available_balance"})
+_COLUMNS: Final = [column for schema in SCHEMAS.values() for column in schema]
+_MONEY_FIELDS: Final = frozenset(c.name for c in _COLUMNS if pa.types.is_decimal(c.type))
+_TIME_FIELDS: Final = frozenset(c.name for c in _COLUMNS if pa.types.is_timestamp(c.type))
 
 
 class EventFormat(StrEnum):
@@ -113,8 +71,8 @@ def _typed(row: dict[str, Any]) -> dict[str, Any]:
     typed = dict(row)
     for name in _MONEY_FIELDS & typed.keys():
         typed[name] = Decimal(typed[name]).quantize(Decimal("0.01"))
-    if "timestamp" in typed:
-        typed["timestamp"] = datetime.fromisoformat(typed["timestamp"])
+    for name in _TIME_FIELDS & typed.keys():
+        typed[name] = datetime.fromisoformat(typed[name])
     return typed
 
 

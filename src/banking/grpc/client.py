@@ -26,6 +26,7 @@ from banking.grpc.gen import (
     transactions_pb2,
     transactions_pb2_grpc,
 )
+from banking.grpc.mapping import from_message
 
 TIMEOUT_SECONDS_DEFAULT: Final = 10.0
 
@@ -50,6 +51,10 @@ class BankingClientError(Exception):
         self.field = field
         self.transaction_id = transaction_id
         self.replayed = replayed
+
+
+# The records a call returns, read from their messages by ``mapping.from_message`` (by field
+# name and type: a new field here needs a message field of the same name).
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,10 +322,6 @@ def _metadata_value(metadata: Iterable[tuple[str, Any]] | None, key: str) -> str
     return None
 
 
-def _optional_uuid(text: str) -> UUID | None:
-    return UUID(text) if text else None
-
-
 def client_error(error: grpc.aio.AioRpcError) -> BankingClientError:
     trailing = error.trailing_metadata()
     transaction_id = _metadata_value(trailing, "transaction-id")
@@ -335,59 +336,16 @@ def client_error(error: grpc.aio.AioRpcError) -> BankingClientError:
 
 
 def movement(response: transactions_pb2.TransactionResponse, *, replayed: bool) -> Movement:
-    return Movement(
-        transaction_id=UUID(response.transaction_id),
-        status=response.status,
-        timestamp=datetime.fromisoformat(response.timestamp),
-        account_id=UUID(response.account_id),
-        transaction_type=response.transaction_type,
-        amount=Decimal(response.amount),
-        currency=response.currency,
-        available_balance=Decimal(response.available_balance),
-        balance_version=response.balance_version,
-        related_transaction_id=_optional_uuid(response.related_transaction_id),
-        reference_id=response.reference_id,
-        replayed=replayed,
-    )
+    return from_message(Movement, response, replayed=replayed)
 
 
 def transaction_info(leg: transactions_pb2.Transaction) -> TransactionInfo:
-    return TransactionInfo(
-        transaction_id=UUID(leg.transaction_id),
-        account_id=UUID(leg.account_id),
-        transaction_type=leg.transaction_type,
-        amount=Decimal(leg.amount),
-        currency=leg.currency,
-        description=leg.description,
-        reference_id=leg.reference_id,
-        created_at=datetime.fromisoformat(leg.created_at),
-        status=leg.status,
-        related_transaction_id=_optional_uuid(leg.related_transaction_id),
-        counterparty_account_id=_optional_uuid(leg.counterparty_account_id),
-        failure_code=leg.failure_code,
-        failure_reason=leg.failure_reason,
-    )
+    return from_message(TransactionInfo, leg)
 
 
 def account_info(account: accounts_pb2.Account) -> AccountInfo:
-    return AccountInfo(
-        account_id=UUID(account.account_id),
-        account_number=account.account_number,
-        customer_id=UUID(account.customer_id),
-        account_type=account.account_type,
-        currency=account.currency,
-        is_active=account.is_active,
-        created_at=datetime.fromisoformat(account.created_at),
-        updated_at=datetime.fromisoformat(account.updated_at),
-    )
+    return from_message(AccountInfo, account)
 
 
 def balance_info(balance: accounts_pb2.Balance) -> BalanceInfo:
-    return BalanceInfo(
-        account_id=UUID(balance.account_id),
-        currency=balance.currency,
-        current_balance=Decimal(balance.current_balance),
-        available_balance=Decimal(balance.available_balance),
-        version=balance.version,
-        last_updated=datetime.fromisoformat(balance.last_updated),
-    )
+    return from_message(BalanceInfo, balance)

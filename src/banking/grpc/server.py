@@ -2,19 +2,16 @@
 interceptors, the standard health service, server reflection and graceful shutdown.
 
 Two ways to run it: ``banking grpc`` (``serve_grpc``: gRPC alone, one process) and
-``banking serve`` with one worker (``serve_rest_and_grpc``: REST and gRPC in one process, on one
-event loop and one container).
+``banking serve`` with one worker (``banking.bootstrap.serve_rest_and_grpc``: REST and gRPC in
+one process, on one event loop and one container).
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from types import FrameType
-from typing import Any, Final
+from typing import Final
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -123,61 +120,3 @@ async def serve_grpc(
         for sig in _SHUTDOWN_SIGNALS:
             loop.remove_signal_handler(sig)
         await container.close()
-
-
-async def serve_rest_and_grpc(
-    container: Container,
-    *,
-    host: str,
-    port: int,
-    grpc_port: int,
-    grace_seconds: float = SHUTDOWN_GRACE_SECONDS,
-) -> None:
-    """REST (uvicorn) and gRPC in one process on one event loop, around one container. A
-    SIGINT or SIGTERM stops both: uvicorn drains its requests while gRPC drains its calls."""
-    import uvicorn
-
-    from banking.rest.app import create_app
-
-    config = uvicorn.Config(
-        create_app(container, dispose_on_shutdown=False),
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        proxy_headers=False,
-    )
-    rest = uvicorn.Server(config)
-    grpc_server = await start_server(container, host=host, port=grpc_port)
-
-    async def stop_grpc_with_rest() -> None:
-        while not rest.should_exit:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
-            await asyncio.sleep(_STOP_POLL_SECONDS)
-        log.info("grpc_stopping", grace_seconds=grace_seconds)
-        await grpc_server.stop(grace_seconds)
-
-    stopper = asyncio.create_task(stop_grpc_with_rest())
-    try:
-        with _survive_reraised_signals():
-            await rest.serve()
-    finally:
-        rest.should_exit = True  # also when REST failed to start
-        await stopper
-        await container.close()
-
-
-@contextmanager
-def _survive_reraised_signals() -> Iterator[None]:
-    """uvicorn captures SIGINT/SIGTERM while it serves and raises the signal again once it
-    has shut down. With the default handlers that would end the process before gRPC has
-    drained; these handlers let the shutdown finish instead."""
-
-    def note(sig: int, _frame: FrameType | None) -> None:
-        log.info("shutdown_signal", signal=signal.Signals(sig).name)
-
-    previous: dict[int, Any] = {sig: signal.signal(sig, note) for sig in _SHUTDOWN_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -1,8 +1,9 @@
 """The gRPC servicers: thin adapters from ``banking.v1`` messages to the core and back.
 
 Each method parses its request (UUIDs, exact decimal amounts through ``parse_amount``), calls
-one core service as the authenticated actor, and builds the response. Errors are raised as
-domain errors and turned into status codes by ``interceptors.ErrorInterceptor``.
+one core service as the authenticated actor, and builds the response (``grpc.mapping``, the one
+mapping of each record to its message). Errors are raised as domain errors and turned into
+status codes by ``interceptors.ErrorInterceptor``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import datetime
-from decimal import Decimal
 from typing import Any, Final, TypeVar
 from uuid import UUID
 
@@ -18,14 +18,11 @@ import grpc
 
 from banking.container import Container
 from banking.domain.errors import ValidationFailed
-from banking.domain.money import format_amount, parse_amount
+from banking.domain.money import parse_amount
 from banking.domain.records import (
-    Account,
-    Balance,
     DebitOrCredit,
     HistoryFilter,
     MovementResult,
-    Transaction,
     TransactionStatus,
     TransactionType,
     TransferRequest,
@@ -37,6 +34,12 @@ from banking.grpc.gen import (
     transactions_pb2_grpc,
 )
 from banking.grpc.interceptors import REPLAYED_KEY, current_actor
+from banking.grpc.mapping import (
+    account_message,
+    balance_message,
+    movement_message,
+    transaction_message,
+)
 from banking.observability import context as log_context
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -216,66 +219,4 @@ def _movement(result: MovementResult, context: Context) -> transactions_pb2.Tran
     log_context.bind(transaction_id=str(leg.transaction_id))
     if result.replayed:
         context.set_trailing_metadata(((REPLAYED_KEY, "true"),))
-    return transactions_pb2.TransactionResponse(
-        transaction_id=str(leg.transaction_id),
-        status=leg.status.value,
-        timestamp=leg.created_at.isoformat(),
-        account_id=str(leg.account_id),
-        amount=format_amount(leg.amount),
-        currency=leg.currency,
-        available_balance=_money(leg.available_balance_after),
-        balance_version=leg.balance_version_after or 0,
-        related_transaction_id=_text(leg.related_transaction_id),
-        transaction_type=leg.transaction_type.value,
-        reference_id=leg.reference_id,
-    )
-
-
-def transaction_message(leg: Transaction) -> transactions_pb2.Transaction:
-    return transactions_pb2.Transaction(
-        transaction_id=str(leg.transaction_id),
-        account_id=str(leg.account_id),
-        transaction_type=leg.transaction_type.value,
-        amount=format_amount(leg.amount),
-        currency=leg.currency,
-        description=leg.description or "",
-        reference_id=leg.reference_id,
-        created_at=leg.created_at.isoformat(),
-        status=leg.status.value,
-        related_transaction_id=_text(leg.related_transaction_id),
-        counterparty_account_id=_text(leg.counterparty_account_id),
-        failure_code=leg.failure_code or "",
-        failure_reason=leg.failure_reason or "",
-    )
-
-
-def account_message(account: Account) -> accounts_pb2.Account:
-    return accounts_pb2.Account(
-        account_id=str(account.account_id),
-        account_number=account.account_number,
-        customer_id=str(account.customer_id),
-        account_type=account.account_type,
-        currency=account.currency,
-        is_active=account.is_active,
-        created_at=account.created_at.isoformat(),
-        updated_at=account.updated_at.isoformat(),
-    )
-
-
-def balance_message(balance: Balance) -> accounts_pb2.Balance:
-    return accounts_pb2.Balance(
-        account_id=str(balance.account_id),
-        currency=balance.currency,
-        current_balance=format_amount(balance.current_balance),
-        available_balance=format_amount(balance.available_balance),
-        version=balance.version,
-        last_updated=balance.last_updated.isoformat(),
-    )
-
-
-def _text(value: UUID | None) -> str:
-    return "" if value is None else str(value)
-
-
-def _money(value: Decimal | None) -> str:
-    return "" if value is None else format_amount(value)
+    return movement_message(leg)

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable
-from typing import Protocol
 from uuid import UUID, uuid4
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
+from banking.domain.clock import utc_now
 from banking.domain.errors import AccountNotFound, InvariantViolated, ValidationFailed
 from banking.domain.money import normalize_currency
 from banking.domain.records import Account, Balance
 from banking.domain.roles import Actor, Role
 from banking.ledger.access import require_manages_accounts, require_visible
-from banking.storage import repositories as repo
-from banking.storage.database import Database
-from banking.storage.types import utc_now
+from banking.ledger.ports import BalanceCache, LedgerStore, NoBalanceCache, UnitOfWork
 
 ACCOUNT_TYPES = frozenset({"checking", "savings", "business", "loan"})
 ACCOUNT_NUMBER_DIGITS = 11  # plus one Luhn check digit
@@ -46,25 +41,9 @@ def new_account_number() -> str:
     return body + luhn_check_digit(body)
 
 
-class BalanceCache(Protocol):
-    """Read-through cache for showing balances (``banking.cache``: memory or Redis). Money
-    decisions never read it; the movement service invalidates it after every commit."""
-
-    async def read_through(
-        self, account_id: UUID, load: Callable[[], Awaitable[tuple[Account, Balance]]]
-    ) -> tuple[Account, Balance]: ...
-
-
-class NoBalanceCache:
-    async def read_through(
-        self, account_id: UUID, load: Callable[[], Awaitable[tuple[Account, Balance]]]
-    ) -> tuple[Account, Balance]:
-        return await load()
-
-
 class AccountService:
-    def __init__(self, database: Database, balance_cache: BalanceCache | None = None) -> None:
-        self._database = database
+    def __init__(self, unit_of_work: UnitOfWork, balance_cache: BalanceCache | None = None) -> None:
+        self._unit_of_work = unit_of_work
         self._balance_cache = balance_cache or NoBalanceCache()
 
     async def open(
@@ -79,19 +58,18 @@ class AccountService:
         code = normalize_currency(currency)
         owner_id = self._owner_for(actor, customer_id)
 
-        async def work(connection: AsyncConnection) -> tuple[Account, Balance]:
-            owner = await repo.get_user(connection, owner_id)
-            if owner is None or owner.role != Role.CUSTOMER.value or not owner.is_active:
+        async def work(store: LedgerStore) -> tuple[Account, Balance]:
+            owner = await store.get_owner(owner_id)
+            if owner is None or owner.role is not Role.CUSTOMER or not owner.is_active:
                 raise ValidationFailed(
                     "customer_id must be an active customer", field="customer_id"
                 )
-            number = await self._unused_account_number(connection)
+            number = await self._unused_account_number(store)
             now = utc_now()
             account = Account(uuid4(), number, owner_id, account_type, code, True, now, now)
-            balance = await repo.insert_account(connection, account, balance_id=uuid4())
-            return account, balance
+            return account, await store.insert_account(account)
 
-        return await self._database.run_in_transaction(work)
+        return await self._unit_of_work.run(work)
 
     @staticmethod
     def _owner_for(actor: Actor, customer_id: UUID | None) -> UUID:
@@ -107,56 +85,55 @@ class AccountService:
         return customer_id
 
     @staticmethod
-    async def _unused_account_number(connection: AsyncConnection) -> str:
+    async def _unused_account_number(store: LedgerStore) -> str:
         for _ in range(ACCOUNT_NUMBER_ATTEMPTS_MAX):
             number = new_account_number()
-            if not await repo.account_number_exists(connection, number):
+            if not await store.account_number_exists(number):
                 return number
         raise InvariantViolated("could not find a free account number")
 
     async def get(self, actor: Actor, account_id: UUID) -> Account:
-        async with self._database.read() as connection:
-            return require_visible(actor, await repo.get_account(connection, account_id))
+        async with self._unit_of_work.read() as store:
+            return require_visible(actor, await store.get_account(account_id))
 
     async def find_by_number(self, actor: Actor, account_number: str) -> Account:
         if not is_valid_account_number(account_number):
             raise ValidationFailed("account_number is not valid", field="account_number")
-        async with self._database.read() as connection:
-            found = await repo.find_account_by_number(connection, account_number)
-            return require_visible(actor, found)
+        async with self._unit_of_work.read() as store:
+            return require_visible(actor, await store.find_account_by_number(account_number))
 
     async def list(self, actor: Actor, *, limit: int = ACCOUNTS_LISTED_MAX) -> list[Account]:
         """A customer's own accounts; staff see all (bounded)."""
         customer_id = None if actor.reads_everything else actor.user_id
-        async with self._database.read() as connection:
-            return await repo.list_accounts(
-                connection, customer_id=customer_id, limit=min(limit, ACCOUNTS_LISTED_MAX)
+        async with self._unit_of_work.read() as store:
+            return await store.list_accounts(
+                customer_id=customer_id, limit=min(limit, ACCOUNTS_LISTED_MAX)
             )
 
     async def set_active(self, actor: Actor, account_id: UUID, *, is_active: bool) -> Account:
         """Freeze or re-open an account (teller or admin). A frozen account moves no money."""
         require_manages_accounts(actor)
 
-        async def work(connection: AsyncConnection) -> Account:
-            require_visible(actor, await repo.get_account(connection, account_id))
-            await repo.set_account_active(connection, account_id, is_active=is_active, at=utc_now())
-            updated = await repo.get_account(connection, account_id)
+        async def work(store: LedgerStore) -> Account:
+            require_visible(actor, await store.get_account(account_id))
+            await store.set_account_active(account_id, is_active=is_active, at=utc_now())
+            updated = await store.get_account(account_id)
             if updated is None:
                 raise AccountNotFound("account not found")
             return updated
 
-        return await self._database.run_in_transaction(work)
+        return await self._unit_of_work.run(work)
 
     async def balance(self, actor: Actor, account_id: UUID) -> Balance:
         """The balance to show, through the balance cache (never used to decide money). The
         cache is keyed by account only: who may see it is checked on every read."""
 
         async def load() -> tuple[Account, Balance]:
-            async with self._database.read() as connection:
-                account = await repo.get_account(connection, account_id)
+            async with self._unit_of_work.read() as store:
+                account = await store.get_account(account_id)
                 if account is None:
                     raise AccountNotFound("account not found")
-                balance = await repo.get_balance(connection, account_id)
+                balance = await store.get_balance(account_id)
             if balance is None:
                 raise InvariantViolated(f"account {account_id} has no balance row")
             return account, balance

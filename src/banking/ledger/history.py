@@ -12,8 +12,7 @@ from banking.domain.errors import ValidationFailed
 from banking.domain.records import HistoryFilter, HistoryPage, Transaction
 from banking.domain.roles import Actor
 from banking.ledger.access import require_visible
-from banking.storage import repositories as repo
-from banking.storage.database import Database
+from banking.ledger.ports import UnitOfWork
 
 
 def encode_cursor(leg: Transaction) -> str:
@@ -46,8 +45,10 @@ def _in_utc(moment: datetime | None, field: str) -> datetime | None:
 
 
 class HistoryService:
-    def __init__(self, database: Database, *, page_size_default: int, page_size_max: int) -> None:
-        self._database = database
+    def __init__(
+        self, unit_of_work: UnitOfWork, *, page_size_default: int, page_size_max: int
+    ) -> None:
+        self._unit_of_work = unit_of_work
         self.page_size_default = page_size_default
         self.page_size_max = page_size_max
 
@@ -71,11 +72,9 @@ class HistoryService:
             created_from=_in_utc(history.created_from, "from"),
             created_to=_in_utc(history.created_to, "to"),
         )
-        async with self._database.read() as connection:
-            require_visible(actor, await repo.get_account(connection, account_id))
-            legs = await repo.list_transactions(
-                connection, account_id, history, after=after, limit=size + 1
-            )
+        async with self._unit_of_work.read() as store:
+            require_visible(actor, await store.get_account(account_id))
+            legs = await store.list_transactions(account_id, history, after=after, limit=size + 1)
         has_more = len(legs) > size
         legs = legs[:size]
         return HistoryPage(legs, encode_cursor(legs[-1]) if has_more and legs else None)

@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from banking.domain.records import TransactionType
-from banking.storage import repositories as repo
-from banking.storage.database import Database
+from banking.ledger.ports import UnitOfWork
 
 REPORTED_ROWS_MAX = 100
 _ZERO = Decimal("0.00")
@@ -23,16 +22,16 @@ class ReconcileReport:
         return not self.problems
 
 
-async def reconcile(database: Database) -> ReconcileReport:
+async def reconcile(unit_of_work: UnitOfWork) -> ReconcileReport:
     """Per currency, balances equal completed credits minus debits and transfers net to zero;
     per account, the balance equals the signed sum of its completed legs; no balance below 0;
     every completed transfer leg has a completed partner of the same amount."""
     report = ReconcileReport()
-    async with database.read() as connection:
-        balance_totals = await repo.balance_totals_by_currency(connection)
-        leg_totals = await repo.completed_totals(connection)
-        mismatched_accounts = await repo.account_mismatches(connection, REPORTED_ROWS_MAX)
-        unmatched_legs = await repo.unmatched_transfer_legs(connection, REPORTED_ROWS_MAX)
+    async with unit_of_work.read() as store:
+        balance_totals = await store.balance_totals_by_currency()
+        leg_totals = await store.completed_totals()
+        mismatched_accounts = await store.account_mismatches(REPORTED_ROWS_MAX)
+        unmatched_legs = await store.unmatched_transfer_legs(REPORTED_ROWS_MAX)
 
     currencies = sorted(set(balance_totals) | {currency for currency, _ in leg_totals})
     for currency in currencies:
@@ -61,6 +60,6 @@ async def reconcile(database: Database) -> ReconcileReport:
             f"account {row.account_id}: current {row.current_balance}, available "
             f"{row.available_balance}, sum of completed legs {row.legs_total or _ZERO}"
         )
-    for row in unmatched_legs:
-        report.problems.append(f"transfer leg {row.transaction_id} has no matching partner leg")
+    for transaction_id in unmatched_legs:
+        report.problems.append(f"transfer leg {transaction_id} has no matching partner leg")
     return report

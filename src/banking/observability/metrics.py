@@ -17,7 +17,6 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import event
 
-from banking.ledger.movements import MovementObserver
 from banking.storage.database import Database
 
 ERROR_CODES = (
@@ -35,7 +34,7 @@ LATENCY_BUCKETS_SECONDS = (
 )  # fmt: skip
 
 
-class Metrics(MovementObserver):
+class Metrics:
     """Every metric the service exports, on one registry (one per process)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -264,7 +263,7 @@ class Metrics(MovementObserver):
 
         self.registry.register(_PoolCollector(database))
 
-    # MovementObserver
+    # MovementMetrics (banking.observability.movements)
     def movement(self, kind: str, status: str, currency: str, amount: Decimal) -> None:
         self.movements.labels(kind, status).inc()
         if status == "completed":

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
@@ -19,7 +20,6 @@ from banking.rest.errors import install_error_handlers
 from banking.rest.middleware import RequestContextMiddleware
 from banking.rest.ratelimit import RateLimitMiddleware
 from banking.rest.routes import accounts, system, transactions, users
-from banking.workers.runtime import EmbeddedEvents
 
 DESCRIPTION = """
 Core-banking transaction service: accounts, balances, debits, credits and transfers with
@@ -28,9 +28,17 @@ idempotent by `reference_id` (or the `Idempotency-Key` header).
 """
 
 
+class Background(Protocol):
+    """Work that runs as long as the app does (the embedded shape's event workers)."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
 def create_app(
     container: Container,
     *,
+    background: Sequence[Background] = (),
     dispose_on_shutdown: bool = True,
     tracer_provider: TracerProvider | None = None,
 ) -> FastAPI:
@@ -38,15 +46,13 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        # Embedded shape: the outbox relay and the consumers run inside this process.
-        events = None if container.settings.uses_kafka else EmbeddedEvents(container)
-        if events is not None:
-            await events.start()
+        for task in background:
+            await task.start()
         try:
             yield
         finally:
-            if events is not None:
-                await events.stop()
+            for task in reversed(background):
+                await task.stop()
             if tracer_provider is not None:
                 tracer_provider.shutdown()  # flushes the spans still queued
             if dispose_on_shutdown:
@@ -121,14 +127,3 @@ def create_app(
         tracer=tracer_provider.get_tracer("banking") if tracer_provider else None,
     )
     return app
-
-
-def app_factory() -> FastAPI:
-    """Uvicorn factory (``banking.rest.app:app_factory``): settings from the environment."""
-    from banking.config import load_settings
-    from banking.container import build_container
-    from banking.observability.logging import configure_logging
-
-    settings = load_settings()
-    configure_logging(level=settings.log_level, json_output=settings.log_json)
-    return create_app(build_container(settings))

@@ -1,17 +1,29 @@
-"""Request and response bodies. Field names follow the sketch; amounts are decimal strings."""
+"""Request and response bodies. Field names follow the sketch; amounts are decimal strings.
+
+A response body of a domain record is built in one place, ``_RecordBody.of``: each of its
+fields is the record's field of the same name (``RENAMED`` lists the exceptions), converted by
+the field's type (``MoneyText`` formats a ``Decimal`` with two decimal places).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar, Self
 from uuid import UUID
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from banking.domain.errors import InvariantViolated, ValidationFailed
 from banking.domain.money import format_amount, parse_amount
-from banking.domain.records import Account, Balance, Transaction
+from banking.domain.records import (
+    Account,
+    Balance,
+    Transaction,
+    TransactionStatus,
+    TransactionType,
+)
 from banking.domain.roles import Role
 
 
@@ -34,7 +46,15 @@ Amount = Annotated[
         }
     ),
 ]
-MoneyText = Annotated[str, Field(examples=["900.00"], pattern=r"^[0-9]+\.[0-9]{2}$")]
+
+
+def _money_text(value: Any) -> Any:
+    return format_amount(value) if isinstance(value, Decimal) else value
+
+
+MoneyText = Annotated[
+    str, BeforeValidator(_money_text), Field(examples=["900.00"], pattern=r"^[0-9]+\.[0-9]{2}$")
+]
 
 
 class _Request(BaseModel):
@@ -98,7 +118,22 @@ class UserRead(BaseModel):
     last_login: datetime | None
 
 
-class AccountRead(BaseModel):
+class _RecordBody(BaseModel):
+    """The body of one domain record (``banking.domain.records``)."""
+
+    # Body field -> record field, where the names differ.
+    RENAMED: ClassVar[Mapping[str, str]] = {}
+
+    @classmethod
+    def of(cls, record: Account | Balance | Transaction) -> Self:
+        """The only mapping of a record to its body: every field, by name."""
+        renamed = cls.RENAMED
+        return cls.model_validate(
+            {name: getattr(record, renamed.get(name, name)) for name in cls.model_fields}
+        )
+
+
+class AccountRead(_RecordBody):
     account_id: UUID
     account_number: str
     customer_id: UUID
@@ -108,25 +143,12 @@ class AccountRead(BaseModel):
     created_at: datetime
     updated_at: datetime
 
-    @classmethod
-    def of(cls, account: Account) -> AccountRead:
-        return cls(
-            account_id=account.account_id,
-            account_number=account.account_number,
-            customer_id=account.customer_id,
-            account_type=account.account_type,
-            currency=account.currency,
-            is_active=account.is_active,
-            created_at=account.created_at,
-            updated_at=account.updated_at,
-        )
-
 
 class AccountList(BaseModel):
     accounts: list[AccountRead]
 
 
-class BalanceRead(BaseModel):
+class BalanceRead(_RecordBody):
     account_id: UUID
     currency: str
     current_balance: MoneyText
@@ -134,62 +156,36 @@ class BalanceRead(BaseModel):
     version: int
     last_updated: datetime
 
-    @classmethod
-    def of(cls, balance: Balance) -> BalanceRead:
-        return cls(
-            account_id=balance.account_id,
-            currency=balance.currency,
-            current_balance=format_amount(balance.current_balance),
-            available_balance=format_amount(balance.available_balance),
-            version=balance.version,
-            last_updated=balance.last_updated,
-        )
-
 
 class AccountCreated(AccountRead):
     balance: BalanceRead
 
 
-class TransactionRead(BaseModel):
+# One leg, as stored; the balance after it is only in a movement's answer (a docstring would
+# become the schema's description in the OpenAPI document).
+class TransactionRead(_RecordBody):
     transaction_id: UUID
     account_id: UUID
-    transaction_type: str
+    transaction_type: TransactionType
     amount: MoneyText
     currency: str
     description: str | None
     reference_id: str
-    status: str
+    status: TransactionStatus
     created_at: datetime
     related_transaction_id: UUID | None
     counterparty_account_id: UUID | None
     failure_code: str | None
     failure_reason: str | None
 
-    @classmethod
-    def fields_of(cls, leg: Transaction) -> dict[str, Any]:
-        return {
-            "transaction_id": leg.transaction_id,
-            "account_id": leg.account_id,
-            "transaction_type": leg.transaction_type.value,
-            "amount": format_amount(leg.amount),
-            "currency": leg.currency,
-            "description": leg.description,
-            "reference_id": leg.reference_id,
-            "status": leg.status.value,
-            "created_at": leg.created_at,
-            "related_transaction_id": leg.related_transaction_id,
-            "counterparty_account_id": leg.counterparty_account_id,
-            "failure_code": leg.failure_code,
-            "failure_reason": leg.failure_reason,
-        }
-
-    @classmethod
-    def of(cls, leg: Transaction) -> TransactionRead:
-        return cls(**cls.fields_of(leg))
-
 
 class MovementRead(TransactionRead):
     """A completed movement: its initiating leg and the account's resulting balance."""
+
+    RENAMED: ClassVar[Mapping[str, str]] = {
+        "available_balance": "available_balance_after",
+        "balance_version": "balance_version_after",
+    }
 
     available_balance: MoneyText
     balance_version: int
@@ -198,11 +194,7 @@ class MovementRead(TransactionRead):
     def of_movement(cls, leg: Transaction) -> MovementRead:
         if leg.available_balance_after is None or leg.balance_version_after is None:
             raise InvariantViolated("a completed movement has a resulting balance")
-        return cls(
-            **cls.fields_of(leg),
-            available_balance=format_amount(leg.available_balance_after),
-            balance_version=leg.balance_version_after,
-        )
+        return cls.of(leg)
 
 
 class TransactionPage(BaseModel):

@@ -72,6 +72,11 @@ balances = Table(
     CheckConstraint("current_balance >= 0", name="current_not_negative"),
 )
 
+# The idempotency key's unique index (its violation is how a duplicate is recognised).
+REFERENCE_KEY = "uq_transactions_account_reference"
+# How SQLite names the same violation (it reports columns, not the index).
+REFERENCE_KEY_SQLITE_COLUMNS = "transactions.account_id, transactions.reference_id"
+
 transactions = Table(
     "transactions",
     metadata,
@@ -103,7 +108,7 @@ transactions = Table(
     # The idempotency key: one initiating leg per (account, reference). The receiving leg of a
     # transfer repeats the reference for readability and is left out of the uniqueness.
     Index(
-        "uq_transactions_account_reference",
+        REFERENCE_KEY,
         "account_id",
         "reference_id",
         unique=True,

@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol
 
+from banking.domain.clock import utc_now
 from banking.events import topics
 from banking.events.transport import Message, Publisher
-from banking.storage.types import utc_now
 
 ERROR_TEXT_LENGTH_MAX = 500
 ORIGINAL_TOPIC = "original_topic"

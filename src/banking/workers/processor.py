@@ -13,7 +13,7 @@ from banking.events.commands import MalformedCommand, command_from_payload
 from banking.events.outbox import EVENT_TRANSACTION_SUBMITTED
 from banking.events.serialization import JSON_CONTENT_TYPE, UndecodableEvent, decode, payload_text
 from banking.events.transport import Message
-from banking.ledger.movements import MovementService
+from banking.ledger.ports import Movements
 from banking.observability import context
 from banking.observability.logging import get_logger
 from banking.workers.dead_letters import DeadLetters
@@ -38,7 +38,7 @@ def read_command(message: Message) -> Command:
 
 
 class CommandProcessor:
-    def __init__(self, movements: MovementService, dead_letters: DeadLetters) -> None:
+    def __init__(self, movements: Movements, dead_letters: DeadLetters) -> None:
         self.movements = movements
         self._dead_letters = dead_letters
 
@@ -55,7 +55,7 @@ class CommandProcessor:
             return
         context.bind(transaction_id=str(command.transaction_id))
         try:
-            leg = await self.movements.apply_command(command)
+            outcome = await self.movements.apply_command(command)
         except Exception as error:  # noqa: BLE001 - technical: retried from the DLQ
             log.warning(
                 "command_failed_technically",
@@ -64,4 +64,8 @@ class CommandProcessor:
             )
             await self._dead_letters.retry_later(message, error, attempts=1)
             return
-        log.info("command_applied", status=leg.status.value if leg else "rejected")
+        log.info(
+            "command_applied",
+            status=outcome.leg.status.value if outcome.leg else "rejected",
+            already_done=outcome.already_done,
+        )

@@ -206,9 +206,9 @@ class ListTransactionsRequest(_message.Message):
     """RFC 3339 with a time zone; empty means no bound"""
     created_to: _builtins.str
     transaction_type: _builtins.str
-    """debit, credit, transfer_out, transfer_in; empty means all"""
+    """enum TransactionType (debit, credit, transfer_out, transfer_in); empty means all"""
     status: _builtins.str
-    """pending, completed, failed; empty means all"""
+    """enum TransactionStatus (pending, completed, failed); empty means all"""
     def __init__(
         self,
         *,

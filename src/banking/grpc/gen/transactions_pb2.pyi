@@ -15,6 +15,11 @@ parameters fails with ALREADY_EXISTS (IDEMPOTENCY_CONFLICT). An empty `reference
 
 Errors carry the stable code of the REST error envelope in trailing metadata `error-code`
 (and `error-field` for a bad field, `transaction-id` for a declined movement).
+
+Enums: `transaction_type` and `status` are strings that hold one value of an enum, as in
+REST's OpenAPI document (a proto3 enum would change the sketch's field types):
+  enum TransactionType: "debit", "credit", "transfer_out", "transfer_in"
+  enum TransactionStatus: "pending", "completed", "failed"
 """
 
 from google.protobuf import descriptor as _descriptor
@@ -150,7 +155,7 @@ class TransactionResponse(_message.Message):
     REFERENCE_ID_FIELD_NUMBER: _builtins.int
     transaction_id: _builtins.str
     status: _builtins.str
-    """"completed" """
+    """enum TransactionStatus: always "completed" """
     timestamp: _builtins.str
     """RFC 3339, UTC"""
     account_id: _builtins.str
@@ -164,7 +169,7 @@ class TransactionResponse(_message.Message):
     related_transaction_id: _builtins.str
     """a transfer's other leg; empty otherwise"""
     transaction_type: _builtins.str
-    """debit, credit or transfer_out"""
+    """enum TransactionType: debit, credit or transfer_out"""
     reference_id: _builtins.str
     def __init__(
         self,
@@ -230,7 +235,7 @@ class Transaction(_message.Message):
     transaction_id: _builtins.str
     account_id: _builtins.str
     transaction_type: _builtins.str
-    """debit, credit, transfer_out or transfer_in"""
+    """enum TransactionType: debit, credit, transfer_out or transfer_in"""
     amount: _builtins.str
     """decimal string, two decimal places"""
     currency: _builtins.str
@@ -239,7 +244,7 @@ class Transaction(_message.Message):
     created_at: _builtins.str
     """RFC 3339, UTC"""
     status: _builtins.str
-    """pending, completed or failed"""
+    """enum TransactionStatus: pending, completed or failed"""
     related_transaction_id: _builtins.str
     """empty when none"""
     counterparty_account_id: _builtins.str

@@ -15,6 +15,11 @@ parameters fails with ALREADY_EXISTS (IDEMPOTENCY_CONFLICT). An empty `reference
 
 Errors carry the stable code of the REST error envelope in trailing metadata `error-code`
 (and `error-field` for a bad field, `transaction-id` for a declined movement).
+
+Enums: `transaction_type` and `status` are strings that hold one value of an enum, as in
+REST's OpenAPI document (a proto3 enum would change the sketch's field types):
+  enum TransactionType: "debit", "credit", "transfer_out", "transfer_in"
+  enum TransactionStatus: "pending", "completed", "failed"
 """
 
 from banking.grpc.gen import transactions_pb2 as _transactions_pb2

@@ -1,7 +1,7 @@
 -- wrk script: the same money movements as the ghz runs, over REST, for a side-by-side figure.
 --
 --   MODE=debit|transfer TOKEN=<customer jwt> ACCOUNT_IDS=<id1,id2,...> \
---     wrk -t 2 -c 50 -d 20s --latency -s load-tests/rest-load.lua http://127.0.0.1:8000
+--     wrk -t 2 -c 50 -d 20s --latency -s benchmarks/load/rest-load.lua http://127.0.0.1:8000
 --
 -- debit: 10.00 from the first account (the sketch's single hot account);
 -- transfer: 10.00 from account i to account i+1, round-robin over ACCOUNT_IDS.

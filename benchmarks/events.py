@@ -16,8 +16,6 @@ import asyncio
 import json
 import os
 import secrets
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -26,20 +24,23 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
 
-from banking import bench
 from banking.events import topics
 from banking.events.serialization import EventFormat, decode, encode
 from banking.storage.migrate import upgrade
+from benchmarks.config import EXIT_UNUSABLE, BenchUnusable, say
+from benchmarks.databases import recreate_databases
+from benchmarks.load_generator import LoadPlan, run_load_process
+from benchmarks.processes import ServerSettings, Service, free_port, start_server, stop_server
+from benchmarks.seeding import seed_bank
+from benchmarks.stats import percentile
 
 DURATION_SECONDS = 20
 CONCURRENCY = 16
 SERIALIZATION_EVENTS = 20_000
 DRAIN_TIMEOUT_SECONDS = 120
+RELAY_STOP_TIMEOUT_SECONDS = 30.0
 EVENTS_DATABASE = "bench_events"
 
 _SAMPLES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -109,13 +110,6 @@ def serialization_figures(count: int = SERIALIZATION_EVENTS) -> dict[str, Any]:
     return figures
 
 
-def _percentile(values: list[float], fraction: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
 async def _watch(
     bootstrap: str, prefix: str, stop: asyncio.Event, seen: list[tuple[float, float]]
 ) -> None:
@@ -151,25 +145,29 @@ def run_event_benchmark(output: Path) -> int:
             "needs BANKING_PG_ADMIN_DSN and BANKING_KAFKA_BOOTSTRAP: run "
             "scripts/services/postgres.sh start and scripts/services/kafka.sh start\n"
         )
-        return 2
+        return EXIT_UNUSABLE
     result: dict[str, Any] = {"started_at": datetime.now(UTC).isoformat()}
     result["serialization"] = serialization_figures()
-    result["under_load"] = asyncio.run(_under_load(admin_dsn, bootstrap, output.parent))
+    try:
+        result["under_load"] = asyncio.run(_under_load(admin_dsn, bootstrap, output.parent))
+    except BenchUnusable as error:
+        sys.stderr.write(f"bench --events: cannot run: {error}\n")
+        return EXIT_UNUSABLE
     output.parent.mkdir(parents=True, exist_ok=True)
     report = json.dumps(result, indent=2)
     output.write_text(report)
-    bench._say(report)
+    say(report)
     return 0
 
 
 async def _under_load(admin_dsn: str, bootstrap: str, log_dir: Path) -> dict[str, Any]:
     admin_url = make_url(admin_dsn)
     database_url = admin_url.set(drivername="postgresql+asyncpg", database=EVENTS_DATABASE)
-    await _recreate(admin_dsn)
+    await recreate_databases(admin_url, [EVENTS_DATABASE])
     url = database_url.render_as_string(hide_password=False)
     await asyncio.to_thread(upgrade, url)
     jwt_secret = secrets.token_urlsafe(36)
-    seeded = await bench.seed_bank(url, jwt_secret)
+    seeded = await seed_bank(url, jwt_secret)
     prefix = f"bench{uuid.uuid4().hex[:6]}."
     os.environ.update(
         {
@@ -178,22 +176,24 @@ async def _under_load(admin_dsn: str, bootstrap: str, log_dir: Path) -> dict[str
             "RATE_LIMIT_ENABLED": "false",
         }
     )
-    server = bench.start_server(
-        bench.ServerSettings(url, jwt_secret, 2, CONCURRENCY, bench._free_port()), log_dir
-    )
-    relay_log = (log_dir / "relay.log").open("wb")
-    relay = subprocess.Popen(  # noqa: ASYNC220 - started once, before the measured window
+    server = start_server(ServerSettings(url, jwt_secret, 2, CONCURRENCY, free_port()), log_dir)
+    relay = Service.start(  # started once, before the measured window
+        "the relay",
         [sys.executable, "-m", "banking.cli", "worker", "relay"],
-        env={**os.environ, "DATABASE_URL": url, "JWT_SECRET": jwt_secret, "LOG_LEVEL": "WARNING"},
-        stdout=relay_log,
-        stderr=subprocess.STDOUT,
+        environment={
+            **os.environ,
+            "DATABASE_URL": url,
+            "JWT_SECRET": jwt_secret,
+            "LOG_LEVEL": "WARNING",
+        },
+        log_path=log_dir / "relay.log",
     )
     seen: list[tuple[float, float]] = []
     stop = asyncio.Event()
     watcher = asyncio.create_task(_watch(bootstrap, prefix, stop, seen))
     try:
         await asyncio.sleep(3)
-        plan = bench.LoadPlan(
+        plan = LoadPlan(
             base_url=server.base_url,
             concurrency=CONCURRENCY,
             warmup_seconds=3.0,
@@ -202,11 +202,11 @@ async def _under_load(admin_dsn: str, bootstrap: str, log_dir: Path) -> dict[str
             teller_token=seeded.teller_token,
             customers=seeded.customers,
             hot_accounts=seeded.hot_accounts,
-            server_pid=server.process.pid,
+            server_pid=server.pid,
             postgres_pid=None,
         )
         load_started = time.monotonic()
-        api = await asyncio.to_thread(bench.run_load_process, plan)
+        api = await asyncio.to_thread(run_load_process, plan)
         load_ended = time.monotonic()
         drained_after = None
         deadline = load_ended + DRAIN_TIMEOUT_SECONDS
@@ -218,36 +218,18 @@ async def _under_load(admin_dsn: str, bootstrap: str, log_dir: Path) -> dict[str
     finally:
         stop.set()
         await watcher
-        relay.send_signal(signal.SIGTERM)
-        relay.wait(timeout=30)
-        relay_log.close()
-        bench.stop_server(server)
-    measured = [lag for at, lag in seen if load_started + 3.0 <= at <= load_ended]
+        relay.stop(RELAY_STOP_TIMEOUT_SECONDS)
+        stop_server(server)
+    measured = sorted(lag for at, lag in seen if load_started + 3.0 <= at <= load_ended)
     window = max(load_ended - load_started - 3.0, 1e-9)
     return {
         "api_transfers_per_second": api.transfers_per_second,
         "api_requests_per_second": api.requests_per_second,
         "concurrency": CONCURRENCY,
         "relay_events_per_second": round(len(measured) / window, 1),
-        "lag_p50_ms": round((_percentile(measured, 0.5) or 0) * 1000, 1),
-        "lag_p99_ms": round((_percentile(measured, 0.99) or 0) * 1000, 1),
+        "lag_p50_ms": round((percentile(measured, 0.5) or 0) * 1000, 1),
+        "lag_p99_ms": round((percentile(measured, 0.99) or 0) * 1000, 1),
         "lag_max_ms": round(max(measured, default=0) * 1000, 1),
         "events_read": len(seen),
         "backlog_drained_seconds_after_load": drained_after,
     }
-
-
-async def _recreate(admin_dsn: str) -> None:
-    engine = create_async_engine(
-        make_url(admin_dsn).set(drivername="postgresql+asyncpg"),
-        isolation_level="AUTOCOMMIT",
-        poolclass=NullPool,
-    )
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(
-                text(f'DROP DATABASE IF EXISTS "{EVENTS_DATABASE}" WITH (FORCE)')
-            )
-            await connection.execute(text(f'CREATE DATABASE "{EVENTS_DATABASE}"'))
-    finally:
-        await engine.dispose()

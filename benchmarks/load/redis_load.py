@@ -10,7 +10,7 @@ seeded database, and drives it with an aiohttp loop: CONCURRENCY clients for DUR
 after a short warm-up. Everything targets 127.0.0.1 and stops by itself.
 
     eval "$(scripts/services/postgres.sh start)"; eval "$(scripts/services/redis.sh start)"
-    .venv/bin/python load-tests/redis_load.py [--duration 15] [--concurrency 16] [--out FILE]
+    .venv/bin/python -m benchmarks.load.redis_load [--duration 15] [--concurrency 16] [--out FILE]
 
 Needs BANKING_PG_URL, BANKING_PG_ADMIN_DSN and BANKING_REDIS_URL (the scripts print them).
 The database ``redis_load`` on that server is dropped and re-created.
@@ -26,9 +26,7 @@ import platform
 import random
 import re
 import secrets
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -38,14 +36,19 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
+from pydantic import SecretStr
+from sqlalchemy.engine import make_url
 
+from banking.bootstrap import build_container
 from banking.config import Settings
-from banking.container import build_container
+from banking.container import Container
 from banking.domain.roles import Actor, Role
-from banking.domain.records import DebitOrCredit
 from banking.ledger.reconcile import reconcile
 from banking.storage.migrate import upgrade
+from benchmarks.databases import recreate_databases
+from benchmarks.processes import Service, free_port
+from benchmarks.seeding import create_user, open_funded_account, token
+from benchmarks.stats import percentile_ms
 
 DATABASE = "redis_load"
 READ_ACCOUNTS = 100
@@ -53,6 +56,7 @@ SPREAD_ACCOUNTS = 100
 HOT_ACCOUNTS = 4
 WARMUP_SECONDS = 2.0
 STARTUP_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 30.0
 REQUEST_TIMEOUT_SECONDS = 30.0
 SEED_FUNDS = Decimal("1000000.00")
 
@@ -71,25 +75,9 @@ class Result:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def percentile(ordered: list[float], fraction: float) -> float:
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
 async def prepare_database(admin_dsn: str, pg_url: str) -> str:
-    connection = await asyncpg.connect(admin_dsn)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
-        await connection.execute(f'CREATE DATABASE "{DATABASE}"')
-    finally:
-        await connection.close()
+    """The database ``DATABASE``, dropped, created and migrated; its URL."""
+    await recreate_databases(make_url(admin_dsn), [DATABASE])
     url = pg_url.rpartition("/")[0] + "/" + DATABASE
     await asyncio.to_thread(upgrade, url)  # alembic runs its own event loop
     return url
@@ -97,6 +85,8 @@ async def prepare_database(admin_dsn: str, pg_url: str) -> str:
 
 @dataclass
 class Seed:
+    """The seeded users' tokens and the accounts of each kind of scenario."""
+
     tokens: list[str]  # one teller per client: per-user rate limits apply per client
     read_accounts: list[str]
     spread_accounts: list[str]
@@ -104,80 +94,50 @@ class Seed:
 
 
 async def seed(settings: Settings, clients: int) -> Seed:
+    """One teller per client, one customer, and the funded accounts of the scenarios."""
     container = build_container(settings)
     try:
         tellers = [
-            await container.users.create(
-                None,
-                username=f"load-teller-{index}",
-                email=f"load-teller-{index}@example.com",
-                password=secrets.token_urlsafe(16),
-                role=Role.TELLER,
-            )
+            await create_user(container, f"load-teller-{index}", Role.TELLER)
             for index in range(clients)
         ]
-        teller = tellers[0]
-        customer = await container.users.create(
-            None,
-            username="load-customer",
-            email="load-customer@example.com",
-            password=secrets.token_urlsafe(16),
-            role=Role.CUSTOMER,
-        )
-        actor = Actor(teller.user_id, teller.username, Role.TELLER)
-
-        async def open_funded(count: int) -> list[str]:
-            ids = []
-            for _ in range(count):
-                account, _ = await container.accounts.open(
-                    actor, account_type="checking", currency="USD", customer_id=customer.user_id
-                )
-                await container.movements.credit(
-                    actor, DebitOrCredit(account.account_id, SEED_FUNDS, "USD")
-                )
-                ids.append(str(account.account_id))
-            return ids
-
+        customer = await create_user(container, "load-customer", Role.CUSTOMER)
         return Seed(
-            tokens=[container.tokens.issue(t.user_id, t.username, Role.TELLER) for t in tellers],
-            read_accounts=await open_funded(READ_ACCOUNTS),
-            spread_accounts=await open_funded(SPREAD_ACCOUNTS),
-            hot_accounts=await open_funded(HOT_ACCOUNTS),
+            tokens=[token(container, teller) for teller in tellers],
+            read_accounts=await _open_funded(container, tellers[0], customer, READ_ACCOUNTS),
+            spread_accounts=await _open_funded(container, tellers[0], customer, SPREAD_ACCOUNTS),
+            hot_accounts=await _open_funded(container, tellers[0], customer, HOT_ACCOUNTS),
         )
     finally:
         await container.close()
 
 
+async def _open_funded(
+    container: Container, teller: Actor, customer: Actor, count: int
+) -> list[str]:
+    return [
+        str(await open_funded_account(container, teller, customer.user_id, SEED_FUNDS, "USD"))
+        for _ in range(count)
+    ]
+
+
 class Server:
+    """``banking serve`` (one worker) on free ports, started and ready."""
+
     def __init__(self, base_env: dict[str, str], extra: dict[str, str], log_dir: Path) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        env = {**base_env, **extra}
-        self.log_path = log_dir / f"serve-{self.port}.log"
-        self._log = self.log_path.open("w")
-        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+        self.service = Service.start(
+            "the server",
             [
                 *(sys.executable, "-m", "banking.cli", "serve"),
                 *("--port", str(self.port), "--grpc-port", str(free_port())),
             ],
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            environment={**base_env, **extra},
+            log_path=log_dir / f"serve-{self.port}.log",
+            ready_url=f"{self.base}/ready",
+            timeout_seconds=STARTUP_TIMEOUT_SECONDS,
         )
-
-    async def wait_ready(self, session: aiohttp.ClientSession) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                async with session.get(f"{self.base}/ready") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-        raise RuntimeError("server did not become ready")
 
     async def metric(self, session: aiohttp.ClientSession, name: str) -> dict[str, float]:
         async with session.get(f"{self.base}/metrics") as response:
@@ -190,13 +150,8 @@ class Server:
         return found
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self._log.close()
+        """SIGTERM, then SIGKILL if it does not stop in time."""
+        self.service.stop(STOP_TIMEOUT_SECONDS)
 
 
 async def drive(
@@ -240,12 +195,11 @@ async def run_scenario(
     concurrency: int,
     duration: float,
 ) -> Result:
-    server = Server(base_env, extra_env, log_dir)
+    server = await asyncio.to_thread(Server, base_env, extra_env, log_dir)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS)
     connector = aiohttp.TCPConnector(limit=concurrency * 2)
     try:
         async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-            await server.wait_ready(session)
             latencies, errors, seconds = await drive(
                 session, make_request(server.base), concurrency=concurrency, duration=duration
             )
@@ -273,9 +227,9 @@ async def run_scenario(
         errors=errors,
         seconds=seconds,
         per_second=round(len(latencies) / seconds, 1),
-        p50_ms=round(1000 * statistics.median(ordered), 2) if ordered else float("nan"),
-        p95_ms=round(1000 * percentile(ordered, 0.95), 2),
-        p99_ms=round(1000 * percentile(ordered, 0.99), 2),
+        p50_ms=_milliseconds(ordered, 0.50),
+        p95_ms=_milliseconds(ordered, 0.95),
+        p99_ms=_milliseconds(ordered, 0.99),
         extra=extra,
     )
     print(
@@ -284,6 +238,11 @@ async def run_scenario(
         flush=True,
     )
     return result
+
+
+def _milliseconds(ordered: list[float], fraction: float) -> float:
+    value = percentile_ms(ordered, fraction)
+    return float("nan") if value is None else value
 
 
 def bearer(tokens: list[str], index: int) -> dict[str, str]:
@@ -350,10 +309,10 @@ def transfers(tokens: list[str], accounts: list[str]) -> Any:
 
 
 async def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--out", type=Path, default=Path("load-tests/results/redis-latest.json"))
+    parser.add_argument("--out", type=Path, default=Path("bench-results/redis-latest.json"))
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--only", default="", help="run only scenarios whose name contains this")
     args = parser.parse_args()
@@ -367,7 +326,9 @@ async def main() -> int:
 
     database_url = await prepare_database(admin_dsn, pg_url)
     jwt_secret = secrets.token_urlsafe(48)
-    settings = Settings(database_url=database_url, jwt_secret=jwt_secret, rate_limit_enabled=False)
+    settings = Settings(
+        database_url=database_url, jwt_secret=SecretStr(jwt_secret), rate_limit_enabled=False
+    )
     print(f"seeding {DATABASE} ...", flush=True)
     data = await seed(settings, args.concurrency)
     base_env = {
@@ -427,7 +388,7 @@ async def main() -> int:
 
     container = build_container(settings)
     try:
-        report = await reconcile(container.database)
+        report = await reconcile(container.unit_of_work)
     finally:
         await container.close()
     print(f"reconcile: {'clean' if report.clean else report.problems}")

@@ -1,0 +1,39 @@
+"""The benchmarks' entry point: ``banking bench [--events] [--output FILE]`` calls ``run``, and
+``python -m benchmarks`` is the same command without the service's CLI."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmarks.events import run_event_benchmark
+from benchmarks.runner import run_benchmark
+
+DEFAULT_OUTPUT = Path("bench-results/latest.json")
+DEFAULT_EVENTS_OUTPUT = Path("bench-results/events.json")
+
+
+def run(*, events: bool = False, output: Path | None = None) -> int:
+    """The REST benchmark against pgbench, or (``events``) the event backbone's figures; the
+    exit code (0 ok, 1 failed, 2 could not start, 130 interrupted)."""
+    if events:
+        return run_event_benchmark(output or DEFAULT_EVENTS_OUTPUT)
+    return run_benchmark(output or DEFAULT_OUTPUT)
+
+
+def main(arguments: Sequence[str] | None = None) -> int:
+    """``python -m benchmarks [--events] [--output FILE]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Benchmark the REST API on PostgreSQL against pgbench on the same server, "
+        "or (--events) the event backbone under that load (docs/benchmarks.md).",
+    )
+    parser.add_argument(
+        "--output", type=Path, default=None, help="where to write the figures (JSON)"
+    )
+    parser.add_argument(
+        "--events", action="store_true", help="event backbone figures (Kafka relay, lag, formats)"
+    )
+    options = parser.parse_args(arguments)
+    return run(events=options.events, output=options.output)

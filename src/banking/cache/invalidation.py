@@ -1,0 +1,75 @@
+"""Cache invalidation on commit, as a wrapper of the movement service (same ``Movements``).
+
+After a movement that changed balances commits, and before its caller is answered, the
+balance cache drops those accounts, so a client never reads its own write stale. It must not
+raise: the money has already moved (the caches log and retry their own failures).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+from uuid import UUID
+
+from banking.domain.records import (
+    Command,
+    CommandOutcome,
+    DebitOrCredit,
+    MovementResult,
+    Transaction,
+    TransactionStatus,
+    TransferRequest,
+)
+from banking.domain.roles import Actor
+from banking.ledger.ports import Movements, MovementsDecorator
+
+
+class Invalidates(Protocol):
+    async def invalidate_many(self, account_ids: Iterable[UUID]) -> None: ...
+
+
+def changed_accounts(leg: Transaction | None) -> list[UUID]:
+    """The accounts whose balance a finished leg changed (none unless it completed)."""
+    if leg is None or leg.status is not TransactionStatus.COMPLETED:
+        return []
+    if leg.counterparty_account_id is None:
+        return [leg.account_id]
+    return [leg.account_id, leg.counterparty_account_id]
+
+
+class InvalidatingMovements(MovementsDecorator):
+    """``Movements`` that drop the changed balances from the cache after every commit."""
+
+    def __init__(self, inner: Movements, cache: Invalidates) -> None:
+        super().__init__(inner)
+        self._cache = cache
+
+    async def debit(
+        self, actor: Actor, request: DebitOrCredit, *, trace_id: str | None = None
+    ) -> MovementResult:
+        return await self._after(await self._inner.debit(actor, request, trace_id=trace_id))
+
+    async def credit(
+        self, actor: Actor, request: DebitOrCredit, *, trace_id: str | None = None
+    ) -> MovementResult:
+        return await self._after(await self._inner.credit(actor, request, trace_id=trace_id))
+
+    async def transfer(
+        self, actor: Actor, request: TransferRequest, *, trace_id: str | None = None
+    ) -> MovementResult:
+        return await self._after(await self._inner.transfer(actor, request, trace_id=trace_id))
+
+    async def apply_command(self, command: Command) -> CommandOutcome:
+        outcome = await self._inner.apply_command(command)
+        if not outcome.already_done:
+            await self._drop(changed_accounts(outcome.leg))
+        return outcome
+
+    async def _after(self, result: MovementResult) -> MovementResult:
+        if not result.replayed:
+            await self._drop(changed_accounts(result.transaction))
+        return result
+
+    async def _drop(self, account_ids: list[UUID]) -> None:
+        if account_ids:
+            await self._cache.invalidate_many(account_ids)

@@ -1,0 +1,131 @@
+"""The gRPC form of the ledger's records: one mapping per message, each way.
+
+Out (the servicers): a message is filled from a record by the message's own fields, each from
+the record's field of the same name (``MOVEMENT_FIELDS`` lists the exceptions), as the API's
+text: UUIDs, amounts (two decimal places), times (RFC 3339) and enum values become strings, and
+``None`` leaves a field empty (proto3 has no null). Back (``grpc.client``): ``from_message``
+reads a message into one of the client's dataclasses by that dataclass's field types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import fields
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any, Final, TypeVar, get_type_hints
+from uuid import UUID
+
+from google.protobuf.message import Message
+
+from banking.domain.money import format_amount
+from banking.domain.records import Account, Balance, Transaction
+from banking.grpc.gen import accounts_pb2, transactions_pb2
+
+_Message = TypeVar("_Message", bound=Message)
+_Record = TypeVar("_Record")
+
+# TransactionResponse field -> leg field, where the names differ: the sketch's response calls
+# the leg's time "timestamp" and the balance after it available_balance / balance_version.
+MOVEMENT_FIELDS: Final[Mapping[str, str]] = {
+    "timestamp": "created_at",
+    "available_balance": "available_balance_after",
+    "balance_version": "balance_version_after",
+}
+
+
+def transaction_message(leg: Transaction) -> transactions_pb2.Transaction:
+    return _message(transactions_pb2.Transaction, leg)
+
+
+def movement_message(leg: Transaction) -> transactions_pb2.TransactionResponse:
+    """A completed movement: its initiating leg and the balance after it."""
+    return _message(transactions_pb2.TransactionResponse, leg, MOVEMENT_FIELDS)
+
+
+def account_message(account: Account) -> accounts_pb2.Account:
+    return _message(accounts_pb2.Account, account)
+
+
+def balance_message(balance: Balance) -> accounts_pb2.Balance:
+    return _message(accounts_pb2.Balance, balance)
+
+
+def _message(
+    message_type: type[_Message], record: object, renamed: Mapping[str, str] | None = None
+) -> _Message:
+    values: dict[str, Any] = {}
+    for name in message_type.DESCRIPTOR.fields_by_name:
+        value = getattr(record, renamed.get(name, name) if renamed else name)
+        if value is not None:
+            convert = _WIRE.get(type(value))
+            values[name] = convert(value) if convert else _wire(value)
+    return message_type(**values)
+
+
+_WIRE: Final[Mapping[type, Callable[[Any], object]]] = {
+    str: str,
+    bool: bool,
+    int: int,
+    UUID: str,
+    Decimal: format_amount,
+    datetime: datetime.isoformat,
+}
+
+
+def _wire(value: object) -> object:
+    """The slow path, for subclasses (asyncpg's UUID, enums)."""
+    if isinstance(value, Enum):
+        return value.value
+    for kind, convert in _WIRE.items():
+        if isinstance(value, kind):
+            return convert(value)
+    raise TypeError(f"no gRPC form for {type(value).__name__}")
+
+
+# --- back: a message into a client record ---------------------------------------------------
+
+
+def from_message(record_type: type[_Record], message: Message, **given: object) -> _Record:
+    """A dataclass from a message: each field from the message field of the same name, read by
+    the field's type (an empty ``UUID | None`` is None); ``given`` fills the fields a message
+    has not (such as ``replayed``, from trailing metadata)."""
+    values: dict[str, object] = dict(given)
+    readers = _READERS_OF.get(record_type) or _READERS_OF.setdefault(
+        record_type, _readers(record_type)
+    )
+    for name, read in readers:
+        if name not in values:
+            values[name] = read(getattr(message, name))
+    return record_type(**values)
+
+
+_READERS: Final[Mapping[object, Callable[[Any], object]]] = {
+    UUID: UUID,
+    UUID | None: lambda text: UUID(text) if text else None,
+    Decimal: Decimal,
+    datetime: datetime.fromisoformat,
+}
+
+
+_Readers = tuple[tuple[str, Callable[[Any], object]], ...]
+_READERS_OF: Final[dict[type[Any], _Readers]] = {}  # each client record's readers, by its type
+
+
+def _readers(record_type: type[Any]) -> _Readers:
+    hints = get_type_hints(record_type)
+    readers = []
+    for field in fields(record_type):
+        kind = hints[field.name]
+        if kind not in _READERS and kind not in _AS_IS:
+            raise TypeError(f"no reader for {record_type.__name__}.{field.name}: {kind}")
+        readers.append((field.name, _READERS.get(kind, _as_is)))
+    return tuple(readers)
+
+
+_AS_IS: Final = (str, int, bool)
+
+
+def _as_is(value: object) -> object:
+    return value

@@ -1,0 +1,224 @@
+"""The ports of the ledger: what its use cases need from the outside, as Protocols.
+
+The ledger decides; a store remembers. ``LedgerStore`` is one unit of work's view of the books
+(SQLite and PostgreSQL in ``banking.storage``, an in-memory fake in the tests, one contract test
+for all three). ``UnitOfWork`` is the only thing that begins and commits. ``Movements`` is the
+movement service's own interface, so cross-cutting concerns (locks, metrics, cache
+invalidation) wrap it with the same Protocol instead of subclassing it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from decimal import Decimal
+from typing import Protocol, TypeVar
+from uuid import UUID
+
+from banking.domain.records import (
+    Account,
+    AccountMismatch,
+    Balance,
+    BalanceAfter,
+    Command,
+    CommandOutcome,
+    DebitOrCredit,
+    HistoryFilter,
+    JournalEntry,
+    LedgerEvent,
+    MovementResult,
+    Owner,
+    Transaction,
+    TransactionType,
+    TransferRequest,
+)
+from banking.domain.roles import Actor
+
+T = TypeVar("T")
+
+
+class LedgerStore(Protocol):
+    """Reads and writes inside one unit of work. Nothing here commits; a method that changes
+    rows takes effect when the unit of work ends without an error."""
+
+    # --- accounts and balances ---
+    async def get_account(self, account_id: UUID) -> Account | None: ...
+    async def get_accounts(self, account_ids: Sequence[UUID]) -> list[Account]: ...
+    async def find_account_by_number(self, account_number: str) -> Account | None: ...
+    async def account_number_exists(self, account_number: str) -> bool: ...
+    async def list_accounts(self, *, customer_id: UUID | None, limit: int) -> list[Account]: ...
+    async def insert_account(self, account: Account) -> Balance:
+        """Store a new account with a zero balance at version 1."""
+        ...
+
+    async def set_account_active(
+        self, account_id: UUID, *, is_active: bool, at: datetime
+    ) -> None: ...
+
+    async def get_balance(self, account_id: UUID) -> Balance | None: ...
+    async def get_owner(self, user_id: UUID) -> Owner | None: ...
+
+    # --- money ---
+    async def lock_balances(self, account_ids: Sequence[UUID]) -> None:
+        """Lock the balance rows in account-id order (the one order: no deadlock)."""
+        ...
+
+    async def apply_debit(
+        self, account_id: UUID, amount: Decimal, at: datetime
+    ) -> BalanceAfter | None:
+        """Take ``amount`` off only if that much is available; None when it is not."""
+        ...
+
+    async def apply_credit(
+        self, account_id: UUID, amount: Decimal, at: datetime
+    ) -> BalanceAfter | None:
+        """Add ``amount``; None when the balance would reach the 10^16 limit."""
+        ...
+
+    async def insert_legs(
+        self, legs: Sequence[Transaction], *, fingerprint: str, created_by: UUID | None
+    ) -> None:
+        """Store new legs. A used idempotency key ``(account_id, reference_id)`` of an
+        initiating leg makes the unit of work raise ``ReferenceAlreadyUsed``."""
+        ...
+
+    async def finish_pending_leg(self, leg: Transaction) -> bool:
+        """Store the outcome of a pending leg; False when it was not pending any more."""
+        ...
+
+    async def get_transaction(
+        self, transaction_id: UUID, *, for_update: bool = False
+    ) -> Transaction | None: ...
+
+    async def find_initiating_leg(
+        self, account_id: UUID, reference_id: str
+    ) -> tuple[Transaction, str] | None:
+        """The leg holding the idempotency key, and the fingerprint of its request."""
+        ...
+
+    async def list_transactions(
+        self,
+        account_id: UUID,
+        history: HistoryFilter,
+        *,
+        after: tuple[datetime, UUID] | None,
+        limit: int,
+    ) -> list[Transaction]:
+        """Newest first, keyset-paginated on ``(created_at, transaction_id)``."""
+        ...
+
+    # --- journal and events (the outbox), written in the same unit of work ---
+    async def add_journal(self, entries: Sequence[JournalEntry]) -> None: ...
+    async def add_events(self, events: Sequence[LedgerEvent]) -> None: ...
+
+    # --- reconciliation ---
+    async def balance_totals_by_currency(self) -> dict[str, Decimal]: ...
+    async def completed_totals(self) -> dict[tuple[str, str], Decimal]:
+        """Sum of completed legs per (currency, transaction type)."""
+        ...
+
+    async def account_mismatches(self, limit: int) -> list[AccountMismatch]: ...
+    async def unmatched_transfer_legs(self, limit: int) -> list[UUID]:
+        """Completed transfer legs whose partner is missing, not completed, or differs."""
+        ...
+
+
+class UnitOfWork(Protocol):
+    """Begins, commits and rolls back; the only place that does."""
+
+    async def run(self, work: Callable[[LedgerStore], Awaitable[T]]) -> T:
+        """Run ``work`` in one transaction: committed when it returns, rolled back when it
+        raises. Retried from the start on deadlocks and serialization failures. A used
+        idempotency key is raised as ``ReferenceAlreadyUsed``."""
+        ...
+
+    def read(self) -> AbstractAsyncContextManager[LedgerStore]:
+        """A read-only view (no write lock), rolled back at the end."""
+        ...
+
+
+class Movements(Protocol):
+    """The movement service's interface: what the doors call, and what decorators wrap."""
+
+    async def debit(
+        self, actor: Actor, request: DebitOrCredit, *, trace_id: str | None = None
+    ) -> MovementResult: ...
+
+    async def credit(
+        self, actor: Actor, request: DebitOrCredit, *, trace_id: str | None = None
+    ) -> MovementResult: ...
+
+    async def transfer(
+        self, actor: Actor, request: TransferRequest, *, trace_id: str | None = None
+    ) -> MovementResult: ...
+
+    async def submit(
+        self,
+        actor: Actor,
+        kind: TransactionType,
+        request: DebitOrCredit | TransferRequest,
+        *,
+        trace_id: str | None = None,
+    ) -> MovementResult: ...
+
+    async def apply_command(self, command: Command) -> CommandOutcome: ...
+
+    async def get_transaction(self, actor: Actor, transaction_id: UUID) -> Transaction: ...
+
+
+class BalanceCache(Protocol):
+    """Read-through cache for showing balances (``banking.cache``: memory or Redis). Money
+    decisions never read it."""
+
+    async def read_through(
+        self, account_id: UUID, load: Callable[[], Awaitable[tuple[Account, Balance]]]
+    ) -> tuple[Account, Balance]: ...
+
+
+class NoBalanceCache:
+    """No cache: every read loads."""
+
+    async def read_through(
+        self, account_id: UUID, load: Callable[[], Awaitable[tuple[Account, Balance]]]
+    ) -> tuple[Account, Balance]:
+        return await load()
+
+
+class MovementsDecorator:
+    """A ``Movements`` that passes every call to ``inner``: the base of the wrappers (locks,
+    metrics, cache invalidation), which override only the calls they add something to."""
+
+    def __init__(self, inner: Movements) -> None:
+        self._inner = inner
+
+    async def debit(
+        self, actor: Actor, request: DebitOrCredit, *, trace_id: str | None = None
+    ) -> MovementResult:
+        return await self._inner.debit(actor, request, trace_id=trace_id)
+
+    async def credit(
+        self, actor: Actor, request: DebitOrCredit, *, trace_id: str | None = None
+    ) -> MovementResult:
+        return await self._inner.credit(actor, request, trace_id=trace_id)
+
+    async def transfer(
+        self, actor: Actor, request: TransferRequest, *, trace_id: str | None = None
+    ) -> MovementResult:
+        return await self._inner.transfer(actor, request, trace_id=trace_id)
+
+    async def submit(
+        self,
+        actor: Actor,
+        kind: TransactionType,
+        request: DebitOrCredit | TransferRequest,
+        *,
+        trace_id: str | None = None,
+    ) -> MovementResult:
+        return await self._inner.submit(actor, kind, request, trace_id=trace_id)
+
+    async def apply_command(self, command: Command) -> CommandOutcome:
+        return await self._inner.apply_command(command)
+
+    async def get_transaction(self, actor: Actor, transaction_id: UUID) -> Transaction:
+        return await self._inner.get_transaction(actor, transaction_id)

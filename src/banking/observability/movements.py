@@ -1,0 +1,103 @@
+"""Movement metrics, as a wrapper of the movement service (same ``Movements`` Protocol):
+movements by type and outcome, amounts moved, declines by reason, idempotent replays."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from decimal import Decimal
+from typing import Protocol
+
+from banking.domain.errors import BankingError, Declined
+from banking.domain.records import (
+    Command,
+    CommandOutcome,
+    DebitOrCredit,
+    MovementResult,
+    Transaction,
+    TransactionStatus,
+    TransactionType,
+    TransferRequest,
+)
+from banking.domain.roles import Actor
+from banking.ledger.ports import Movements, MovementsDecorator
+
+
+class MovementMetrics(Protocol):
+    """What is counted (``banking.observability.metrics.Metrics`` implements it)."""
+
+    def movement(self, kind: str, status: str, currency: str, amount: Decimal) -> None: ...
+    def declined(self, kind: str, reason: str) -> None: ...
+    def replayed(self, kind: str) -> None: ...
+
+
+class MeasuredMovements(MovementsDecorator):
+    """``Movements`` that count every outcome. A replay is counted as a replay only, so a
+    retried request never counts its money twice."""
+
+    def __init__(self, inner: Movements, metrics: MovementMetrics) -> None:
+        super().__init__(inner)
+        self._metrics = metrics
+
+    async def debit(
+        self, actor: Actor, request: DebitOrCredit, *, trace_id: str | None = None
+    ) -> MovementResult:
+        call = self._inner.debit(actor, request, trace_id=trace_id)
+        return await self._measure(TransactionType.DEBIT, request.amount, call)
+
+    async def credit(
+        self, actor: Actor, request: DebitOrCredit, *, trace_id: str | None = None
+    ) -> MovementResult:
+        call = self._inner.credit(actor, request, trace_id=trace_id)
+        return await self._measure(TransactionType.CREDIT, request.amount, call)
+
+    async def transfer(
+        self, actor: Actor, request: TransferRequest, *, trace_id: str | None = None
+    ) -> MovementResult:
+        call = self._inner.transfer(actor, request, trace_id=trace_id)
+        return await self._measure(TransactionType.TRANSFER_OUT, request.amount, call)
+
+    async def submit(
+        self,
+        actor: Actor,
+        kind: TransactionType,
+        request: DebitOrCredit | TransferRequest,
+        *,
+        trace_id: str | None = None,
+    ) -> MovementResult:
+        call = self._inner.submit(actor, kind, request, trace_id=trace_id)
+        return await self._measure(kind, request.amount, call)
+
+    async def apply_command(self, command: Command) -> CommandOutcome:
+        outcome = await self._inner.apply_command(command)
+        kind = command.kind.value
+        if outcome.rejected_code is not None:
+            self._metrics.declined(kind, outcome.rejected_code)
+        elif outcome.already_done:
+            self._metrics.replayed(kind)
+        elif outcome.leg is not None:
+            self._count(outcome.leg)
+        return outcome
+
+    async def _measure(
+        self, kind: TransactionType, amount: Decimal, call: Awaitable[MovementResult]
+    ) -> MovementResult:
+        try:
+            result = await call
+        except BankingError as error:
+            if error.replayed:
+                self._metrics.replayed(kind.value)
+            elif isinstance(error, Declined):
+                self._metrics.movement(kind.value, TransactionStatus.FAILED.value, "", amount)
+                self._metrics.declined(kind.value, error.code)
+            raise
+        if result.replayed:
+            self._metrics.replayed(kind.value)
+        else:
+            self._count(result.transaction)
+        return result
+
+    def _count(self, leg: Transaction) -> None:
+        kind = leg.transaction_type.value
+        self._metrics.movement(kind, leg.status.value, leg.currency, leg.amount)
+        if leg.failure_code is not None:
+            self._metrics.declined(kind, leg.failure_code)

@@ -1,0 +1,465 @@
+"""The ledger's ports on SQLAlchemy (SQLite and PostgreSQL): ``SqlLedgerStore`` is one unit of
+work's connection seen as a ``LedgerStore``; ``SqlUnitOfWork`` begins, retries and commits.
+
+The statements of the money path are built once (with bind parameters) instead of on every
+call: building SQLAlchemy expressions showed up at 7 % of a transfer's server CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, TypeVar
+from uuid import UUID, uuid4
+
+from sqlalchemy import Row, and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from banking.domain.errors import ReferenceAlreadyUsed
+from banking.domain.money import AMOUNT_LIMIT_EXCLUSIVE
+from banking.domain.records import (
+    Account,
+    AccountMismatch,
+    Balance,
+    BalanceAfter,
+    HistoryFilter,
+    JournalEntry,
+    LedgerEvent,
+    Owner,
+    Transaction,
+    TransactionStatus,
+    TransactionType,
+)
+from banking.domain.roles import Role
+from banking.storage.database import Database, is_unique_violation
+from banking.storage.tables import (
+    REFERENCE_KEY,
+    REFERENCE_KEY_SQLITE_COLUMNS,
+    accounts,
+    balances,
+    outbox,
+    transaction_logs,
+    transactions,
+    users,
+)
+
+T = TypeVar("T")
+# Turns a ledger event into its outbox rows (``banking.events.outbox.outbox_rows``); given by
+# the composition root, so storage does not depend on the event formats.
+OutboxEncoder = Callable[[LedgerEvent], list[dict[str, Any]]]
+_ZERO = Decimal("0.00")
+_JOURNAL_FIELDS = tuple(JournalEntry.__dataclass_fields__)
+
+_GET_ACCOUNT = select(accounts).where(accounts.c.account_id == bindparam("p_account_id"))
+_GET_ACCOUNTS = select(accounts).where(
+    accounts.c.account_id.in_(bindparam("p_account_ids", expanding=True))
+)
+_LOCK_BALANCES = (
+    select(balances.c.account_id)
+    .where(balances.c.account_id.in_(bindparam("p_account_ids", expanding=True)))
+    .order_by(balances.c.account_id)
+    .with_for_update()
+)
+_APPLY_DEBIT = (
+    update(balances)
+    .where(
+        balances.c.account_id == bindparam("p_account_id"),
+        balances.c.available_balance >= bindparam("p_amount"),
+    )
+    .values(
+        current_balance=balances.c.current_balance - bindparam("p_amount"),
+        available_balance=balances.c.available_balance - bindparam("p_amount"),
+        version=balances.c.version + 1,
+        last_updated=bindparam("p_at"),
+    )
+    .returning(balances.c.available_balance, balances.c.version)
+)
+_APPLY_CREDIT = (
+    update(balances)
+    .where(
+        balances.c.account_id == bindparam("p_account_id"),
+        balances.c.current_balance < bindparam("p_balance_below"),
+    )
+    .values(
+        current_balance=balances.c.current_balance + bindparam("p_amount"),
+        available_balance=balances.c.available_balance + bindparam("p_amount"),
+        version=balances.c.version + 1,
+        last_updated=bindparam("p_at"),
+    )
+    .returning(balances.c.available_balance, balances.c.version)
+)
+
+
+def _account(row: Row[Any]) -> Account:
+    return Account(
+        account_id=row.account_id,
+        account_number=row.account_number,
+        customer_id=row.customer_id,
+        account_type=row.account_type,
+        currency=row.currency,
+        is_active=row.is_active,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _transaction(row: Row[Any]) -> Transaction:
+    """A leg from its row: the columns are the record's fields, plus the fingerprint and
+    creator that only the store keeps."""
+    return Transaction(
+        **{name: row._mapping[name] for name in _LEG_COLUMNS},
+        transaction_type=TransactionType(row.transaction_type),
+        status=TransactionStatus(row.status),
+    )
+
+
+_LEG_COLUMNS = tuple(
+    name for name in Transaction.__dataclass_fields__ if name not in ("transaction_type", "status")
+)
+
+
+_LEG_FIELDS = tuple(Transaction.__dataclass_fields__)
+
+
+def _leg_values(leg: Transaction) -> dict[str, Any]:
+    # Not dataclasses.asdict: it deep-copies every value, on the money path.
+    values = {name: getattr(leg, name) for name in _LEG_FIELDS}
+    values["transaction_type"] = leg.transaction_type.value
+    values["status"] = leg.status.value
+    return values
+
+
+class SqlLedgerStore:
+    """``LedgerStore`` on one connection of an open unit of work."""
+
+    def __init__(self, connection: AsyncConnection, encode_events: OutboxEncoder) -> None:
+        self.connection = connection
+        self._encode_events = encode_events
+
+    # --- accounts and balances ---------------------------------------------------------------
+
+    async def get_account(self, account_id: UUID) -> Account | None:
+        result = await self.connection.execute(_GET_ACCOUNT, {"p_account_id": account_id})
+        row = result.first()
+        return _account(row) if row else None
+
+    async def get_accounts(self, account_ids: Sequence[UUID]) -> list[Account]:
+        result = await self.connection.execute(_GET_ACCOUNTS, {"p_account_ids": list(account_ids)})
+        return [_account(row) for row in result]
+
+    async def find_account_by_number(self, account_number: str) -> Account | None:
+        result = await self.connection.execute(
+            select(accounts).where(accounts.c.account_number == account_number)
+        )
+        row = result.first()
+        return _account(row) if row else None
+
+    async def account_number_exists(self, account_number: str) -> bool:
+        result = await self.connection.execute(
+            select(accounts.c.account_id).where(accounts.c.account_number == account_number)
+        )
+        return result.first() is not None
+
+    async def list_accounts(self, *, customer_id: UUID | None, limit: int) -> list[Account]:
+        query = select(accounts).order_by(accounts.c.created_at, accounts.c.account_id).limit(limit)
+        if customer_id is not None:
+            query = query.where(accounts.c.customer_id == customer_id)
+        return [_account(row) for row in await self.connection.execute(query)]
+
+    async def insert_account(self, account: Account) -> Balance:
+        await self.connection.execute(insert(accounts).values(**asdict(account)))
+        await self.connection.execute(
+            insert(balances).values(
+                balance_id=uuid4(),
+                account_id=account.account_id,
+                current_balance=_ZERO,
+                available_balance=_ZERO,
+                last_updated=account.created_at,
+                version=1,
+            )
+        )
+        return Balance(account.account_id, account.currency, _ZERO, _ZERO, 1, account.created_at)
+
+    async def set_account_active(self, account_id: UUID, *, is_active: bool, at: datetime) -> None:
+        await self.connection.execute(
+            update(accounts)
+            .where(accounts.c.account_id == account_id)
+            .values(is_active=is_active, updated_at=at)
+        )
+
+    async def get_balance(self, account_id: UUID) -> Balance | None:
+        result = await self.connection.execute(
+            select(
+                balances.c.account_id,
+                accounts.c.currency,
+                balances.c.current_balance,
+                balances.c.available_balance,
+                balances.c.version,
+                balances.c.last_updated,
+            )
+            .join(accounts, accounts.c.account_id == balances.c.account_id)
+            .where(balances.c.account_id == account_id)
+        )
+        row = result.first()
+        return Balance(*row) if row else None
+
+    async def get_owner(self, user_id: UUID) -> Owner | None:
+        result = await self.connection.execute(
+            select(users.c.user_id, users.c.role, users.c.is_active).where(
+                users.c.user_id == user_id
+            )
+        )
+        row = result.first()
+        return Owner(row.user_id, Role(row.role), row.is_active) if row else None
+
+    # --- money ---------------------------------------------------------------------------------
+
+    async def lock_balances(self, account_ids: Sequence[UUID]) -> None:
+        """On SQLite the transaction already holds the database's single write lock (BEGIN
+        IMMEDIATE); on PostgreSQL the rows are locked in account-id order."""
+        await self.connection.execute(_LOCK_BALANCES, {"p_account_ids": sorted(account_ids)})
+
+    async def apply_debit(
+        self, account_id: UUID, amount: Decimal, at: datetime
+    ) -> BalanceAfter | None:
+        result = await self.connection.execute(
+            _APPLY_DEBIT, {"p_account_id": account_id, "p_amount": amount, "p_at": at}
+        )
+        row = result.first()
+        return BalanceAfter(row.available_balance, row.version) if row else None
+
+    async def apply_credit(
+        self, account_id: UUID, amount: Decimal, at: datetime
+    ) -> BalanceAfter | None:
+        result = await self.connection.execute(
+            _APPLY_CREDIT,
+            {
+                "p_account_id": account_id,
+                "p_amount": amount,
+                "p_balance_below": AMOUNT_LIMIT_EXCLUSIVE - amount,
+                "p_at": at,
+            },
+        )
+        row = result.first()
+        return BalanceAfter(row.available_balance, row.version) if row else None
+
+    async def insert_legs(
+        self, legs: Sequence[Transaction], *, fingerprint: str, created_by: UUID | None
+    ) -> None:
+        await self.connection.execute(
+            insert(transactions),
+            [
+                _leg_values(leg) | {"request_fingerprint": fingerprint, "created_by": created_by}
+                for leg in legs
+            ],
+        )
+
+    async def finish_pending_leg(self, leg: Transaction) -> bool:
+        result = await self.connection.execute(
+            update(transactions)
+            .where(
+                transactions.c.transaction_id == leg.transaction_id,
+                transactions.c.status == TransactionStatus.PENDING.value,
+            )
+            .values(
+                status=leg.status.value,
+                related_transaction_id=leg.related_transaction_id,
+                failure_code=leg.failure_code,
+                failure_reason=leg.failure_reason,
+                available_balance_after=leg.available_balance_after,
+                balance_version_after=leg.balance_version_after,
+            )
+        )
+        return bool(result.rowcount == 1)
+
+    async def get_transaction(
+        self, transaction_id: UUID, *, for_update: bool = False
+    ) -> Transaction | None:
+        query = select(transactions).where(transactions.c.transaction_id == transaction_id)
+        if for_update:
+            query = query.with_for_update()
+        row = (await self.connection.execute(query)).first()
+        return _transaction(row) if row else None
+
+    async def find_initiating_leg(
+        self, account_id: UUID, reference_id: str
+    ) -> tuple[Transaction, str] | None:
+        result = await self.connection.execute(
+            select(transactions).where(
+                transactions.c.account_id == account_id,
+                transactions.c.reference_id == reference_id,
+                transactions.c.transaction_type != TransactionType.TRANSFER_IN.value,
+            )
+        )
+        row = result.first()
+        return (_transaction(row), row.request_fingerprint) if row else None
+
+    async def list_transactions(
+        self,
+        account_id: UUID,
+        history: HistoryFilter,
+        *,
+        after: tuple[datetime, UUID] | None,
+        limit: int,
+    ) -> list[Transaction]:
+        query = select(transactions).where(transactions.c.account_id == account_id)
+        if history.created_from is not None:
+            query = query.where(transactions.c.created_at >= history.created_from)
+        if history.created_to is not None:
+            query = query.where(transactions.c.created_at < history.created_to)
+        if history.transaction_type is not None:
+            query = query.where(transactions.c.transaction_type == history.transaction_type.value)
+        if history.status is not None:
+            query = query.where(transactions.c.status == history.status.value)
+        if after is not None:
+            created_at, transaction_id = after
+            query = query.where(
+                or_(
+                    transactions.c.created_at < created_at,
+                    and_(
+                        transactions.c.created_at == created_at,
+                        transactions.c.transaction_id < transaction_id,
+                    ),
+                )
+            )
+        query = query.order_by(
+            transactions.c.created_at.desc(), transactions.c.transaction_id.desc()
+        ).limit(limit)
+        return [_transaction(row) for row in await self.connection.execute(query)]
+
+    # --- journal and outbox --------------------------------------------------------------------
+
+    async def add_journal(self, entries: Sequence[JournalEntry]) -> None:
+        await self.connection.execute(
+            insert(transaction_logs),
+            [{name: getattr(entry, name) for name in _JOURNAL_FIELDS} for entry in entries],
+        )
+
+    async def add_events(self, events: Sequence[LedgerEvent]) -> None:
+        rows = [row for event in events for row in self._encode_events(event)]
+        if rows:
+            await self.connection.execute(insert(outbox), rows)
+
+    # --- reconciliation ------------------------------------------------------------------------
+
+    async def balance_totals_by_currency(self) -> dict[str, Decimal]:
+        result = await self.connection.execute(
+            select(accounts.c.currency, func.sum(balances.c.current_balance))
+            .join(accounts, accounts.c.account_id == balances.c.account_id)
+            .group_by(accounts.c.currency)
+        )
+        return {currency: total or _ZERO for currency, total in result}
+
+    async def completed_totals(self) -> dict[tuple[str, str], Decimal]:
+        result = await self.connection.execute(
+            select(
+                transactions.c.currency,
+                transactions.c.transaction_type,
+                func.sum(transactions.c.amount),
+            )
+            .where(transactions.c.status == TransactionStatus.COMPLETED.value)
+            .group_by(transactions.c.currency, transactions.c.transaction_type)
+        )
+        return {(currency, kind): total for currency, kind, total in result}
+
+    async def account_mismatches(self, limit: int) -> list[AccountMismatch]:
+        signed = func.sum(
+            case(
+                (
+                    transactions.c.transaction_type.in_(
+                        [TransactionType.CREDIT.value, TransactionType.TRANSFER_IN.value]
+                    ),
+                    transactions.c.amount,
+                ),
+                else_=-transactions.c.amount,
+            )
+        )
+        legs = (
+            select(transactions.c.account_id, signed.label("legs_total"))
+            .where(transactions.c.status == TransactionStatus.COMPLETED.value)
+            .group_by(transactions.c.account_id)
+            .subquery()
+        )
+        query = (
+            select(
+                balances.c.account_id,
+                balances.c.current_balance,
+                balances.c.available_balance,
+                legs.c.legs_total,
+            )
+            .select_from(balances.outerjoin(legs, legs.c.account_id == balances.c.account_id))
+            .where(
+                or_(
+                    balances.c.current_balance != func.coalesce(legs.c.legs_total, _ZERO),
+                    balances.c.available_balance != balances.c.current_balance,
+                    balances.c.available_balance < _ZERO,
+                )
+            )
+            .limit(limit)
+        )
+        return [AccountMismatch(*row) for row in await self.connection.execute(query)]
+
+    async def unmatched_transfer_legs(self, limit: int) -> list[UUID]:
+        partner = transactions.alias("partner")
+        query = (
+            select(transactions.c.transaction_id)
+            .select_from(
+                transactions.outerjoin(
+                    partner, partner.c.transaction_id == transactions.c.related_transaction_id
+                )
+            )
+            .where(
+                transactions.c.status == TransactionStatus.COMPLETED.value,
+                transactions.c.transaction_type.in_(
+                    [TransactionType.TRANSFER_OUT.value, TransactionType.TRANSFER_IN.value]
+                ),
+                or_(
+                    partner.c.transaction_id.is_(None),
+                    partner.c.status != TransactionStatus.COMPLETED.value,
+                    partner.c.amount != transactions.c.amount,
+                ),
+            )
+            .limit(limit)
+        )
+        return [row.transaction_id for row in await self.connection.execute(query)]
+
+
+def _is_reference_taken(error: IntegrityError) -> bool:
+    """The violated unique key is the idempotency key (not, say, an account number)."""
+    if not is_unique_violation(error):
+        return False
+    original = getattr(error, "orig", None)
+    for candidate in (original, getattr(original, "__cause__", None)):
+        name = getattr(candidate, "constraint_name", None)
+        if isinstance(name, str):
+            return name == REFERENCE_KEY
+    return REFERENCE_KEY_SQLITE_COLUMNS in str(original)
+
+
+class SqlUnitOfWork:
+    """``UnitOfWork`` on the database: one transaction per ``run``, retried when safe (see
+    ``Database.run_in_transaction``), a used idempotency key raised as a domain error."""
+
+    def __init__(self, database: Database, encode_events: OutboxEncoder) -> None:
+        self._database = database
+        self._encode_events = encode_events
+
+    async def run(self, work: Callable[[SqlLedgerStore], Awaitable[T]]) -> T:
+        async def in_transaction(connection: AsyncConnection) -> T:
+            return await work(SqlLedgerStore(connection, self._encode_events))
+
+        try:
+            return await self._database.run_in_transaction(in_transaction)
+        except IntegrityError as error:
+            if _is_reference_taken(error):
+                raise ReferenceAlreadyUsed("the idempotency key is already used") from error
+            raise
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[SqlLedgerStore]:
+        async with self._database.read() as connection:
+            yield SqlLedgerStore(connection, self._encode_events)

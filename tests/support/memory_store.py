@@ -1,0 +1,325 @@
+"""An in-memory ``LedgerStore`` and ``UnitOfWork`` for database-free tests of the core.
+
+It keeps the rules the real stores keep with SQL: the conditional balance updates, the unique
+idempotency key of initiating legs, the 10^16 balance limit, all-or-nothing units of work, one
+writer at a time (SQLite's lock, PostgreSQL's row locks). ``tests/storage/test_store_contract.py``
+runs the same scenarios against it, SQLite and PostgreSQL, so it cannot drift from them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from copy import copy
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import TypeVar
+from uuid import UUID
+
+from banking.domain.errors import InvariantViolated, ReferenceAlreadyUsed
+from banking.domain.money import AMOUNT_LIMIT_EXCLUSIVE
+from banking.domain.records import (
+    Account,
+    AccountMismatch,
+    Balance,
+    BalanceAfter,
+    HistoryFilter,
+    JournalEntry,
+    LedgerEvent,
+    Owner,
+    Transaction,
+    TransactionStatus,
+    TransactionType,
+)
+
+T = TypeVar("T")
+_ZERO = Decimal("0.00")
+
+
+@dataclass
+class _StoredLeg:
+    leg: Transaction
+    fingerprint: str
+    created_by: UUID | None
+
+
+@dataclass
+class MemoryBooks:
+    """Everything the store holds; copied at the start of a unit of work, restored on error."""
+
+    owners: dict[UUID, Owner] = field(default_factory=dict)
+    accounts: dict[UUID, Account] = field(default_factory=dict)
+    balances: dict[UUID, Balance] = field(default_factory=dict)
+    legs: dict[UUID, _StoredLeg] = field(default_factory=dict)
+    journal: list[JournalEntry] = field(default_factory=list)
+    events: list[LedgerEvent] = field(default_factory=list)
+
+    def snapshot(self) -> MemoryBooks:
+        return MemoryBooks(
+            copy(self.owners),
+            copy(self.accounts),
+            copy(self.balances),
+            copy(self.legs),
+            copy(self.journal),
+            copy(self.events),
+        )
+
+
+class MemoryLedgerStore:
+    """``LedgerStore`` over ``MemoryBooks``."""
+
+    def __init__(self, books: MemoryBooks) -> None:
+        self.books = books
+
+    # --- accounts and balances ---
+    async def get_account(self, account_id: UUID) -> Account | None:
+        return self.books.accounts.get(account_id)
+
+    async def get_accounts(self, account_ids: Sequence[UUID]) -> list[Account]:
+        return [self.books.accounts[i] for i in account_ids if i in self.books.accounts]
+
+    async def find_account_by_number(self, account_number: str) -> Account | None:
+        return next(
+            (a for a in self.books.accounts.values() if a.account_number == account_number), None
+        )
+
+    async def account_number_exists(self, account_number: str) -> bool:
+        return await self.find_account_by_number(account_number) is not None
+
+    async def list_accounts(self, *, customer_id: UUID | None, limit: int) -> list[Account]:
+        found = [
+            a
+            for a in self.books.accounts.values()
+            if customer_id is None or a.customer_id == customer_id
+        ]
+        return sorted(found, key=lambda a: (a.created_at, a.account_id))[:limit]
+
+    async def insert_account(self, account: Account) -> Balance:
+        if account.account_id in self.books.accounts or await self.account_number_exists(
+            account.account_number
+        ):
+            raise InvariantViolated("account already exists")
+        balance = Balance(account.account_id, account.currency, _ZERO, _ZERO, 1, account.created_at)
+        self.books.accounts[account.account_id] = account
+        self.books.balances[account.account_id] = balance
+        return balance
+
+    async def set_account_active(self, account_id: UUID, *, is_active: bool, at: datetime) -> None:
+        account = self.books.accounts.get(account_id)
+        if account is not None:
+            self.books.accounts[account_id] = replace(account, is_active=is_active, updated_at=at)
+
+    async def get_balance(self, account_id: UUID) -> Balance | None:
+        return self.books.balances.get(account_id)
+
+    async def get_owner(self, user_id: UUID) -> Owner | None:
+        return self.books.owners.get(user_id)
+
+    # --- money ---
+    async def lock_balances(self, account_ids: Sequence[UUID]) -> None:
+        pass  # one unit of work at a time (MemoryUnitOfWork's lock)
+
+    async def apply_debit(
+        self, account_id: UUID, amount: Decimal, at: datetime
+    ) -> BalanceAfter | None:
+        balance = self.books.balances.get(account_id)
+        if balance is None or balance.available_balance < amount:
+            return None
+        return self._set(balance, -amount, at)
+
+    async def apply_credit(
+        self, account_id: UUID, amount: Decimal, at: datetime
+    ) -> BalanceAfter | None:
+        balance = self.books.balances.get(account_id)
+        if balance is None or balance.current_balance >= AMOUNT_LIMIT_EXCLUSIVE - amount:
+            return None
+        return self._set(balance, amount, at)
+
+    def _set(self, balance: Balance, change: Decimal, at: datetime) -> BalanceAfter:
+        updated = replace(
+            balance,
+            current_balance=balance.current_balance + change,
+            available_balance=balance.available_balance + change,
+            version=balance.version + 1,
+            last_updated=at,
+        )
+        self.books.balances[balance.account_id] = updated
+        return BalanceAfter(updated.available_balance, updated.version)
+
+    async def insert_legs(
+        self, legs: Sequence[Transaction], *, fingerprint: str, created_by: UUID | None
+    ) -> None:
+        for leg in legs:
+            if leg.transaction_id in self.books.legs:
+                raise InvariantViolated(f"leg {leg.transaction_id} exists")
+            if leg.transaction_type is not TransactionType.TRANSFER_IN and self._holder(
+                leg.account_id, leg.reference_id
+            ):
+                raise ReferenceAlreadyUsed("the idempotency key is already used")
+            # The CHECK (amount > 0) and the NUMERIC(18,2) column of PostgreSQL.
+            if not 0 < leg.amount < AMOUNT_LIMIT_EXCLUSIVE:
+                raise InvariantViolated("amount must be positive and below 10^16")
+            self.books.legs[leg.transaction_id] = _StoredLeg(leg, fingerprint, created_by)
+
+    def _holder(self, account_id: UUID, reference_id: str) -> _StoredLeg | None:
+        return next(
+            (
+                stored
+                for stored in self.books.legs.values()
+                if stored.leg.account_id == account_id
+                and stored.leg.reference_id == reference_id
+                and stored.leg.transaction_type is not TransactionType.TRANSFER_IN
+            ),
+            None,
+        )
+
+    async def finish_pending_leg(self, leg: Transaction) -> bool:
+        stored = self.books.legs.get(leg.transaction_id)
+        if stored is None or stored.leg.status is not TransactionStatus.PENDING:
+            return False
+        finished = replace(
+            stored.leg,
+            status=leg.status,
+            related_transaction_id=leg.related_transaction_id,
+            failure_code=leg.failure_code,
+            failure_reason=leg.failure_reason,
+            available_balance_after=leg.available_balance_after,
+            balance_version_after=leg.balance_version_after,
+        )
+        self.books.legs[leg.transaction_id] = replace(stored, leg=finished)
+        return True
+
+    async def get_transaction(
+        self, transaction_id: UUID, *, for_update: bool = False
+    ) -> Transaction | None:
+        stored = self.books.legs.get(transaction_id)
+        return stored.leg if stored else None
+
+    async def find_initiating_leg(
+        self, account_id: UUID, reference_id: str
+    ) -> tuple[Transaction, str] | None:
+        stored = self._holder(account_id, reference_id)
+        return (stored.leg, stored.fingerprint) if stored else None
+
+    async def list_transactions(
+        self,
+        account_id: UUID,
+        history: HistoryFilter,
+        *,
+        after: tuple[datetime, UUID] | None,
+        limit: int,
+    ) -> list[Transaction]:
+        def wanted(leg: Transaction) -> bool:
+            return (
+                leg.account_id == account_id
+                and (history.created_from is None or leg.created_at >= history.created_from)
+                and (history.created_to is None or leg.created_at < history.created_to)
+                and (
+                    history.transaction_type is None
+                    or leg.transaction_type is history.transaction_type
+                )
+                and (history.status is None or leg.status is history.status)
+                and (after is None or (leg.created_at, leg.transaction_id) < after)
+            )
+
+        legs = [stored.leg for stored in self.books.legs.values() if wanted(stored.leg)]
+        legs.sort(key=lambda leg: (leg.created_at, leg.transaction_id), reverse=True)
+        return legs[:limit]
+
+    # --- journal and events ---
+    async def add_journal(self, entries: Sequence[JournalEntry]) -> None:
+        self.books.journal.extend(entries)
+
+    async def add_events(self, events: Sequence[LedgerEvent]) -> None:
+        self.books.events.extend(events)
+
+    # --- reconciliation ---
+    async def balance_totals_by_currency(self) -> dict[str, Decimal]:
+        totals: dict[str, Decimal] = {}
+        for balance in self.books.balances.values():
+            totals[balance.currency] = totals.get(balance.currency, _ZERO) + balance.current_balance
+        return totals
+
+    async def completed_totals(self) -> dict[tuple[str, str], Decimal]:
+        totals: dict[tuple[str, str], Decimal] = {}
+        for leg in self._completed():
+            key = (leg.currency, leg.transaction_type.value)
+            totals[key] = totals.get(key, _ZERO) + leg.amount
+        return totals
+
+    async def account_mismatches(self, limit: int) -> list[AccountMismatch]:
+        sums: dict[UUID, Decimal] = {}
+        for leg in self._completed():
+            incoming = leg.transaction_type in (TransactionType.CREDIT, TransactionType.TRANSFER_IN)
+            sums[leg.account_id] = sums.get(leg.account_id, _ZERO) + (
+                leg.amount if incoming else -leg.amount
+            )
+        found = []
+        for balance in self.books.balances.values():
+            legs_total = sums.get(balance.account_id)
+            if (
+                balance.current_balance != (legs_total or _ZERO)
+                or balance.available_balance != balance.current_balance
+                or balance.available_balance < _ZERO
+            ):
+                found.append(
+                    AccountMismatch(
+                        balance.account_id,
+                        balance.current_balance,
+                        balance.available_balance,
+                        legs_total,
+                    )
+                )
+        return found[:limit]
+
+    async def unmatched_transfer_legs(self, limit: int) -> list[UUID]:
+        found = []
+        for leg in self._completed():
+            if leg.transaction_type not in (
+                TransactionType.TRANSFER_OUT,
+                TransactionType.TRANSFER_IN,
+            ):
+                continue
+            partner = (
+                self.books.legs.get(leg.related_transaction_id)
+                if leg.related_transaction_id
+                else None
+            )
+            if (
+                partner is None
+                or partner.leg.status is not TransactionStatus.COMPLETED
+                or partner.leg.amount != leg.amount
+            ):
+                found.append(leg.transaction_id)
+        return found[:limit]
+
+    def _completed(self) -> list[Transaction]:
+        return [
+            stored.leg
+            for stored in self.books.legs.values()
+            if stored.leg.status is TransactionStatus.COMPLETED
+        ]
+
+
+class MemoryUnitOfWork:
+    """``UnitOfWork`` over one ``MemoryBooks``: one unit of work at a time, all or nothing."""
+
+    def __init__(self, books: MemoryBooks | None = None) -> None:
+        self.books = books or MemoryBooks()
+        self._writer = asyncio.Lock()
+        self.runs = 0
+
+    async def run(self, work: Callable[[MemoryLedgerStore], Awaitable[T]]) -> T:
+        async with self._writer:
+            self.runs += 1
+            working = self.books.snapshot()
+            result = await work(MemoryLedgerStore(working))
+            # Committed: the working copy becomes the books (nothing of a failed one stays).
+            self.books.__dict__.update(working.__dict__)
+            return result
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[MemoryLedgerStore]:
+        yield MemoryLedgerStore(self.books)
