@@ -70,7 +70,7 @@ class Core:
     async def user(self, role: Role = Role.CUSTOMER, *, is_active: bool = True) -> Actor:
         user_id = uuid.uuid4()
         username = f"{role.value}-{user_id.hex[:8]}"
-        await self.add_owner(Owner(user_id, role, is_active), username)
+        await self.add_owner(Owner(user_id, role, is_active, username), username)
         return Actor(user_id, username, role)
 
     async def account(

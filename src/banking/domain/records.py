@@ -134,11 +134,16 @@ class BalanceAfter:
 
 @dataclass(frozen=True, slots=True)
 class Owner:
-    """What opening an account needs to know about its would-be owner."""
+    """A user as the ledger needs to know them: who may own an account, and who a command
+    acts for (read from the users table when it is applied, never from the message)."""
 
     user_id: UUID
     role: Role
     is_active: bool
+    username: str
+
+    def as_actor(self) -> Actor:
+        return Actor(self.user_id, self.username, self.role)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from banking.domain.errors import BankingError
+from banking.domain.errors import BankingError, Forbidden
 from banking.domain.records import (
     Command,
     CommandOutcome,
@@ -60,7 +60,6 @@ async def apply_command(unit_of_work: UnitOfWork, command: Command) -> CommandOu
     failures are final (a failed leg, or a rejection event). Technical failures (the database
     is down) propagate, for the caller to retry."""
     try:
-        require_may_move(command.actor, command.kind)
         checked = replace(
             check_movement(command.kind, command.request), transaction_id=command.transaction_id
         )
@@ -75,13 +74,25 @@ async def apply_command(unit_of_work: UnitOfWork, command: Command) -> CommandOu
         if pending is not None and pending.status is not TransactionStatus.PENDING:
             already_done = True
             return pending
-        return await decide(store, command.actor, checked, pending, command.trace_id)
+        actor = await current_actor(store, command.actor)
+        require_may_move(actor, command.kind)
+        return await decide(store, actor, checked, pending, command.trace_id)
 
     try:
         result = await run_once(unit_of_work, checked, work)
     except BankingError as error:
         return await _reject(unit_of_work, command, error)
     return CommandOutcome(command, result.transaction, already_done=already_done or result.replayed)
+
+
+async def current_actor(store: LedgerStore, claimed: Actor) -> Actor:
+    """Who a command acts for, as the users table says now: the user must still exist and be
+    active, and their current role decides. The name and role written in the message are not
+    trusted (anyone who can write to the topic could claim to be an admin)."""
+    user = await store.get_owner(claimed.user_id)
+    if user is None or not user.is_active:
+        raise Forbidden("the user who requested this command does not exist or is not active")
+    return user.as_actor()
 
 
 async def _reject(

@@ -209,12 +209,12 @@ class SqlLedgerStore:
 
     async def get_owner(self, user_id: UUID) -> Owner | None:
         result = await self.connection.execute(
-            select(users.c.user_id, users.c.role, users.c.is_active).where(
+            select(users.c.user_id, users.c.role, users.c.is_active, users.c.username).where(
                 users.c.user_id == user_id
             )
         )
         row = result.first()
-        return Owner(row.user_id, Role(row.role), row.is_active) if row else None
+        return Owner(row.user_id, Role(row.role), row.is_active, row.username) if row else None
 
     # --- money ---------------------------------------------------------------------------------
 
