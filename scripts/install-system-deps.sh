@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install the system packages that the tests and local runs need, natively (no Docker):
 #   PostgreSQL 15 (+ pgbench), Redis, Prometheus (+ promtool), wrk, curl,
-#   and Java + Maven for the Kafka broker (scripts/services/kafka.sh).
+#   Java + Maven for the Kafka broker (scripts/services/kafka.sh),
+#   and Chromium for the headless-browser test of /docs and /redoc
+#   (tests/rest/test_docs_browser.py).
 #
 # Idempotent and fast when everything is already there: apt is not touched at all then.
 # Runs as root (CI does, without sudo); as another user it falls back to sudo.
@@ -31,6 +33,7 @@ REQUIREMENTS=(
     "curl curl"
     "java openjdk-17-jre-headless"
     "mvn maven"
+    "chromium chromium"
 )
 
 have() {
@@ -56,7 +59,7 @@ for req in "${REQUIREMENTS[@]}"; do
 done
 
 if [[ ${#missing_pkgs[@]} -eq 0 ]]; then
-    log "all system dependencies present (postgresql 15, redis, prometheus, wrk, curl, java, mvn)"
+    log "all system dependencies present (postgresql 15, redis, prometheus, wrk, curl, java, mvn, chromium)"
     exit 0
 fi
 
