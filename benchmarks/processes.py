@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -194,6 +195,9 @@ class ServerSettings:
             "BANKING_ENV": Environment.PRODUCTION.value,
             "DATABASE_URL": self.database_url,
             "JWT_SECRET": self.jwt_secret,
+            # Production refuses to start without command signing keys (events.signing).
+            "COMMAND_SIGNING_KEYS": f"bench:{secrets.token_urlsafe(48)}",
+            "COMMAND_SIGNING_KID": "bench",
             "DATABASE_POOL_SIZE": str(self.pool_size),
             "DATABASE_POOL_OVERFLOW": str(SERVER_POOL_OVERFLOW),
             "LOG_LEVEL": SERVER_LOG_LEVEL,

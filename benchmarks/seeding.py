@@ -67,6 +67,8 @@ def settings_for(database_url: str, jwt_secret: str) -> Settings:
         banking_env=Environment.PRODUCTION,
         database_url=database_url,
         jwt_secret=SecretStr(jwt_secret),
+        command_signing_keys=SecretStr(f"bench:{secrets.token_urlsafe(48)}"),
+        command_signing_kid="bench",
         jwt_expire_minutes=TOKEN_LIFETIME_MINUTES,
         database_pool_size=SEED_POOL_SIZE,
         log_level=SERVER_LOG_LEVEL,

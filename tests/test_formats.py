@@ -36,7 +36,7 @@ from banking.domain.records import (
     TransferRequest,
 )
 from banking.domain.roles import Actor, Role
-from banking.events import outbox, schemas
+from banking.events import outbox, registry, schemas
 from banking.events.commands import command_from_payload
 from banking.events.serialization import EventFormat, decode, encode, payload_text
 from banking.grpc import client, mapping
@@ -136,20 +136,22 @@ NOT_CARRIED: dict[str, dict[str, str]] = {
         "failure_code": "a completed movement has none (a decline is an error status)",
         "failure_reason": "a completed movement has none (a decline is an error status)",
     },
-    "Kafka transaction event v1": {
-        "counterparty_account_id": "not in the published v1 schema; related_transaction_id "
-        "links a transfer's legs",
-        "failure_reason": "not in the published v1 schema (free text; failure_code is stable)",
+    "Kafka transaction event": {
+        "counterparty_account_id": "not in the published schema (v1, v2); "
+        "related_transaction_id links a transfer's legs",
+        "failure_reason": "not in the published schema (free text; failure_code is stable)",
         "available_balance_after": "the balance event published with it carries the balance",
         "balance_version_after": "the balance event published with it carries the version",
     },
-    "Kafka command event v1": {
-        "trace_id": "travels as the outbox row's trace_id (a Kafka header), not in the payload",
+    "Kafka command event": {
+        "trace_id": "travels as the outbox row's trace_id (the traceparent Kafka header), not "
+        "in the payload",
     },
-    "Kafka rejection event (transaction v1)": {
+    "Kafka rejection event (transaction schema)": {
         "actor": "a transaction event has no requester (the command event has it)",
-        "trace_id": "travels as the outbox row's trace_id (a Kafka header), not in the payload",
-        "request.destination_account_id": "the transaction event v1 has no counterparty column",
+        "trace_id": "travels as the outbox row's trace_id (the traceparent Kafka header), not "
+        "in the payload",
+        "request.destination_account_id": "the transaction schema has no counterparty column",
     },
     "history export": {
         "counterparty_account_id": "not an export column; related_transaction_id links the legs",
@@ -199,10 +201,19 @@ def _arrow_row(value: bytes) -> dict[str, Any]:
 def _kafka(
     event_type: str, payload: Callable[[Any], dict[str, Any]], event_format: EventFormat
 ) -> Callable[[Any], dict[str, Any]]:
+    """The event as published (the current schema version), read back by a generic reader:
+    ``json`` or pyarrow given the published schema."""
+    published = registry.lookup(event_type)
+    assert published is not None
+
     def write(record: Any) -> dict[str, Any]:
         text = json.loads(json.dumps(payload(record)))  # as stored in the outbox
-        value, _ = encode(event_type, 1, text, event_format)
-        return json.loads(value) if event_format is EventFormat.JSON else _arrow_row(value)
+        value, _ = encode(event_type, published.version, text, event_format)
+        if event_format is EventFormat.JSON:
+            return dict(json.loads(value))
+        batch = pa.ipc.read_record_batch(pa.py_buffer(value), published.schema)
+        [row] = batch.to_pylist()
+        return dict(row)
 
     return write
 
@@ -246,7 +257,7 @@ FORMATS = [
     Format("gRPC Balance", "protobuf", Balance, _grpc(mapping.balance_message)),
     *[
         Format(
-            "Kafka transaction event v1",
+            "Kafka transaction event",
             event_format.value,
             Transaction,
             _kafka(outbox.EVENT_TRANSACTION_COMPLETED, outbox.transaction_payload, event_format),
@@ -256,7 +267,7 @@ FORMATS = [
     ],
     *[
         Format(
-            "Kafka balance event v1",
+            "Kafka balance event",
             event_format.value,
             Balance,
             _kafka(outbox.EVENT_BALANCE_UPDATED, outbox.balance_payload, event_format),
@@ -266,7 +277,7 @@ FORMATS = [
     ],
     *[
         Format(
-            "Kafka command event v1",
+            "Kafka command event",
             event_format.value,
             Command,
             _kafka(
@@ -278,7 +289,7 @@ FORMATS = [
         )
         for event_format in EventFormat
     ],
-    Format("Kafka rejection event (transaction v1)", "JSON", Command, _rejection, None),
+    Format("Kafka rejection event (transaction schema)", "JSON", Command, _rejection, None),
     Format(
         "history export",
         "Arrow IPC",
@@ -481,7 +492,10 @@ def test_kafka_events_decode_to_the_record_values(event_format: EventFormat) -> 
             assert _same(decoded[wire], getattr(leg, field)), field
 
     value, content_type = encode(
-        outbox.EVENT_BALANCE_UPDATED, 1, outbox.balance_payload(BALANCE), event_format
+        outbox.EVENT_BALANCE_UPDATED,
+        outbox.BALANCE_SCHEMA_VERSION,
+        outbox.balance_payload(BALANCE),
+        event_format,
     )
     decoded = decode(value, content_type=content_type, event_type=outbox.EVENT_BALANCE_UPDATED)
     for field, wire in schemas.BALANCE_V1.wire_names.items():
@@ -492,7 +506,9 @@ def test_kafka_events_decode_to_the_record_values(event_format: EventFormat) -> 
 @pytest.mark.parametrize("command", [TRANSFER, DEBIT], ids=["transfer", "debit"])
 def test_commands_come_back_from_their_event(command: Command, event_format: EventFormat) -> None:
     payload = outbox.command_payload(command, at=CREATED)
-    value, content_type = encode(outbox.EVENT_TRANSACTION_SUBMITTED, 1, payload, event_format)
+    value, content_type = encode(
+        outbox.EVENT_TRANSACTION_SUBMITTED, outbox.COMMAND_SCHEMA_VERSION, payload, event_format
+    )
     fields_ = decode(
         value, content_type=content_type, event_type=outbox.EVENT_TRANSACTION_SUBMITTED
     )

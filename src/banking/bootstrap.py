@@ -16,6 +16,8 @@ from typing import Any, Final
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
 
+from banking.auth.current_users import CurrentUsers
+from banking.auth.keys import KeyRing
 from banking.auth.passwords import Passwords
 from banking.auth.tokens import TokenService
 from banking.auth.users import UserService
@@ -53,11 +55,13 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
     if settings.metrics_enabled:
         metrics.watch_database(database)
     tokens = TokenService(
-        secret=settings.jwt_signing_secret(),
-        algorithm=settings.jwt_algorithm,
+        keys=KeyRing.of(settings.token_keys()),
         audience=settings.jwt_audience,
         issuer=settings.jwt_issuer,
         expire_minutes=settings.jwt_expire_minutes,
+        current_users=CurrentUsers(
+            unit_of_work, recheck_seconds=settings.token_user_recheck_seconds
+        ),
     )
     cache = build_cache_services(settings, metrics)
     # Innermost first: the core; the cache drops changed balances right after each commit;

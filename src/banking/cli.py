@@ -44,6 +44,23 @@ def _migrate(settings: Settings) -> None:
     upgrade(settings.effective_database_url)
 
 
+def _require_current_schema(settings: Settings) -> None:
+    """Refuse to start on a database whose schema is behind this version (every request
+    would fail on a missing table): say where it is, what is needed, and what to run. A
+    database that cannot be reached is left to /ready, as before."""
+    from sqlalchemy.exc import DBAPIError
+
+    from banking.storage.migrate import database_schema_revision
+
+    try:
+        revision = database_schema_revision(settings.effective_database_url)
+    except (DBAPIError, OSError):
+        return
+    if revision.is_behind:
+        typer.echo(f"refusing to start: {revision.describe()}", err=True)
+        raise typer.Exit(1)
+
+
 @app.command()
 def migrate() -> None:
     """Apply the database migrations (SQLite or PostgreSQL) up to the newest."""
@@ -67,15 +84,26 @@ def serve(
     workers: REST only (run gRPC in its own process with `banking grpc`)."""
     import uvicorn
 
-    from banking.observability.logging import configure_logging
+    from banking.cache.services import memory_cache_goes_stale
+    from banking.observability.logging import configure_logging, get_logger
 
     settings = _settings()
     configure_logging(level=settings.log_level, json_output=settings.log_json)
     if run_migrations if run_migrations is not None else settings.is_embedded_database:
         _migrate(settings)
+    _require_current_schema(settings)
     _bootstrap_admin(settings)
     if grpc_port is not None:
         os.environ["GRPC_PORT"] = str(grpc_port)
+    if memory_cache_goes_stale(settings, processes=workers):
+        # Read-your-write across the workers: they share no memory (docs/redis.md).
+        os.environ["BALANCE_CACHE_ENABLED"] = "false"
+        get_logger("banking").warning(
+            "balance_cache_disabled",
+            reason="several workers and no REDIS_URL: a per-process cache would serve stale "
+            "balances; set REDIS_URL to share one",
+            workers=workers,
+        )
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics_dir = tempfile.mkdtemp(prefix="banking-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
@@ -128,6 +156,7 @@ def grpc_serve(
     configure_logging(level=settings.log_level, json_output=settings.log_json)
     if run_migrations if run_migrations is not None else settings.is_embedded_database:
         _migrate(settings)
+    _require_current_schema(settings)
     _bootstrap_admin(settings)
     container = build_container(settings)
     if metrics_port is not None:
@@ -254,6 +283,7 @@ def worker(
             err=True,
         )
         raise typer.Exit(2)
+    _require_current_schema(settings)
 
     async def run() -> None:
         container = build_container(settings)
@@ -273,7 +303,8 @@ def worker(
 
 @kafka_app.command("create-topics")
 def kafka_create_topics() -> None:
-    """Create the topics of DESIGN.md section 7 (see KAFKA_TOPIC_PARTITIONS and friends)."""
+    """Create the topics of DESIGN.md section 7 (see KAFKA_TOPIC_PARTITIONS and friends) and
+    the compacted banking.schemas, and publish the event schemas on it."""
     from banking.workers.admin import create_topics
 
     settings = _settings()
@@ -297,6 +328,88 @@ def dlq_replay(
         raise typer.Exit(2)
     replayed = asyncio.run(replay_dead_letters(settings, limit=limit))
     typer.echo(json.dumps({"replayed": replayed}))
+
+
+schemas_app = typer.Typer(
+    help="Event schemas (Arrow), as published on banking.schemas.", no_args_is_help=True
+)
+app.add_typer(schemas_app, name="schemas")
+_FROM_KAFKA = typer.Option(
+    "--kafka", help="Read the schemas published on the cluster's banking.schemas topic."
+)
+
+
+@schemas_app.command("list")
+def schemas_list(kafka: Annotated[bool, _FROM_KAFKA] = False) -> None:
+    """List the event schemas this release reads and writes (or, --kafka, those published)."""
+    listed = []
+    for schema_id, ipc in _schema_documents(kafka).items():
+        described = _describe(schema_id, ipc)
+        keys = ("schema_id", "event_types", "framing", "fingerprint", "error")
+        listed.append({key: described[key] for key in keys if key in described})
+    typer.echo(json.dumps(listed, indent=2))
+
+
+@schemas_app.command("show")
+def schemas_show(
+    schema_id: Annotated[
+        str, typer.Argument(help="A schema id (transaction.v2) or an event's ce_dataschema.")
+    ],
+    arrow: Annotated[
+        bool,
+        typer.Option(
+            "--arrow", help="Write the schema as an Arrow IPC stream (binary) instead of JSON."
+        ),
+    ] = False,
+    kafka: Annotated[bool, _FROM_KAFKA] = False,
+) -> None:
+    """Print one event schema: JSON (fields, types, fingerprint) or the Arrow IPC stream."""
+    from banking.events.envelope import DATASCHEMA_PREFIX
+
+    documents = _schema_documents(kafka)
+    key = schema_id.removeprefix(DATASCHEMA_PREFIX)
+    ipc = documents.get(key)
+    if ipc is None:
+        known = ", ".join(sorted(documents)) or "none"
+        typer.echo(f"no schema {schema_id!r}; known: {known}", err=True)
+        raise typer.Exit(2)
+    described = _describe(key, ipc)
+    if "error" in described:
+        typer.echo(f"schema {key!r}: {described['error']}", err=True)
+        raise typer.Exit(1)
+    if arrow:
+        sys.stdout.buffer.write(ipc)
+        sys.stdout.buffer.flush()
+        return
+    typer.echo(json.dumps(described, indent=2))
+
+
+def _describe(schema_id: str, ipc: bytes) -> dict[str, Any]:
+    """A schema document as JSON, or what is wrong with it (a record on the topic that is not
+    an Arrow IPC schema)."""
+    import pyarrow as pa
+
+    from banking.events.registry import describe
+
+    try:
+        return describe(ipc)
+    except pa.ArrowException as error:
+        return {"schema_id": schema_id, "error": f"not an Arrow IPC schema: {error}"}
+
+
+def _schema_documents(kafka: bool) -> dict[str, bytes]:
+    """Schema id -> Arrow IPC stream: this release's schemas, or the cluster's."""
+    from banking.events import registry
+
+    if not kafka:
+        return {schema_id: entry.ipc_stream for schema_id, entry in registry.SCHEMAS.items()}
+    from banking.workers.admin import read_published_schemas
+
+    settings = _settings()
+    if not settings.uses_kafka:
+        typer.echo("KAFKA_BOOTSTRAP_SERVERS is not set", err=True)
+        raise typer.Exit(2)
+    return asyncio.run(read_published_schemas(settings))
 
 
 @app.command()

@@ -2,24 +2,60 @@
 
 Unset infrastructure variables mean the embedded default: SQLite file, in-process events,
 in-memory cache. ``BANKING_ENV=production`` refuses to start with a missing or default secret.
+Token keys (``JWT_*``) are read and checked here, at start-up, so a bad key stops the process
+before it serves anything: see ``Settings.token_keys``.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PrivateKey, Ed448PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Secrets that must never reach production: the development fallback and sketch placeholders.
 DEVELOPMENT_JWT_SECRET = "development-only-insecure-jwt-secret-change-me"  # noqa: S105
+# Command signing (README "Signed commands"): the development fallback key and its key id.
+DEVELOPMENT_COMMAND_SIGNING_KEY = "development-only-insecure-command-signing-key"
+DEVELOPMENT_COMMAND_SIGNING_KID = "development"
+COMMAND_SIGNING_KEY_LENGTH_MIN = 32
 _KNOWN_DEFAULT_SECRETS = frozenset(
-    {DEVELOPMENT_JWT_SECRET, "your-secret-key", "secret", "changeme", "change-me", ""}
+    {
+        DEVELOPMENT_JWT_SECRET,
+        DEVELOPMENT_COMMAND_SIGNING_KEY,
+        "your-secret-key",
+        "secret",
+        "changeme",
+        "change-me",
+        "",
+    }
 )
 JWT_SECRET_LENGTH_MIN = 32
+# The key id of the key JWT_SECRET holds (and of the development fallback). Tokens without a
+# ``kid`` (issued before key ids existed) are verified with this key only.
+JWT_SECRET_KID = "jwt-secret"  # noqa: S105 - a key id, not a secret
+HMAC_JWT_ALGORITHMS = ("HS256", "HS384", "HS512")
+ASYMMETRIC_JWT_ALGORITHMS = ("EdDSA", "RS256")
+RSA_KEY_BITS_MIN = 2048
+_JWT_ALGORITHMS = {
+    name.upper(): name for name in (*HMAC_JWT_ALGORITHMS, *ASYMMETRIC_JWT_ALGORITHMS)
+}
+_KID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_KID_RULE = "1-64 letters, digits, '.', '_' or '-'"
+
+PrivateSigningKey = Ed25519PrivateKey | Ed448PrivateKey | RSAPrivateKey
+PublicVerificationKey = Ed25519PublicKey | Ed448PublicKey | RSAPublicKey
 
 
 class Environment(StrEnum):
@@ -34,7 +70,11 @@ class InsecureConfiguration(RuntimeError):
 class Settings(BaseSettings):
     """All configuration. Every field can be set by the environment variable of the same name."""
 
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+    # hide_input_in_errors: a validation error would otherwise print the start of every input
+    # value, JWT_SECRET and JWT_KEYS included.
+    model_config = SettingsConfigDict(
+        env_prefix="", case_sensitive=False, extra="ignore", hide_input_in_errors=True
+    )
 
     banking_env: Environment = Field(default=Environment.DEVELOPMENT)
     database_url: str = Field(default="")
@@ -43,11 +83,28 @@ class Settings(BaseSettings):
     database_pool_overflow: int = Field(default=10, ge=0, le=500)
     database_echo: bool = False
 
+    # Token keys (README "Rotating signing keys"). HS256/384/512: JWT_SECRET (key id
+    # "jwt-secret") and/or JWT_KEYS="kid:secret,kid:secret". EdDSA/RS256: JWT_PRIVATE_KEY_FILE
+    # on the issuer only, public keys (JWT_PUBLIC_KEYS_DIR of <kid>.pem files and/or
+    # JWT_PUBLIC_KEY_FILES="kid:path,...") wherever tokens are verified.
     jwt_secret: SecretStr = Field(default=SecretStr(""))
+    jwt_keys: SecretStr = Field(default=SecretStr(""))
+    jwt_signing_kid: str = ""
     jwt_algorithm: str = "HS256"
+    jwt_private_key_file: str = ""
+    jwt_public_keys_dir: str = ""
+    jwt_public_key_files: str = ""
     jwt_audience: str = "banking-api"
     jwt_issuer: str = "banking-api"
     jwt_expire_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    # Commands on banking.transactions.submitted are signed (HMAC-SHA256, events.signing):
+    # COMMAND_SIGNING_KEYS="kid:secret,kid:secret" holds this service's key and one per
+    # producing service; COMMAND_SIGNING_KID names the one this service signs with.
+    command_signing_keys: SecretStr = Field(default=SecretStr(""))
+    command_signing_kid: str = ""
+    # A token's user is read again from the users table at most this often (per user, per
+    # process): a deactivated user is refused, a changed role applies, within this bound.
+    token_user_recheck_seconds: float = Field(default=30.0, ge=0, le=3600)
     # argon2id cost (RFC 9106 low-memory profile by default); lower only for tests.
     password_hash_time_cost: int = Field(default=3, ge=1, le=10)
     password_hash_memory_kib: int = Field(default=65536, ge=1024, le=1048576)
@@ -72,6 +129,10 @@ class Settings(BaseSettings):
     kafka_replication_factor: int = Field(default=1, ge=1, le=10)
     dlq_retries_max: int = Field(default=3, ge=0, le=20)
     dlq_backoff_seconds: float = Field(default=1.0, ge=0.0, le=60.0)
+    # Published outbox rows are deleted after this many hours (0: kept for ever), in batches
+    # of OUTBOX_RETENTION_BATCH rows, each its own short transaction (the relay never waits).
+    outbox_retention_hours: float = Field(default=168.0, ge=0.0, le=24 * 3650)
+    outbox_retention_batch: int = Field(default=1000, ge=1, le=100_000)
 
     cors_allow_origins: list[str] = Field(default_factory=list)
     trusted_hosts: list[str] = Field(default_factory=lambda: ["*"])
@@ -93,15 +154,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _production_needs_real_secrets(self) -> Settings:
-        if self.banking_env is Environment.PRODUCTION:
-            secret = self.jwt_secret.get_secret_value()
-            if secret in _KNOWN_DEFAULT_SECRETS or len(secret) < JWT_SECRET_LENGTH_MIN:
-                raise InsecureConfiguration(
-                    "JWT_SECRET must be set to a random value of at least "
-                    f"{JWT_SECRET_LENGTH_MIN} characters in production"
-                )
-            if not self.database_url:
-                raise InsecureConfiguration("DATABASE_URL must be set in production")
+        self.token_keys()  # refuses missing, default, short or unreadable keys
+        self.command_keys()  # the same for the command signing keys
+        if self.banking_env is Environment.PRODUCTION and not self.database_url:
+            raise InsecureConfiguration("DATABASE_URL must be set in production")
         return self
 
     @model_validator(mode="after")
@@ -137,8 +193,282 @@ class Settings(BaseSettings):
         return self.effective_database_url.startswith("sqlite")
 
     def jwt_signing_secret(self) -> str:
+        """The secret of the key JWT_SECRET holds (key id ``jwt-secret``), or the development
+        fallback."""
         secret = self.jwt_secret.get_secret_value()
         return secret or DEVELOPMENT_JWT_SECRET
+
+    def token_keys(self) -> TokenKeys:
+        """The token keys the environment names, read and checked. Raises
+        ``InsecureConfiguration`` naming the variable at fault (never a secret's value)."""
+        algorithm = _JWT_ALGORITHMS.get(self.jwt_algorithm.upper())
+        if algorithm is None:
+            raise InsecureConfiguration(
+                "JWT_ALGORITHM must be one of "
+                f"{', '.join((*HMAC_JWT_ALGORITHMS, *ASYMMETRIC_JWT_ALGORITHMS))} "
+                "('none' is never accepted)"
+            )
+        if algorithm in HMAC_JWT_ALGORITHMS:
+            return _hmac_keys(self, algorithm)
+        return _asymmetric_keys(self, algorithm)
+
+    def command_keys(self) -> CommandSigningKeys:
+        """The command signing keyring, read and checked. Raises ``InsecureConfiguration``
+        naming the variable at fault (never a secret's value)."""
+        return _command_keys(self)
+
+
+@dataclass(frozen=True)
+class CommandSigningKeys:
+    """The keys commands are signed and verified with (``events.signing.CommandKeyring``):
+    this service's own (``signing_kid``) and those of the services that send commands."""
+
+    signing_kid: str
+    secrets: Mapping[str, str] = field(repr=False)
+
+
+def _command_keys(settings: Settings) -> CommandSigningKeys:
+    secrets: dict[str, str] = {}
+    for position, entry in enumerate(
+        _entries(settings.command_signing_keys.get_secret_value()), start=1
+    ):
+        kid, separator, secret = (part.strip() for part in entry.partition(":"))
+        if not separator or not secret or not _KID.fullmatch(kid):
+            raise InsecureConfiguration(
+                f"COMMAND_SIGNING_KEYS entry {position} is not kid:secret (a kid is {_KID_RULE})"
+            )
+        if kid in secrets:
+            raise InsecureConfiguration(f"COMMAND_SIGNING_KEYS names the key id '{kid}' twice")
+        secrets[kid] = secret
+    kid = settings.command_signing_kid
+    if settings.is_production:
+        if not secrets or not kid:
+            raise InsecureConfiguration(
+                "COMMAND_SIGNING_KEYS and COMMAND_SIGNING_KID must be set in production "
+                f"(random keys of at least {COMMAND_SIGNING_KEY_LENGTH_MIN} characters)"
+            )
+        for name, secret in secrets.items():
+            if secret in _KNOWN_DEFAULT_SECRETS or len(secret) < COMMAND_SIGNING_KEY_LENGTH_MIN:
+                raise InsecureConfiguration(
+                    f"the COMMAND_SIGNING_KEYS key '{name}' must be a random value of at least "
+                    f"{COMMAND_SIGNING_KEY_LENGTH_MIN} characters in production"
+                )
+    if not secrets:
+        secrets[DEVELOPMENT_COMMAND_SIGNING_KID] = DEVELOPMENT_COMMAND_SIGNING_KEY
+    if not kid:
+        if len(secrets) != 1:
+            raise InsecureConfiguration(
+                "COMMAND_SIGNING_KID must name the key this service signs commands with, "
+                f"one of: {', '.join(secrets)}"
+            )
+        kid = next(iter(secrets))
+    if kid not in secrets:
+        raise InsecureConfiguration(
+            f"COMMAND_SIGNING_KID names none of the configured keys ({', '.join(secrets)})"
+        )
+    return CommandSigningKeys(signing_kid=kid, secrets=secrets)
+
+
+@dataclass(frozen=True)
+class TokenKeys:
+    """The keys tokens are signed and verified with (``banking.auth.keys.KeyRing`` is built
+    from them). The secrets and the private key are left out of its ``repr``."""
+
+    algorithm: str
+    # The key id new tokens are signed with; None on a process that only verifies.
+    signing_kid: str | None
+    hmac_secrets: Mapping[str, str] = field(repr=False)
+    private_key: PrivateSigningKey | None = field(repr=False)
+    # Every key id a token may name, with its public key (the issuer's own included).
+    public_keys: Mapping[str, PublicVerificationKey]
+    # The key id a token without ``kid`` is verified with (JWT_SECRET's), if any.
+    kidless_kid: str | None
+
+
+def _entries(text: str) -> list[str]:
+    return [entry.strip() for entry in text.split(",") if entry.strip()]
+
+
+def _hmac_keys(settings: Settings, algorithm: str) -> TokenKeys:
+    for name in ("jwt_private_key_file", "jwt_public_keys_dir", "jwt_public_key_files"):
+        if getattr(settings, name):
+            raise InsecureConfiguration(
+                f"{name.upper()} needs JWT_ALGORITHM={' or '.join(ASYMMETRIC_JWT_ALGORITHMS)}; "
+                f"{algorithm} tokens are signed with JWT_SECRET or JWT_KEYS"
+            )
+    secrets: dict[str, str] = {}
+    kidless_kid = None
+    legacy = settings.jwt_secret.get_secret_value()
+    if legacy:
+        secrets[JWT_SECRET_KID] = legacy
+        kidless_kid = JWT_SECRET_KID
+    for position, entry in enumerate(_entries(settings.jwt_keys.get_secret_value()), start=1):
+        kid, separator, secret = (part.strip() for part in entry.partition(":"))
+        # Neither the entry nor its kid is echoed: a malformed entry may be a bare secret.
+        if not separator or not secret or not _KID.fullmatch(kid):
+            raise InsecureConfiguration(
+                f"JWT_KEYS entry {position} is not kid:secret (a kid is {_KID_RULE})"
+            )
+        if kid in secrets:
+            also = " (the key of JWT_SECRET)" if kid == JWT_SECRET_KID else ""
+            raise InsecureConfiguration(f"JWT_KEYS names the key id '{kid}'{also} twice")
+        secrets[kid] = secret
+    if not secrets:
+        if settings.is_production:
+            raise InsecureConfiguration(
+                f"JWT_SECRET or JWT_KEYS must be set to random values of at least "
+                f"{JWT_SECRET_LENGTH_MIN} characters in production"
+            )
+        secrets[JWT_SECRET_KID] = DEVELOPMENT_JWT_SECRET
+        kidless_kid = JWT_SECRET_KID
+    if settings.is_production:
+        for kid, secret in secrets.items():
+            if secret in _KNOWN_DEFAULT_SECRETS or len(secret) < JWT_SECRET_LENGTH_MIN:
+                name = "JWT_SECRET" if kid == kidless_kid else f"the JWT_KEYS key '{kid}'"
+                raise InsecureConfiguration(
+                    f"{name} must be set to a random value of at least "
+                    f"{JWT_SECRET_LENGTH_MIN} characters in production"
+                )
+    return TokenKeys(
+        algorithm=algorithm,
+        signing_kid=_hmac_signing_kid(settings, list(secrets)),
+        hmac_secrets=secrets,
+        private_key=None,
+        public_keys={},
+        kidless_kid=kidless_kid,
+    )
+
+
+def _hmac_signing_kid(settings: Settings, kids: list[str]) -> str:
+    if settings.jwt_signing_kid:
+        if settings.jwt_signing_kid not in kids:
+            raise InsecureConfiguration(
+                f"JWT_SIGNING_KID names none of the configured keys ({', '.join(kids)})"
+            )
+        return settings.jwt_signing_kid
+    if len(kids) == 1:
+        return kids[0]
+    raise InsecureConfiguration(
+        f"JWT_SIGNING_KID must name the key that signs new tokens, one of: {', '.join(kids)}"
+    )
+
+
+def _asymmetric_keys(settings: Settings, algorithm: str) -> TokenKeys:
+    if settings.jwt_secret.get_secret_value() or settings.jwt_keys.get_secret_value():
+        raise InsecureConfiguration(
+            f"JWT_SECRET and JWT_KEYS are for {'/'.join(HMAC_JWT_ALGORITHMS)}: with "
+            f"JWT_ALGORITHM={algorithm} tokens are signed with JWT_PRIVATE_KEY_FILE and verified "
+            "with JWT_PUBLIC_KEYS_DIR or JWT_PUBLIC_KEY_FILES; unset them"
+        )
+    public_keys: dict[str, PublicVerificationKey] = {}
+    if settings.jwt_public_keys_dir:
+        directory = Path(settings.jwt_public_keys_dir)
+        if not directory.is_dir():
+            raise InsecureConfiguration(f"JWT_PUBLIC_KEYS_DIR is not a directory: {directory}")
+        for path in sorted(directory.glob("*.pem")):
+            if not _KID.fullmatch(path.stem):
+                raise InsecureConfiguration(
+                    f"JWT_PUBLIC_KEYS_DIR: {path.name} is not <kid>.pem (a kid is {_KID_RULE})"
+                )
+            public_keys[path.stem] = _public_key(
+                f"JWT_PUBLIC_KEYS_DIR file {path.name}", path, algorithm
+            )
+    for position, entry in enumerate(_entries(settings.jwt_public_key_files), start=1):
+        kid, separator, file = (part.strip() for part in entry.partition(":"))
+        if not separator or not file or not _KID.fullmatch(kid):
+            raise InsecureConfiguration(
+                f"JWT_PUBLIC_KEY_FILES entry {position} is not kid:path (a kid is {_KID_RULE})"
+            )
+        if kid in public_keys:
+            raise InsecureConfiguration(f"the public key id '{kid}' is configured twice")
+        public_keys[kid] = _public_key(f"JWT_PUBLIC_KEY_FILES key '{kid}'", Path(file), algorithm)
+    private_key = None
+    signing_kid = None
+    if settings.jwt_private_key_file:
+        private_key = _private_key(Path(settings.jwt_private_key_file), algorithm)
+        signing_kid = settings.jwt_signing_kid
+        if not _KID.fullmatch(signing_kid):
+            raise InsecureConfiguration(
+                f"JWT_SIGNING_KID must name the key of JWT_PRIVATE_KEY_FILE ({_KID_RULE})"
+            )
+        own = private_key.public_key()
+        listed = public_keys.setdefault(signing_kid, own)
+        if _public_bytes(listed) != _public_bytes(own):
+            raise InsecureConfiguration(
+                f"the public key '{signing_kid}' is not the public half of JWT_PRIVATE_KEY_FILE"
+            )
+    if not public_keys:
+        raise InsecureConfiguration(
+            f"JWT_ALGORITHM={algorithm} needs JWT_PRIVATE_KEY_FILE (on the token issuer) or "
+            "JWT_PUBLIC_KEYS_DIR / JWT_PUBLIC_KEY_FILES (to verify tokens)"
+        )
+    return TokenKeys(
+        algorithm=algorithm,
+        signing_kid=signing_kid,
+        hmac_secrets={},
+        private_key=private_key,
+        public_keys=public_keys,
+        kidless_kid=None,
+    )
+
+
+def _read(what: str, path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise InsecureConfiguration(
+            f"{what} cannot be read: {path} ({error.strerror or 'not readable'})"
+        ) from None
+
+
+def _public_key(what: str, path: Path, algorithm: str) -> PublicVerificationKey:
+    try:
+        key = serialization.load_pem_public_key(_read(what, path))
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise InsecureConfiguration(f"{what} is not a PEM public key: {path}") from None
+    if not isinstance(key, Ed25519PublicKey | Ed448PublicKey | RSAPublicKey):
+        raise InsecureConfiguration(f"{what} is not an Ed25519, Ed448 or RSA key")
+    _require_kind(what, key, algorithm)
+    return key
+
+
+def _private_key(path: Path, algorithm: str) -> PrivateSigningKey:
+    what = "JWT_PRIVATE_KEY_FILE"
+    try:
+        key = serialization.load_pem_private_key(_read(what, path), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        # The parser's message is not repeated: it could quote the file.
+        raise InsecureConfiguration(
+            f"{what} is not an unencrypted PEM private key: {path}"
+        ) from None
+    if not isinstance(key, Ed25519PrivateKey | Ed448PrivateKey | RSAPrivateKey):
+        raise InsecureConfiguration(f"{what} is not an Ed25519, Ed448 or RSA key")
+    _require_kind(what, key, algorithm)
+    return key
+
+
+def _require_kind(
+    what: str, key: PrivateSigningKey | PublicVerificationKey, algorithm: str
+) -> None:
+    """Refuse a key of another kind than ``algorithm`` signs with, or a weak one."""
+    if algorithm == "EdDSA":
+        if isinstance(key, RSAPrivateKey | RSAPublicKey):
+            raise InsecureConfiguration(
+                f"{what} is not an Ed25519 or Ed448 key (JWT_ALGORITHM=EdDSA)"
+            )
+        return
+    if not isinstance(key, RSAPrivateKey | RSAPublicKey):
+        raise InsecureConfiguration(f"{what} is not an RSA key (JWT_ALGORITHM={algorithm})")
+    if key.key_size < RSA_KEY_BITS_MIN:
+        raise InsecureConfiguration(
+            f"{what} is an RSA key of {key.key_size} bits; at least {RSA_KEY_BITS_MIN} are needed"
+        )
+
+
+def _public_bytes(key: PublicVerificationKey) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def normalize_database_url(url: str) -> str:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from banking.events.transport import Message, message_of
 
@@ -38,15 +38,16 @@ def kafka_script(action: str) -> None:
     )
 
 
-async def consume(
+async def consume_records(
     bootstrap: str,
     topic: str,
     *,
     prefix: str,
-    until: Callable[[list[Message]], bool],
+    until: Callable[[list[ConsumerRecord[bytes, bytes]]], bool],
     timeout_seconds: float = 60,
-) -> list[Message]:
-    """Read a topic from the beginning until ``until(messages)`` holds (or fail on timeout)."""
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Read a topic from the beginning, as Kafka gives it (bytes, header bytes), until
+    ``until(records)`` holds (or fail on timeout)."""
     consumer = AIOKafkaConsumer(
         prefix + topic,
         bootstrap_servers=bootstrap,
@@ -56,25 +57,61 @@ async def consume(
         metadata_max_age_ms=1000,
     )
     await consumer.start()
-    messages: list[Message] = []
+    records: list[ConsumerRecord[bytes, bytes]] = []
     try:
         deadline = asyncio.get_running_loop().time() + timeout_seconds
-        while not until(messages):
+        while not until(records):
             if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"timed out on {topic}: {len(messages)} messages read")
+                raise AssertionError(f"timed out on {topic}: {len(records)} messages read")
             batches = await consumer.getmany(timeout_ms=500)
-            for records in batches.values():
-                messages.extend(message_of(record, topic_prefix=prefix) for record in records)
+            for batch in batches.values():
+                records.extend(batch)
     finally:
         await consumer.stop()
+    return records
+
+
+async def consume(
+    bootstrap: str,
+    topic: str,
+    *,
+    prefix: str,
+    until: Callable[[list[Message]], bool],
+    timeout_seconds: float = 60,
+) -> list[Message]:
+    """Read a topic from the beginning until ``until(messages)`` holds (or fail on timeout)."""
+    messages: list[Message] = []
+
+    def enough(records: list[ConsumerRecord[bytes, bytes]]) -> bool:
+        # map only what arrived since the last poll: topics of thousands are read this way
+        messages.extend(
+            message_of(record, topic_prefix=prefix) for record in records[len(messages) :]
+        )
+        return until(messages)
+
+    await consume_records(
+        bootstrap, topic, prefix=prefix, until=enough, timeout_seconds=timeout_seconds
+    )
     return messages
 
 
-async def produce_raw(bootstrap: str, topic: str, value: bytes, *, key: bytes) -> None:
+async def produce_raw(
+    bootstrap: str,
+    topic: str,
+    value: bytes,
+    *,
+    key: bytes,
+    headers: dict[str, str] | None = None,
+) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
-        await producer.send_and_wait(topic, value=value, key=key)
+        await producer.send_and_wait(
+            topic,
+            value=value,
+            key=key,
+            headers=[(name, text.encode()) for name, text in (headers or {}).items()],
+        )
     finally:
         await producer.stop()
 

@@ -13,15 +13,19 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
+from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
+from cloudevents.core.formats.json import JSONFormat
 from sqlalchemy import func, select
 
 from banking.domain.errors import ValidationFailed
 from banking.domain.records import DebitOrCredit, TransferRequest
 from banking.domain.roles import Actor, Role
-from banking.events import topics
+from banking.events import envelope, topics
 from banking.events.relay import OutboxRelay
-from banking.events.serialization import ARROW_CONTENT_TYPE, decode
+from banking.events.serialization import ARROW_BATCH_CONTENT_TYPE, EventFormat, decode, encode
+from banking.events.signing import development_keyring
 from banking.events.transport import KafkaConsumerLoop, KafkaPublisher, Message
 from banking.ledger.reconcile import reconcile
 from banking.storage.tables import outbox, transactions
@@ -32,6 +36,7 @@ from banking.workers.processor import CommandProcessor
 from tests.conftest import Bank, make_settings, running_bank
 from tests.events.kafka_support import (
     consume,
+    consume_records,
     kafka_bootstrap,
     kafka_script,
     produce_raw,
@@ -140,17 +145,22 @@ async def test_debit_event_reaches_kafka_and_decodes_exactly(kbank: Bank, prefix
         kafka_bootstrap(),
         topics.TRANSACTIONS_COMPLETED,
         prefix=prefix,
-        until=lambda ms: any(transaction_id.encode() in m.value for m in ms),
+        until=lambda ms: len(ms) >= 2,  # the credit's leg, then the debit's
     )
-    event = next(m for m in messages if transaction_id.encode() in m.value)
+    event = messages[-1]
     assert event.key == account_id
-    assert event.headers["content_type"] == ARROW_CONTENT_TYPE
-    assert event.headers["event_type"] == "transaction.completed"
-    assert event.headers["schema_version"] == "1"
-    assert event.headers["trace_id"] == "ab" * 16
-    uuid.UUID(event.headers["event_id"])
+    assert event.headers["content-type"] == ARROW_BATCH_CONTENT_TYPE
+    assert event.headers["ce_type"] == "transaction.completed"
+    assert event.headers["ce_specversion"] == "1.0"
+    assert event.headers["ce_dataschema"] == "urn:banking:schema:transaction.v2"
+    assert event.headers["ce_subject"] == account_id
+    assert envelope.trace_id_of(event.headers["traceparent"]) == "ab" * 16
+    uuid.UUID(event.headers["ce_id"])
     fields = decode(
-        event.value, content_type=ARROW_CONTENT_TYPE, event_type="transaction.completed"
+        event.value,
+        content_type=ARROW_BATCH_CONTENT_TYPE,
+        event_type="transaction.completed",
+        schema_version=2,
     )
     assert fields["transaction_id"] == transaction_id
     assert fields["status"] == "completed"
@@ -161,8 +171,163 @@ async def test_debit_event_reaches_kafka_and_decodes_exactly(kbank: Bank, prefix
         prefix=prefix,
         until=lambda ms: len([m for m in ms if m.key == account_id]) >= 2,
     )
-    last = decode(balances[-1].value, content_type=ARROW_CONTENT_TYPE, event_type="balance.updated")
+    last = decode(
+        balances[-1].value,
+        content_type=balances[-1].headers["content-type"],
+        event_type="balance.updated",
+    )
     assert last["available_balance"] == Decimal("899.90")
+
+
+@pytest.mark.parametrize("event_format", list(EventFormat))
+async def test_an_event_reads_with_a_plain_cloudevents_reader_and_a_generic_arrow_reader(
+    kbank: Bank, prefix: str, event_format: EventFormat
+) -> None:
+    """What a consumer that knows nothing of this code base gets: the CloudEvents SDK's Kafka
+    binding reads the headers, and pyarrow reads the value with the schema published on
+    banking.schemas (Arrow), or json does (JSON)."""
+    _, staff = await kbank.user(Role.TELLER)
+    customer_id, customer = await kbank.user(Role.CUSTOMER)
+    account_id = await kbank.account(customer_id, staff, funded="1000.00")
+    trace_id = uuid.uuid4().hex
+    debit = await kbank.client.post(
+        "/api/v1/transactions/debit",
+        json={"account_id": account_id, "amount": "100.10", "currency": "USD"},
+        headers={**customer, "traceparent": f"00-{trace_id}-{'cd' * 8}-01"},
+    )
+    assert debit.status_code == 200, debit.text
+    publisher = publisher_for(kbank)
+    try:
+        relay = OutboxRelay(kbank.container.database, publisher, event_format=event_format)
+        assert await relay.drain() == 4
+    finally:
+        await publisher.stop()
+
+    [record] = (
+        await consume_records(
+            kafka_bootstrap(),
+            topics.TRANSACTIONS_COMPLETED,
+            prefix=prefix,
+            until=lambda records: len(records) >= 2,
+        )
+    )[1:]
+    message = KafkaMessage(
+        headers={name: value for name, value in record.headers}, key=record.key, value=record.value
+    )
+    event = from_binary(message, JSONFormat())  # validates every CloudEvents attribute
+    assert event.get_type() == "transaction.completed"
+    assert event.get_specversion() == "1.0"
+    assert event.get_source() == "/banking/ledger"
+    assert event.get_subject() == account_id
+    assert event.get_time() is not None and event.get_time().tzinfo is not None
+    uuid.UUID(event.get_id())
+    traceparent = dict(record.headers)["traceparent"].decode()
+    assert traceparent.split("-")[1] == trace_id  # what a tracing library continues
+
+    if event_format is EventFormat.JSON:
+        assert event.get_datacontenttype() == "application/json"
+        data = event.get_data()
+        assert isinstance(data, dict)
+        assert data["amount"] == "100.10"
+        assert data["transaction_id"] == debit.json()["transaction_id"]
+        return
+    assert event.get_datacontenttype() == "application/vnd.apache.arrow.recordbatch"
+    schema_id = event.get_dataschema().removeprefix("urn:banking:schema:")
+    published = await consume_records(
+        kafka_bootstrap(),
+        topics.SCHEMAS,
+        prefix=prefix,
+        until=lambda records: any(r.key == schema_id.encode() for r in records),
+    )
+    ipc = [r.value for r in published if r.key == schema_id.encode()][-1]
+    schema = pa.ipc.read_schema(pa.py_buffer(ipc))
+    [row] = pa.ipc.read_record_batch(pa.py_buffer(event.get_data()), schema).to_pylist()
+    assert row["amount"] == Decimal("100.10") and row["amount"].as_tuple().exponent == -2
+    assert row["transaction_id"] == debit.json()["transaction_id"]
+    assert row["account_id"] == account_id
+    assert schema.metadata[b"banking.schema_id"] == schema_id.encode()
+
+
+async def test_a_command_published_before_the_upgrade_is_applied(kbank: Bank, prefix: str) -> None:
+    """Schema v1 headers and a v1 Arrow stream, as the relay wrote them before the upgrade, on
+    the real topic: the processor still applies the command, and its trace id carries on."""
+    bank = kbank
+    teller_name = f"teller-{uuid.uuid4().hex[:8]}"
+    teller_id, staff = await bank.user(Role.TELLER, name=teller_name)
+    customer_id, _ = await bank.user(Role.CUSTOMER)
+    account_id = await bank.account(customer_id, staff, funded="50.00")
+    teller = Actor(teller_id, teller_name, Role.TELLER)
+    transaction_id = uuid.uuid4()
+    payload = {
+        "transaction_id": str(transaction_id),
+        "command": "debit",
+        "account_id": account_id,
+        "destination_account_id": None,
+        "amount": "12.34",
+        "currency": "USD",
+        "description": "queued before the upgrade",
+        "reference_id": "pre-upgrade-1",
+        "requested_by": {
+            "user_id": str(teller.user_id),
+            "username": teller.username,
+            "role": teller.role.value,
+        },
+        "timestamp": "2026-11-25T12:00:00+00:00",
+    }
+    value, content_type = encode("transaction.submitted", 1, payload, EventFormat.ARROW)
+    trace_id = uuid.uuid4().hex
+    event_id = str(uuid.uuid4())
+    # Signed (events.signing) over the v1 event id and type: unsigned commands are refused.
+    signature = development_keyring().signature_headers(
+        event_id, "transaction.submitted", account_id, value
+    )
+    await produce_raw(
+        kafka_bootstrap(),
+        prefix + topics.TRANSACTIONS_SUBMITTED,
+        value,
+        key=account_id.encode(),
+        headers={
+            "event_id": event_id,
+            "event_type": "transaction.submitted",
+            "schema_version": "1",
+            "content_type": content_type,
+            "trace_id": trace_id,
+            "created_at": "2026-11-25T12:00:00+00:00",
+            **signature,
+        },
+    )
+    publisher = publisher_for(bank)
+    processor = CommandProcessor(bank.container.movements, DeadLetters(publisher))
+    loop = KafkaConsumerLoop(
+        bank.container.settings.kafka_bootstrap_servers,
+        group_id="processor",
+        topics=[topics.TRANSACTIONS_SUBMITTED],
+        handler=processor.handle,
+        topic_prefix=prefix,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop))
+    try:
+
+        async def applied() -> bool:
+            return await bank.balance(account_id, staff) == Decimal("37.66")
+
+        await wait_for(applied, timeout_seconds=60, what="the pre-upgrade command")
+        leg = await bank.client.get(f"/api/v1/transactions/{transaction_id}", headers=staff)
+        assert leg.json()["status"] == "completed"
+        assert await OutboxRelay(bank.container.database, publisher).drain() >= 2
+        completed = await consume(
+            kafka_bootstrap(),
+            topics.TRANSACTIONS_COMPLETED,
+            prefix=prefix,
+            until=lambda ms: any(str(transaction_id).encode() in m.value for m in ms),
+        )
+        event = next(m for m in completed if str(transaction_id).encode() in m.value)
+        assert envelope.trace_id_of(event.headers["traceparent"]) == trace_id  # carried on
+    finally:
+        stop.set()
+        await task
+        await publisher.stop()
 
 
 @pytest.mark.postgres
@@ -244,21 +409,21 @@ async def test_kafka_down_while_1000_movements_commit(pg_kbank: Bank, prefix: st
             kafka_bootstrap(),
             topic,
             prefix=prefix,
-            until=lambda ms, c=count: len({m.headers["event_id"] for m in ms}) >= c,
+            until=lambda ms, c=count: len({m.headers["ce_id"] for m in ms}) >= c,
         )
         for message in messages:
-            read.setdefault(message.headers["event_id"], message)
+            read.setdefault(message.headers["ce_id"], message)
             assert b"rolled-back" not in message.value
         if topic == topics.ACCOUNT_BALANCES:
             versions: dict[str | None, list[int]] = defaultdict(list)
             seen: set[str] = set()
             for message in messages:
-                if message.headers["event_id"] in seen:
+                if message.headers["ce_id"] in seen:
                     continue
-                seen.add(message.headers["event_id"])
+                seen.add(message.headers["ce_id"])
                 fields = decode(
                     message.value,
-                    content_type=message.headers["content_type"],
+                    content_type=message.headers["content-type"],
                     event_type="balance.updated",
                 )
                 versions[message.key].append(fields["version"])
@@ -324,11 +489,11 @@ async def test_relay_killed_mid_batch_loses_nothing(
             kafka_bootstrap(),
             topic,
             prefix=prefix,
-            until=lambda ms: len({m.headers["event_id"] for m in ms}) >= total // 2,
+            until=lambda ms: len({m.headers["ce_id"] for m in ms}) >= total // 2,
         )
     by_id: dict[str, set[bytes]] = defaultdict(set)
     for message in raw:
-        by_id[message.headers["event_id"]].add(message.value)
+        by_id[message.headers["ce_id"]].add(message.value)
     assert set(by_id) == expected  # none lost
     assert all(len(values) == 1 for values in by_id.values())  # a duplicate is the same event
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import pyarrow as pa
 import pytest
 
+from banking.events import outbox, registry
 from banking.events.serialization import (
-    ARROW_CONTENT_TYPE,
+    ARROW_BATCH_CONTENT_TYPE,
+    ARROW_STREAM_CONTENT_TYPE,
     JSON_CONTENT_TYPE,
-    SCHEMAS,
     EventFormat,
     UndecodableEvent,
     decode,
@@ -19,6 +21,7 @@ from banking.events.serialization import (
     payload_text,
 )
 
+CURRENT = outbox.TRANSACTION_SCHEMA_VERSION
 TRANSACTION = {
     "transaction_id": "6f1c1b8e-9a38-4a2e-8d8c-0f5b1f3c2a10",
     "account_id": "0d4f5b3e-1c2a-4e7f-9b8d-3a2c1e0f9d8b",
@@ -46,47 +49,114 @@ COMMAND = {
 }
 
 
+@pytest.mark.parametrize("version", [1, CURRENT])
 @pytest.mark.parametrize("event_format", list(EventFormat))
-def test_round_trip_keeps_amounts_and_times_exact(event_format: EventFormat) -> None:
-    value, content_type = encode("transaction.completed", 1, TRANSACTION, event_format)
-    fields = decode(value, content_type=content_type, event_type="transaction.completed")
+def test_round_trip_keeps_amounts_and_times_exact(event_format: EventFormat, version: int) -> None:
+    value, content_type = encode("transaction.completed", version, TRANSACTION, event_format)
+    fields = decode(
+        value, content_type=content_type, event_type="transaction.completed", schema_version=version
+    )
     assert fields["amount"] == Decimal("9999999999999999.99")
     assert fields["timestamp"] == datetime(2026, 11, 25, 12, 0, 0, 123456, tzinfo=UTC)
     assert payload_text(fields) == TRANSACTION
 
 
-def test_arrow_uses_the_sketch_schema_with_decimal128() -> None:
+def test_arrow_v2_is_the_record_batch_alone_read_with_the_published_schema() -> None:
+    value, content_type = encode("transaction.completed", CURRENT, TRANSACTION, EventFormat.ARROW)
+    assert content_type == ARROW_BATCH_CONTENT_TYPE
+    published = registry.lookup("transaction.completed")
+    assert published is not None and published.schema_id == f"transaction.v{CURRENT}"
+    schema = pa.ipc.open_stream(published.ipc_stream).schema  # as a consumer gets it
+    batch = pa.ipc.read_record_batch(pa.py_buffer(value), schema)
+    assert batch.schema.field("amount").type == pa.decimal128(18, 2)
+    assert batch.schema.field("timestamp").type == pa.timestamp("us", tz="UTC")
+    assert batch.to_pylist()[0]["amount"] == Decimal("9999999999999999.99")
+    stream, _ = encode("transaction.completed", 1, TRANSACTION, EventFormat.ARROW)
+    assert len(value) < len(stream) * 0.65  # the schema is no longer in every message
+
+
+def test_arrow_v1_is_still_the_self_describing_stream() -> None:
     value, content_type = encode("transaction.completed", 1, TRANSACTION, EventFormat.ARROW)
-    assert content_type == ARROW_CONTENT_TYPE
+    assert content_type == ARROW_STREAM_CONTENT_TYPE
     table = pa.ipc.open_stream(value).read_all()
     assert table.schema.field("amount").type == pa.decimal128(18, 2)
-    assert table.schema.field("timestamp").type == pa.timestamp("us", tz="UTC")
     assert table.num_rows == 1
 
 
+@pytest.mark.parametrize("version", [1, CURRENT])
 @pytest.mark.parametrize("event_format", list(EventFormat))
-def test_commands_round_trip_with_their_requester(event_format: EventFormat) -> None:
-    value, content_type = encode("transaction.submitted", 1, COMMAND, event_format)
-    fields = decode(value, content_type=content_type, event_type="transaction.submitted")
+def test_commands_round_trip_with_their_requester(event_format: EventFormat, version: int) -> None:
+    value, content_type = encode("transaction.submitted", version, COMMAND, event_format)
+    fields = decode(
+        value, content_type=content_type, event_type="transaction.submitted", schema_version=version
+    )
     assert payload_text(fields) == COMMAND
 
 
-def test_every_event_type_has_a_schema_and_unknown_versions_are_refused() -> None:
-    assert {event_type for event_type, _ in SCHEMAS} == {
+def test_a_batch_without_a_known_version_is_read_with_the_current_schema() -> None:
+    value, content_type = encode("balance.updated", CURRENT, _BALANCE, EventFormat.ARROW)
+    assert decode(value, content_type=content_type, event_type="balance.updated")["version"] == 7
+
+
+def test_every_event_type_has_a_schema_in_every_version_and_unknown_ones_are_refused() -> None:
+    assert set(registry.CURRENT_VERSIONS) == {
         "transaction.completed",
         "transaction.failed",
         "transaction.rejected",
         "balance.updated",
         "transaction.submitted",
     }
+    for event_type, current in registry.CURRENT_VERSIONS.items():
+        assert current == 2
+        assert [registry.lookup(event_type, version) is not None for version in (1, 2)] == [
+            True,
+            True,
+        ]
     with pytest.raises(UndecodableEvent):
-        encode("transaction.completed", 2, TRANSACTION, EventFormat.ARROW)
+        encode("transaction.completed", 3, TRANSACTION, EventFormat.ARROW)
+    value, _ = encode("transaction.completed", CURRENT, TRANSACTION, EventFormat.ARROW)
+    with pytest.raises(UndecodableEvent, match="no schema"):
+        decode(
+            value,
+            content_type=ARROW_BATCH_CONTENT_TYPE,
+            event_type="transaction.completed",
+            schema_version=3,
+        )
+
+
+def test_an_amount_with_more_decimals_than_the_schema_is_refused_not_rounded() -> None:
+    with pytest.raises(UndecodableEvent, match="does not fit"):
+        encode(
+            "balance.updated", CURRENT, {**_BALANCE, "current_balance": "1.005"}, EventFormat.ARROW
+        )
+
+
+def test_a_content_type_with_parameters_is_understood() -> None:
+    fields = decode(
+        json.dumps(_BALANCE).encode(),
+        content_type="Application/JSON; charset=utf-8",
+        event_type="balance.updated",
+    )
+    assert fields["current_balance"] == Decimal("98765.43")
+
+
+_BALANCE = {
+    "account_id": "0d4f5b3e-1c2a-4e7f-9b8d-3a2c1e0f9d8b",
+    "current_balance": "98765.43",
+    "available_balance": "98765.43",
+    "currency": "USD",
+    "version": 7,
+    "timestamp": "2026-11-25T12:00:00.123456+00:00",
+}
 
 
 @pytest.mark.parametrize(
     ("value", "content_type"),
     [
-        (b"\x00\xff garbage", ARROW_CONTENT_TYPE),
+        (b"\x00\xff garbage", ARROW_STREAM_CONTENT_TYPE),
+        (b"\x00\xff garbage", ARROW_BATCH_CONTENT_TYPE),
+        (b"\xff\xff\xff\xff\x10\x00\x00\x00" + bytes(16), ARROW_BATCH_CONTENT_TYPE),
+        (b"", ARROW_BATCH_CONTENT_TYPE),
         (b"{not json", JSON_CONTENT_TYPE),
         (b"[1, 2]", JSON_CONTENT_TYPE),
         (b"{}", "text/plain"),
@@ -95,3 +165,26 @@ def test_every_event_type_has_a_schema_and_unknown_versions_are_refused() -> Non
 def test_garbage_is_undecodable(value: bytes, content_type: str) -> None:
     with pytest.raises(UndecodableEvent):
         decode(value, content_type=content_type, event_type="transaction.completed")
+
+
+def test_a_batch_of_the_wrong_schema_is_undecodable() -> None:
+    balance, _ = encode("balance.updated", CURRENT, _BALANCE, EventFormat.ARROW)
+    with pytest.raises(UndecodableEvent, match="columns"):
+        decode(balance, content_type=ARROW_BATCH_CONTENT_TYPE, event_type="transaction.completed")
+
+
+def test_the_published_schemas_describe_themselves() -> None:
+    messages = registry.schema_messages()
+    assert {message.key for message in messages} == set(registry.SCHEMAS)
+    for message in messages:
+        entry = registry.by_id(str(message.key))
+        assert entry is not None
+        described = registry.describe(message.value)
+        assert described["schema_id"] == entry.schema_id
+        assert described["fingerprint"] == entry.fingerprint
+        assert described["event_types"] == list(entry.event_types)
+        assert [f["name"] for f in described["fields"]] == entry.schema.names
+        assert message.headers["ce_type"] == "schema.published"
+        assert message.headers["content-type"] == ARROW_STREAM_CONTENT_TYPE
+    same_columns = {registry.by_id(f"balance.v{v}").fingerprint for v in (1, 2)}  # type: ignore[union-attr]
+    assert len(same_columns) == 1  # v2 changed the framing, not the columns

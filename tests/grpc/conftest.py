@@ -4,7 +4,9 @@ fixture's REST app (SQLite and PostgreSQL), and typed clients for it."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
 import grpc
@@ -13,7 +15,7 @@ import pytest
 from banking.domain.roles import Role
 from banking.grpc.client import BankingClient
 from banking.grpc.server import start_server
-from tests.conftest import Bank
+from tests.conftest import Bank, make_settings, running_bank
 
 
 def bearer(headers: dict[str, str]) -> str:
@@ -56,8 +58,9 @@ class GrpcBank:
             await channel.close()
 
 
-@pytest.fixture
-async def grpc_bank(bank: Bank) -> AsyncIterator[GrpcBank]:
+@asynccontextmanager
+async def serving(bank: Bank) -> AsyncIterator[GrpcBank]:
+    """A gRPC server on ``bank``'s container for as long as the block runs."""
     server = await start_server(bank.container, host="127.0.0.1", port=0)
     running = GrpcBank(bank, f"127.0.0.1:{server.port}")
     try:
@@ -67,12 +70,20 @@ async def grpc_bank(bank: Bank) -> AsyncIterator[GrpcBank]:
         await server.stop(0)
 
 
+@asynccontextmanager
+async def grpc_bank_with(database_url: str, **settings: Any) -> AsyncIterator[GrpcBank]:
+    """REST and gRPC on a container of the test's own settings (``make_settings`` overrides)."""
+    async with running_bank(make_settings(database_url, **settings)) as bank, serving(bank) as g:
+        yield g
+
+
+@pytest.fixture
+async def grpc_bank(bank: Bank) -> AsyncIterator[GrpcBank]:
+    async with serving(bank) as running:
+        yield running
+
+
 @pytest.fixture
 async def pg_grpc_bank(pg_bank: Bank) -> AsyncIterator[GrpcBank]:
-    server = await start_server(pg_bank.container, host="127.0.0.1", port=0)
-    running = GrpcBank(pg_bank, f"127.0.0.1:{server.port}")
-    try:
+    async with serving(pg_bank) as running:
         yield running
-    finally:
-        await running.close()
-        await server.stop(0)

@@ -1,5 +1,6 @@
-"""Bad input over gRPC: INVALID_ARGUMENT with the stable code and the field, and nothing in
-the ledger changed (balances, legs, log rows, outbox)."""
+"""Bad input over gRPC: INVALID_ARGUMENT with the stable code (ErrorInfo) and the field
+(BadRequest), read with the standard library, and nothing in the ledger changed (balances,
+legs, log rows, outbox)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from banking.grpc.gen import (
     transactions_pb2_grpc,
 )
 from tests.grpc.conftest import GrpcBank
+from tests.grpc.details import rich_error
 
 LONG_REFERENCE = "r" * 256
 LONG_DESCRIPTION = "d" * 501
@@ -98,10 +100,10 @@ async def test_bad_movement_is_invalid_argument_and_changes_nothing(
         await call
 
     assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    trailing = dict(raised.value.trailing_metadata() or ())
-    assert trailing["error-code"] == "VALIDATION_ERROR"
-    assert trailing["error-field"] == field
+    details = rich_error(raised.value)
+    assert details.info.reason == "VALIDATION_ERROR"
     assert raised.value.details()
+    assert details.violations == [(field, raised.value.details())]
     assert await grpc_bank.bank.snapshot() == before
 
 
@@ -150,7 +152,7 @@ async def test_bad_account_request_is_invalid_argument_and_changes_nothing(
         )
 
     assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert dict(raised.value.trailing_metadata() or ())["error-field"] == field
+    assert rich_error(raised.value).violations == [(field, raised.value.details())]
     assert await grpc_bank.bank.snapshot() == before
 
 
@@ -166,3 +168,4 @@ async def test_get_transaction_with_an_empty_id_is_invalid_argument(grpc_bank: G
 
     assert raised.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert raised.value.details() == "transaction_id must be a UUID"
+    assert rich_error(raised.value).violations == [("transaction_id", raised.value.details())]

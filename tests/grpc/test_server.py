@@ -8,12 +8,14 @@ import os
 import sys
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import grpc
 import httpx
 import pytest
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from banking.bootstrap import build_container, create_rest_app
@@ -21,10 +23,11 @@ from banking.domain.errors import BankingError
 from banking.domain.roles import Role
 from banking.grpc.client import BankingClient, BankingClientError
 from banking.grpc.gen import accounts_pb2, accounts_pb2_grpc
-from banking.grpc.interceptors import GRPC_STATUS_BY_CODE
+from banking.grpc.interceptors import GRPC_STATUS_BY_CODE, rich_status
 from banking.grpc.server import start_server
 from tests.conftest import make_settings
 from tests.grpc.conftest import GrpcBank
+from tests.grpc.details import rich_error
 from tests.support.processes import ServerProcess, free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -79,6 +82,7 @@ async def test_an_unreachable_database_is_unavailable() -> None:
     assert raised.value.status is grpc.StatusCode.UNAVAILABLE
     assert raised.value.code == "SERVICE_UNAVAILABLE"
     assert raised.value.message == "service is temporarily unavailable"
+    assert raised.value.retry_delay == timedelta(seconds=1)  # RetryInfo: a retry can succeed
 
 
 async def test_past_the_rate_limit_calls_are_resource_exhausted_in_a_budget_shared_with_rest(
@@ -86,8 +90,15 @@ async def test_past_the_rate_limit_calls_are_resource_exhausted_in_a_budget_shar
 ) -> None:
     container = build_container(make_settings(database_url, rate_limit_default="3/minute"))
     server = await start_server(container, host="127.0.0.1", port=0)
-    user_id, account_id = uuid.uuid4(), uuid.uuid4()
-    token = container.tokens.issue(user_id, "someone", Role.CUSTOMER)
+    user = await container.users.create(
+        None,
+        username="someone",
+        email="someone@example.com",
+        password="correct-horse-battery",
+        role=Role.CUSTOMER,
+    )
+    account_id = uuid.uuid4()
+    token = container.tokens.issue(user.user_id, "someone", Role.CUSTOMER)
     transport = httpx.ASGITransport(app=create_rest_app(container, dispose_on_shutdown=False))
     try:
         async with (
@@ -116,9 +127,9 @@ async def test_past_the_rate_limit_calls_are_resource_exhausted_in_a_budget_shar
 
     assert limited.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert limited.value.details() == "too many requests; retry later"
-    trailing = dict(limited.value.trailing_metadata() or ())
-    assert trailing["error-code"] == "RATE_LIMITED"
-    assert int(trailing["retry-after"]) >= 1
+    details = rich_error(limited.value)
+    assert details.info.reason == "RATE_LIMITED"
+    assert details.retry is not None and details.retry.retry_delay.seconds >= 1
 
 
 async def test_graceful_shutdown_lets_calls_in_flight_finish_and_refuses_new_ones(
@@ -162,6 +173,28 @@ def test_every_domain_error_code_has_a_grpc_status() -> None:
     assert GRPC_STATUS_BY_CODE["IDEMPOTENCY_CONFLICT"] is grpc.StatusCode.ALREADY_EXISTS
     assert GRPC_STATUS_BY_CODE["FORBIDDEN"] is grpc.StatusCode.PERMISSION_DENIED
     assert GRPC_STATUS_BY_CODE["RATE_LIMITED"] is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_every_domain_error_has_a_rich_status_with_its_code_as_the_reason() -> None:
+    def classes(cls: type[BankingError]) -> set[type[BankingError]]:
+        return {cls}.union(*(classes(sub) for sub in cls.__subclasses__()))
+
+    for cls in classes(BankingError):
+        try:
+            error = cls("it failed")
+        except TypeError:  # the retryable ones say when to retry
+            error = cls("it failed", retry_after_seconds=3)  # type: ignore[call-arg]
+        status = rich_status(error, "it failed")
+        info = error_details_pb2.ErrorInfo()
+        assert status.details[0].Unpack(info), cls
+        assert (status.code, status.message) == (
+            GRPC_STATUS_BY_CODE[cls.code].value[0],
+            "it failed",
+        )
+        assert (info.reason, info.domain) == (cls.code, "banking.v1")
+        retry = [d for d in status.details if d.Is(error_details_pb2.RetryInfo.DESCRIPTOR)]
+        retryable = cls.code in ("RATE_LIMITED", "ACCOUNT_BUSY", "SERVICE_UNAVAILABLE")
+        assert len(retry) == (1 if retryable else 0), cls
 
 
 # --- the processes ----------------------------------------------------------------------------

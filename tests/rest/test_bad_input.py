@@ -464,7 +464,7 @@ async def test_malformed_uuid_in_path_is_a_validation_error(
         pytest.param({"type": "refund"}, "query.type", id="unknown-type"),
         pytest.param({"status": "lost"}, "query.status", id="unknown-status"),
         pytest.param({"from": "yesterday"}, "query.from", id="from-not-a-date"),
-        pytest.param({"from": "2024-01-01T00:00:00"}, "from", id="from-without-zone"),
+        pytest.param({"from": "2024-01-01T00:00:00"}, "query.from", id="from-without-zone"),
         # Valid ISO 8601, but before year 1 / after year 9999 once converted to UTC.
         pytest.param({"from": "0001-01-01T00:00:00+01:00"}, None, id="from-before-year-1-utc"),
         pytest.param({"to": "9999-12-31T23:59:59-14:00"}, None, id="to-after-year-9999-utc"),

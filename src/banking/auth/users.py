@@ -1,4 +1,5 @@
-"""Use cases on users: create, authenticate, read; and the first admin of a fresh install."""
+"""Use cases on users: create, authenticate, read, change (activate, deactivate, role); and the
+first admin of a fresh install."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from banking.auth.passwords import PASSWORD_LENGTH_MAX, PASSWORD_LENGTH_MIN, Pas
 from banking.auth.tokens import TokenService
 from banking.domain.clock import utc_now
 from banking.domain.errors import (
+    Forbidden,
     Unauthenticated,
     UserAlreadyExists,
     UserNotFound,
@@ -23,8 +25,11 @@ from banking.domain.errors import (
 )
 from banking.domain.roles import Actor, Role
 from banking.ledger.access import require_manages_users
+from banking.observability.logging import get_logger
 from banking.storage import repositories as repo
 from banking.storage.database import Database, is_unique_violation
+
+log = get_logger("banking.auth")
 
 _USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{3,64}$")
 _EMAIL = re.compile(
@@ -106,6 +111,7 @@ class UserService:
 
     async def authenticate(self, username: str, password: str) -> tuple[str, int]:
         """A fresh access token and its lifetime in seconds, for valid active credentials."""
+        self._tokens.require_issuer()  # before the password is checked or a login recorded
         row = None
         if _USERNAME.fullmatch(username):  # anything else cannot be a user: no lookup
             async with self._database.read() as connection:
@@ -129,6 +135,61 @@ class UserService:
         if row is None:
             raise UserNotFound("user not found")
         return _user(row)
+
+    async def update(
+        self,
+        actor: Actor,
+        user_id: UUID,
+        *,
+        is_active: bool | None = None,
+        role: Role | None = None,
+    ) -> User:
+        """Deactivate or reactivate a user, or change their role (admins only). Their tokens
+        follow within ``TOKEN_USER_RECHECK_SECONDS`` on every instance, at once on this one.
+        An admin cannot deactivate or demote themselves, so one active admin always remains
+        who can undo a change."""
+        require_manages_users(actor)
+        if is_active is None and role is None:
+            raise ValidationFailed("nothing to change: send is_active or role")
+        if actor.user_id == user_id and (is_active is False or role not in (None, Role.ADMIN)):
+            raise ValidationFailed(
+                "an admin cannot deactivate or demote their own account",
+                field="is_active" if is_active is False else "role",
+            )
+        changes: dict[str, Any] = {}
+        if is_active is not None:
+            changes["is_active"] = is_active
+        if role is not None:
+            changes["role"] = role.value
+
+        async def work(connection: AsyncConnection) -> tuple[Any, Any]:
+            # Both rows locked (in id order): the admin must still be one as this commits,
+            # so two admins cannot demote each other at the same moment.
+            rows = {
+                row.user_id: row
+                for row in await repo.lock_users(connection, {actor.user_id, user_id})
+            }
+            acting = rows.get(actor.user_id)
+            if acting is None or not acting.is_active or acting.role != Role.ADMIN.value:
+                raise Forbidden("managing users needs the admin role")
+            before = rows.get(user_id)
+            if before is None:
+                raise UserNotFound("user not found")
+            await repo.update_user(connection, user_id, changes)
+            return before, await repo.get_user(connection, user_id)
+
+        before, after = await self._database.run_in_transaction(work)
+        self._tokens.forget_user(user_id)
+        log.info(
+            "user_changed",
+            changed_user_id=str(user_id),
+            changed_username=after.username,
+            by_user_id=str(actor.user_id),
+            by_username=actor.username,
+            **{f"{name}_before": getattr(before, name) for name in changes},
+            **{f"{name}_after": getattr(after, name) for name in changes},
+        )
+        return _user(after)
 
     async def create_bootstrap_admin(self) -> str | None:
         """On an install without users, create ``admin`` with a random password and return

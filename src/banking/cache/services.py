@@ -1,5 +1,12 @@
 """Builds the balance cache, the rate limiter and the account locks for one process: in memory
-when ``REDIS_URL`` is unset, on one shared Redis pool (one circuit breaker) when it is set."""
+when ``REDIS_URL`` is unset, on one shared Redis pool (one circuit breaker) when it is set.
+
+The memory balance cache is exact only while its process sees every commit: several API
+processes without Redis each keep their own and miss the others' invalidations, so a client
+could read its own write stale from another process. ``banking serve --workers N`` therefore
+turns it off when there is no Redis (``memory_cache_goes_stale``); the cache is only an
+optimisation of balance reads, money decisions never read it.
+"""
 
 from __future__ import annotations
 
@@ -42,6 +49,12 @@ class CacheServices:
             await self.balances.close()
         if self.redis is not None:
             await self.redis.close()
+
+
+def memory_cache_goes_stale(settings: Settings, *, processes: int) -> bool:
+    """True when ``processes`` API processes would each keep a memory balance cache (no
+    ``REDIS_URL``, cache enabled): a commit in one would leave the others' entries stale."""
+    return processes > 1 and settings.balance_cache_enabled and not settings.redis_url
 
 
 def build_cache_services(settings: Settings, metrics: Metrics) -> CacheServices:

@@ -1,7 +1,9 @@
 """Outbox rows: the events of a money movement, written in the same database transaction.
 
-Payloads are JSON text with amounts as decimal strings; the relay (a later component) turns
-them into the Arrow or JSON wire format. Event types and schema versions are fixed here.
+Payloads are JSON text with amounts as decimal strings; the relay turns them into the Arrow or
+JSON wire format (``events.serialization``). Event types and schema versions are fixed here:
+v2 has the columns of v1 and frames Arrow values as a record batch alone, the schema
+published once (``events.registry``).
 
 Each record has one payload mapping: ``transaction_payload`` (a leg) and ``balance_payload``
 follow the columns of ``events.schemas`` (the same ones the Arrow encoding uses), and
@@ -33,8 +35,8 @@ from banking.domain.roles import Actor
 from banking.events import topics
 from banking.events.schemas import BALANCE_V1, TRANSACTION_V1
 
-TRANSACTION_SCHEMA_VERSION: Final = 1
-BALANCE_SCHEMA_VERSION: Final = 1
+TRANSACTION_SCHEMA_VERSION: Final = 2
+BALANCE_SCHEMA_VERSION: Final = 2
 EVENT_TRANSACTION_COMPLETED: Final = "transaction.completed"
 EVENT_TRANSACTION_FAILED: Final = "transaction.failed"
 EVENT_BALANCE_UPDATED: Final = "balance.updated"
@@ -64,12 +66,12 @@ def _row(
 
 
 def transaction_payload(leg: Transaction) -> dict[str, Any]:
-    """The payload of a leg's transaction event (schema v1)."""
+    """The payload of a leg's transaction event (the columns of schema v1, also v2's)."""
     return TRANSACTION_V1.text_row(leg)
 
 
 def balance_payload(balance: Balance) -> dict[str, Any]:
-    """The payload of a balance event (schema v1)."""
+    """The payload of a balance event (the columns of schema v1, also v2's)."""
     return BALANCE_V1.text_row(balance)
 
 
@@ -124,7 +126,7 @@ def events_for_legs(legs: list[Transaction], *, trace_id: str | None) -> list[di
 
 EVENT_TRANSACTION_SUBMITTED: Final = "transaction.submitted"
 EVENT_TRANSACTION_REJECTED: Final = "transaction.rejected"
-COMMAND_SCHEMA_VERSION: Final = 1
+COMMAND_SCHEMA_VERSION: Final = 2
 COMMAND_NAMES: Final = {
     TransactionType.DEBIT: "debit",
     TransactionType.CREDIT: "credit",
@@ -133,8 +135,9 @@ COMMAND_NAMES: Final = {
 
 
 def command_payload(command: Command, *, at: datetime) -> dict[str, Any]:
-    """The payload of a command event (schema v1), submitted at ``at``. The command's
-    ``trace_id`` is not in it: it travels as the outbox row's ``trace_id`` (a Kafka header)."""
+    """The payload of a command event (the columns of v1 and v2), submitted at ``at``. The
+    command's ``trace_id`` is not in it: it travels as the outbox row's ``trace_id`` (the
+    ``traceparent`` Kafka header)."""
     request = command.request
     destination = request.destination_account_id if isinstance(request, TransferRequest) else None
     return {
@@ -190,8 +193,8 @@ def rejection_event(command: Command, code: str, message: str) -> dict[str, Any]
     request = command.request
     now = datetime.now(UTC)
     # The failed leg it would have been (it is never stored), by the leg's field names. Unlike
-    # a stored leg's event, the JSON payload carries ``failure_reason`` (Arrow v1 has no column
-    # for it and drops it).
+    # a stored leg's event, the JSON payload carries ``failure_reason`` (the Arrow schema has
+    # no column for it and drops it).
     leg = {
         "transaction_id": command.transaction_id,
         "account_id": _account_of(command),

@@ -3,8 +3,10 @@
 Rows are read in ``outbox_id`` order, converted to the wire format, sent as one batch that
 returns only when every message is acknowledged (idempotent producer, acks=all), and then
 marked published. A crash between the two re-sends the batch: consumers see the same event
-ids again and skip them. On PostgreSQL only one relay publishes at a time (an advisory lock),
-so per-account order holds with several relay processes running for availability.
+ids (``ce_id``) again and skip them. On PostgreSQL only one relay publishes at a time (an
+advisory lock), so per-account order holds with several relay processes running for
+availability. Each message is one CloudEvent in Kafka binary mode (``events.envelope``); the
+event schemas go to ``banking.schemas`` before the first (``events.registry``).
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from banking.domain.clock import utc_now
+from banking.events import envelope, registry, signing
+from banking.events.outbox import EVENT_TRANSACTION_SUBMITTED
 from banking.events.serialization import JSON_CONTENT_TYPE, EventFormat, encode
 from banking.events.transport import Message, Publisher
 from banking.observability.logging import get_logger
 from banking.storage import repositories as repo
-from banking.storage.database import Database
+from banking.storage.database import Database, is_outage
 
 log = get_logger(__name__)
 
@@ -36,20 +40,25 @@ BACKLOG_REPORT_SECONDS: Final = 5.0
 
 
 def headers_of(row: Any, content_type: str) -> dict[str, str]:
-    headers = {
-        "event_id": str(row.event_id),
-        "event_type": row.event_type,
-        "schema_version": str(row.schema_version),
-        "content_type": content_type,
-    }
-    if row.trace_id:
-        headers["trace_id"] = row.trace_id
-    # When the event was committed: consumers measure their end-to-end lag from it.
-    headers["created_at"] = row.created_at.isoformat()
-    return headers
+    """The CloudEvents headers of an outbox row (``events.envelope``): its id, type, commit
+    time (consumers measure their lag from it), account, schema and trace."""
+    schema = registry.lookup(row.event_type, row.schema_version)
+    return envelope.write_headers(
+        event_id=row.event_id,
+        event_type=row.event_type,
+        content_type=content_type,
+        time=row.created_at,
+        subject=row.event_key,
+        trace_id=row.trace_id,
+        schema=schema.schema_id if schema is not None else None,
+    )
 
 
-def message_of(row: Any, event_format: EventFormat) -> Message:
+def message_of(
+    row: Any, event_format: EventFormat, keyring: signing.CommandKeyring | None = None
+) -> Message:
+    """The wire message of an outbox row; a command (``transaction.submitted``) is signed with
+    this service's key (``events.signing``; the development key when no keyring is given)."""
     if event_format is EventFormat.JSON:
         # The outbox already holds the canonical JSON text: no need to parse and re-encode.
         value, content_type = row.payload.encode(), JSON_CONTENT_TYPE
@@ -57,7 +66,12 @@ def message_of(row: Any, event_format: EventFormat) -> Message:
         value, content_type = encode(
             row.event_type, row.schema_version, json.loads(row.payload), event_format
         )
-    return Message(row.topic, row.event_key, value, headers_of(row, content_type))
+    headers = headers_of(row, content_type)
+    if row.event_type == EVENT_TRANSACTION_SUBMITTED:
+        headers |= (keyring or signing.development_keyring()).signature_headers(
+            str(row.event_id), row.event_type, row.event_key, value
+        )
+    return Message(row.topic, row.event_key, value, headers)
 
 
 class RelayObserver(Protocol):
@@ -88,20 +102,31 @@ class OutboxRelay:
         event_format: EventFormat = EventFormat.ARROW,
         batch_size: int = BATCH_SIZE_MAX,
         observer: RelayObserver | None = None,
+        publish_schemas: bool = True,
+        keyring: signing.CommandKeyring | None = None,
     ) -> None:
         self._database = database
+        self._keyring = keyring or signing.development_keyring()
         self._publisher = publisher
         self._event_format = event_format
         self._batch_size = min(batch_size, BATCH_SIZE_MAX)
+        # The schemas go to ``banking.schemas`` before the first event (again after a restart:
+        # the topic is compacted), so every event's schema is resolvable when it arrives.
+        self._schemas_pending = publish_schemas
         self._observer: RelayObserver = observer or _Unobserved()
 
     async def publish_batch(self) -> int:
         """Publish the oldest unpublished rows once; the number published."""
+        if self._schemas_pending:
+            await self._publisher.publish(registry.schema_messages())
+            self._schemas_pending = False
         async with self._database.read() as connection:
             rows = await repo.fetch_unpublished(connection, self._batch_size)
         if not rows:
             return 0
-        await self._publisher.publish([message_of(row, self._event_format) for row in rows])
+        await self._publisher.publish(
+            [message_of(row, self._event_format, self._keyring) for row in rows]
+        )
         await self._mark([row.outbox_id for row in rows])
         self._observer.relay_published(len(rows))
         return len(rows)
@@ -153,6 +178,7 @@ class OutboxRelay:
                     "relay_publish_failed",
                     error_type=type(error).__name__,
                     error=str(error)[:300],
+                    database_unavailable=is_outage(error),
                     retry_in_seconds=delay,
                 )
                 await _sleep_or_stop(stop, delay)
@@ -185,7 +211,13 @@ class OutboxRelay:
                         await connection.commit()
             except Exception as error:  # noqa: BLE001 - database down: wait and compete again
                 self._observer.relay_failed()
-                log.warning("relay_leadership_failed", error=str(error)[:300])
+                log.warning(
+                    "relay_leadership_failed",
+                    error_type=type(error).__name__,
+                    error=str(error)[:300],
+                    database_unavailable=is_outage(error),
+                    retry_in_seconds=STANDBY_POLL_SECONDS,
+                )
                 await _sleep_or_stop(stop, STANDBY_POLL_SECONDS)
 
 

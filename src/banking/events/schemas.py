@@ -5,7 +5,9 @@ Parquet) is ``LEG_SCHEMA`` itself, and the Kafka transaction event v1 is derived
 ``TRANSACTION_V1`` (columns left out, columns named differently). The balance event v1 is
 derived the same way from ``BALANCE_SCHEMA``. Both the JSON payloads of those events
 (``events/outbox.py``) and their Arrow encoding (``events/serialization.py``) follow these
-columns, so the two encodings cannot disagree on a name or a type.
+columns, so the two encodings cannot disagree on a name or a type. Schema v2 of the events
+has exactly these columns (it changed how Arrow values are framed, see ``events.registry``),
+so the ``*_V1`` names below are the columns of v1 and v2 alike.
 
 Amounts are ``decimal128(18,2)`` (text with two decimal places in JSON), timestamps
 microseconds UTC (ISO 8601 in JSON), identifiers and enum values strings.

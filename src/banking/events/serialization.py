@@ -1,10 +1,17 @@
-"""The one module that owns the events' wire formats (their schemas are ``events.schemas``).
+"""The one module that owns the events' wire formats (their schemas are ``events.schemas``,
+their versions ``events.registry``).
 
-Values are an Arrow IPC stream of one record batch (default) or JSON, chosen by the
-``EVENT_FORMAT`` setting; the ``content-type`` header says which, and ``decode`` reads both.
+Values are Arrow (default) or JSON, chosen by the ``EVENT_FORMAT`` setting; the
+``content-type`` header says which, and ``decode`` reads every form this service ever wrote:
+
+- ``application/vnd.apache.arrow.recordbatch`` (schema v2): the IPC record batch message
+  alone, one row; the schema is the registry's for the event type and version;
+- ``application/vnd.apache.arrow.stream`` (schema v1): a one-row IPC stream, schema inside;
+- ``application/json``: an object, amounts as decimal strings (v1 and v2 alike).
+
 Amounts are ``decimal128(18,2)`` in Arrow and decimal strings in JSON; decoding always gives
-``Decimal``. Timestamps are microseconds UTC. Each event type has a versioned schema; a new
-field means a new version, and readers keep accepting the old ones.
+``Decimal``. Timestamps are microseconds UTC. A new field means a new schema version, and
+readers keep accepting the old ones.
 """
 
 from __future__ import annotations
@@ -18,22 +25,29 @@ from typing import Any, Final
 
 import pyarrow as pa
 
-from banking.events import outbox
-from banking.events.schemas import BALANCE_SCHEMA_V1, COMMAND_SCHEMA_V1, TRANSACTION_SCHEMA_V1
+from banking.events import outbox, registry
+from banking.events.arrow_ipc import ArrowIpcError, UnsupportedLayout
+from banking.events.registry import ARROW_BATCH_CONTENT_TYPE, ARROW_STREAM_CONTENT_TYPE
 
-ARROW_CONTENT_TYPE: Final = "application/vnd.apache.arrow.stream"
 JSON_CONTENT_TYPE: Final = "application/json"
-
-SCHEMAS: Final[dict[tuple[str, int], pa.Schema]] = {
-    (outbox.EVENT_TRANSACTION_COMPLETED, 1): TRANSACTION_SCHEMA_V1,
-    (outbox.EVENT_TRANSACTION_FAILED, 1): TRANSACTION_SCHEMA_V1,
-    (outbox.EVENT_TRANSACTION_REJECTED, 1): TRANSACTION_SCHEMA_V1,
-    (outbox.EVENT_BALANCE_UPDATED, 1): BALANCE_SCHEMA_V1,
-    (outbox.EVENT_TRANSACTION_SUBMITTED, 1): COMMAND_SCHEMA_V1,
-}
-_COLUMNS: Final = [column for schema in SCHEMAS.values() for column in schema]
+# Kept for readers written against schema v1's name for the stream media type.
+ARROW_CONTENT_TYPE: Final = ARROW_STREAM_CONTENT_TYPE
+_COLUMNS: Final = [column for entry in registry.SCHEMAS.values() for column in entry.schema]
 _MONEY_FIELDS: Final = frozenset(c.name for c in _COLUMNS if pa.types.is_decimal(c.type))
 _TIME_FIELDS: Final = frozenset(c.name for c in _COLUMNS if pa.types.is_timestamp(c.type))
+_CENT: Final = Decimal("0.01")
+
+__all__ = [
+    "ARROW_BATCH_CONTENT_TYPE",
+    "ARROW_CONTENT_TYPE",
+    "ARROW_STREAM_CONTENT_TYPE",
+    "JSON_CONTENT_TYPE",
+    "EventFormat",
+    "UndecodableEvent",
+    "decode",
+    "encode",
+    "payload_text",
+]
 
 
 class EventFormat(StrEnum):
@@ -47,12 +61,13 @@ class UndecodableEvent(ValueError):
 
 def _flatten(event_type: str, payload: dict[str, Any]) -> dict[str, Any]:
     """The Arrow row of a payload: nested ``requested_by`` becomes three columns."""
+    if event_type != outbox.EVENT_TRANSACTION_SUBMITTED:
+        return payload
     row = dict(payload)
-    if event_type == outbox.EVENT_TRANSACTION_SUBMITTED:
-        requested_by = row.pop("requested_by")
-        row["requested_by_user_id"] = requested_by["user_id"]
-        row["requested_by_username"] = requested_by["username"]
-        row["requested_by_role"] = requested_by["role"]
+    requested_by = row.pop("requested_by")
+    row["requested_by_user_id"] = requested_by["user_id"]
+    row["requested_by_username"] = requested_by["username"]
+    row["requested_by_role"] = requested_by["role"]
     return row
 
 
@@ -70,41 +85,60 @@ def _typed(row: dict[str, Any]) -> dict[str, Any]:
     """Payload text → Python values Arrow takes exactly: Decimal amounts, aware datetimes."""
     typed = dict(row)
     for name in _MONEY_FIELDS & typed.keys():
-        typed[name] = Decimal(typed[name]).quantize(Decimal("0.01"))
+        if typed[name] is not None:
+            typed[name] = Decimal(typed[name]).quantize(_CENT)
     for name in _TIME_FIELDS & typed.keys():
-        typed[name] = datetime.fromisoformat(typed[name])
+        if typed[name] is not None:
+            typed[name] = datetime.fromisoformat(typed[name])
     return typed
+
+
+def _schema(event_type: str, schema_version: int | None) -> registry.EventSchema:
+    entry = registry.lookup(event_type, schema_version)
+    if entry is None:
+        raise UndecodableEvent(f"no schema for {event_type} v{schema_version}")
+    return entry
 
 
 def encode(
     event_type: str, schema_version: int, payload: dict[str, Any], event_format: EventFormat
 ) -> tuple[bytes, str]:
-    """The value bytes and content type of an event payload (as stored in the outbox)."""
+    """The value bytes and content type of an event payload (as stored in the outbox), in the
+    framing of its schema version."""
     if event_format is EventFormat.JSON:
         text = json.dumps(payload, separators=(",", ":"), sort_keys=True)
         return text.encode(), JSON_CONTENT_TYPE
-    schema = SCHEMAS.get((event_type, schema_version))
-    if schema is None:
-        raise UndecodableEvent(f"no schema for {event_type} v{schema_version}")
-    row = _typed(_flatten(event_type, payload))
-    batch = pa.RecordBatch.from_pylist([row], schema=schema)
+    entry = _schema(event_type, schema_version)
+    row = _flatten(event_type, payload)
+    if entry.framing is registry.Framing.RECORD_BATCH:
+        try:
+            return entry.codec.encode(row), ARROW_BATCH_CONTENT_TYPE
+        except (ArrowIpcError, KeyError) as error:
+            raise UndecodableEvent(f"payload does not fit {entry.schema_id}: {error}") from error
+    batch = pa.RecordBatch.from_pylist([_typed(row)], schema=entry.schema)
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, schema) as writer:
+    with pa.ipc.new_stream(sink, entry.schema) as writer:
         writer.write_batch(batch)
-    return sink.getvalue().to_pybytes(), ARROW_CONTENT_TYPE
+    return sink.getvalue().to_pybytes(), ARROW_STREAM_CONTENT_TYPE
 
 
-def decode(value: bytes, *, content_type: str, event_type: str) -> dict[str, Any]:
-    """An event's fields with amounts as ``Decimal`` and timestamps as aware ``datetime``."""
+def decode(
+    value: bytes, *, content_type: str, event_type: str, schema_version: int | None = None
+) -> dict[str, Any]:
+    """An event's fields with amounts as ``Decimal`` and timestamps as aware ``datetime``.
+    ``schema_version`` (from the headers) chooses the schema of a record batch; the current
+    version of the event type when it is not known."""
+    media_type = content_type.partition(";")[0].strip().lower()
     try:
-        if content_type == JSON_CONTENT_TYPE:
+        if media_type == JSON_CONTENT_TYPE:
             loaded = json.loads(value, parse_float=Decimal)
             if not isinstance(loaded, dict):
                 raise UndecodableEvent("a JSON event must be an object")
             return _typed(loaded)
-        if content_type == ARROW_CONTENT_TYPE:
-            reader = pa.ipc.open_stream(value)
-            rows = reader.read_all().to_pylist()
+        if media_type == ARROW_BATCH_CONTENT_TYPE:
+            return _nest(event_type, _read_batch(value, _schema(event_type, schema_version)))
+        if media_type == ARROW_STREAM_CONTENT_TYPE:
+            rows = pa.ipc.open_stream(value).read_all().to_pylist()
             if len(rows) != 1:
                 raise UndecodableEvent(f"expected one row, got {len(rows)}")
             return _nest(event_type, rows[0])
@@ -115,10 +149,21 @@ def decode(value: bytes, *, content_type: str, event_type: str) -> dict[str, Any
     raise UndecodableEvent(f"unknown content type {content_type!r}")
 
 
+def _read_batch(value: bytes, entry: registry.EventSchema) -> dict[str, Any]:
+    try:
+        return entry.codec.decode(value)
+    except UnsupportedLayout:
+        # Valid, but not the layout this service writes (another producer compressed it).
+        rows = pa.ipc.read_record_batch(pa.py_buffer(value), entry.schema).to_pylist()
+        if len(rows) != 1:
+            raise UndecodableEvent(f"expected one row, got {len(rows)}") from None
+        return dict(rows[0])
+
+
 def payload_text(fields: dict[str, Any]) -> dict[str, Any]:
     """Decoded fields back to the JSON payload form (decimal strings, ISO timestamps)."""
     convert: dict[type, Callable[[Any], Any]] = {
-        Decimal: lambda value: format(value.quantize(Decimal("0.01")), "f"),
+        Decimal: lambda value: format(value.quantize(_CENT), "f"),
         datetime: lambda value: value.isoformat(),
     }
     return {

@@ -11,6 +11,8 @@ TRANSACTIONS_HELD: Final = "banking.transactions.held"
 NOTIFICATIONS: Final = "banking.notifications"
 TRANSACTIONS_DLQ: Final = "banking.transactions.dlq"
 TRANSACTIONS_PERMANENT_DLQ: Final = "banking.transactions.permanent.dlq"
+# The event schemas, keyed by schema id (compacted: the latest record per schema is kept).
+SCHEMAS: Final = "banking.schemas"
 
 ALL_TOPICS: Final = (
     TRANSACTIONS_SUBMITTED,
@@ -22,4 +24,5 @@ ALL_TOPICS: Final = (
     NOTIFICATIONS,
     TRANSACTIONS_DLQ,
     TRANSACTIONS_PERMANENT_DLQ,
+    SCHEMAS,
 )

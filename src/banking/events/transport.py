@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from banking.events.envelope import event_time
 from banking.observability.logging import get_logger
 
 log = get_logger(__name__)
@@ -116,13 +117,9 @@ class _Unobserved:
 
 
 def seconds_since_commit(message: Message) -> float | None:
-    """End-to-end lag: now minus the commit time the relay put in the headers."""
-    created_at = message.headers.get("created_at")
-    if created_at is None:
-        return None
-    try:
-        committed = datetime.fromisoformat(created_at)
-    except ValueError:
+    """End-to-end lag: now minus the commit time the relay put in the headers (``ce_time``)."""
+    committed = event_time(message.headers)
+    if committed is None:
         return None
     return (datetime.now(UTC) - committed).total_seconds()
 

@@ -4,21 +4,27 @@
         movement = await bank.debit(account_id, Decimal("10.00"), "USD", reference_id="order-42")
         print(movement.available_balance, movement.replayed)
 
-A failed call raises ``BankingClientError`` with the gRPC status, the API's stable error code
-(``INSUFFICIENT_FUNDS``, ...) and, for a declined movement, the failed transaction's id.
+A failed call raises ``BankingClientError`` with the gRPC status and what its rich error details
+(``google.rpc.Status`` in ``grpc-status-details-bin``, read with ``grpc_status``) say: the API's
+stable error code (``ErrorInfo.reason``: ``INSUFFICIENT_FUNDS``, ...), the failed transaction's id
+for a declined movement, the bad field (``BadRequest``), how long to wait before a retry
+(``RetryInfo``) and the request and trace ids.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, Self, TypeVar
 from uuid import UUID
 
 import grpc
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from banking.grpc.gen import (
     accounts_pb2,
@@ -30,9 +36,16 @@ from banking.grpc.mapping import from_message
 
 TIMEOUT_SECONDS_DEFAULT: Final = 10.0
 
+_Detail = TypeVar("_Detail", bound=Message)
+
 
 class BankingClientError(Exception):
-    """A call that failed: its status, the stable error code and what the server added."""
+    """A call that failed: its status, the stable error code and what the server added.
+
+    ``code`` is None (and so are the rest) when the call failed before the server's error
+    handling could describe it: no connection, a deadline, a message above the size limit.
+    ``details`` is the whole ``google.rpc.Status`` when the server sent one.
+    """
 
     def __init__(
         self,
@@ -43,6 +56,10 @@ class BankingClientError(Exception):
         field: str | None = None,
         transaction_id: UUID | None = None,
         replayed: bool = False,
+        retry_delay: timedelta | None = None,
+        request_id: str | None = None,
+        trace_id: str | None = None,
+        details: status_pb2.Status | None = None,
     ) -> None:
         super().__init__(f"{status.name} {code or ''}: {message}")
         self.status = status
@@ -51,6 +68,10 @@ class BankingClientError(Exception):
         self.field = field
         self.transaction_id = transaction_id
         self.replayed = replayed
+        self.retry_delay = retry_delay
+        self.request_id = request_id
+        self.trace_id = trace_id
+        self.details = details
 
 
 # The records a call returns, read from their messages by ``mapping.from_message`` (by field
@@ -269,17 +290,18 @@ class BankingClient:
             async for balance in call:
                 yield balance_info(balance)
         except grpc.aio.AioRpcError as error:
-            raise client_error(error) from error
+            raise client_error(error, await rich_status(call)) from error
         finally:
             call.cancel()
 
     # --- plumbing -----------------------------------------------------------------------------
 
     async def _unary(self, method: Any, request: Any) -> Any:
+        call = method(request, metadata=self._metadata, timeout=self._timeout_seconds)
         try:
-            return await method(request, metadata=self._metadata, timeout=self._timeout_seconds)
+            return await call
         except grpc.aio.AioRpcError as error:
-            raise client_error(error) from error
+            raise client_error(error, await rich_status(call)) from error
 
     async def _movement(self, method: Any, request: Any) -> Movement:
         call = method(request, metadata=self._metadata, timeout=self._timeout_seconds)
@@ -287,7 +309,7 @@ class BankingClient:
             response = await call
             trailing = await call.trailing_metadata()
         except grpc.aio.AioRpcError as error:
-            raise client_error(error) from error
+            raise client_error(error, await rich_status(call)) from error
         replayed = _metadata_value(trailing, "idempotent-replayed") == "true"
         return movement(response, replayed=replayed)
 
@@ -322,17 +344,47 @@ def _metadata_value(metadata: Iterable[tuple[str, Any]] | None, key: str) -> str
     return None
 
 
-def client_error(error: grpc.aio.AioRpcError) -> BankingClientError:
-    trailing = error.trailing_metadata()
-    transaction_id = _metadata_value(trailing, "transaction-id")
+async def rich_status(call: grpc.aio.Call) -> status_pb2.Status | None:
+    """The ``google.rpc.Status`` a failed call carried, None without one (or with one that
+    contradicts the call's own status, which ``grpc_status`` refuses)."""
+    try:
+        status: status_pb2.Status | None = await rpc_status.aio.from_call(call)
+    except ValueError:
+        return None
+    return status
+
+
+def client_error(
+    error: grpc.aio.AioRpcError, details: status_pb2.Status | None
+) -> BankingClientError:
+    """The error a failed call raises, described by its rich ``details``."""
+    info = _detail(details, error_details_pb2.ErrorInfo)
+    bad_request = _detail(details, error_details_pb2.BadRequest)
+    retry = _detail(details, error_details_pb2.RetryInfo)
+    metadata = dict(info.metadata) if info else {}
+    transaction_id = metadata.get("transaction_id")
+    violations = bad_request.field_violations if bad_request else ()
     return BankingClientError(
         error.code(),
         error.details() or "",
-        code=_metadata_value(trailing, "error-code"),
-        field=_metadata_value(trailing, "error-field"),
+        code=info.reason if info else None,
+        field=violations[0].field if violations else None,
         transaction_id=UUID(transaction_id) if transaction_id else None,
-        replayed=_metadata_value(trailing, "idempotent-replayed") == "true",
+        replayed=metadata.get("idempotent_replayed") == "true",
+        retry_delay=retry.retry_delay.ToTimedelta() if retry else None,
+        request_id=metadata.get("request_id"),
+        trace_id=metadata.get("trace_id"),
+        details=details,
     )
+
+
+def _detail(details: status_pb2.Status | None, kind: type[_Detail]) -> _Detail | None:
+    """The first detail of type ``kind`` in a ``google.rpc.Status``."""
+    for packed in details.details if details else ():
+        message = kind()
+        if packed.Unpack(message):  # False when the detail is of another type
+            return message
+    return None
 
 
 def movement(response: transactions_pb2.TransactionResponse, *, replayed: bool) -> Movement:

@@ -5,8 +5,11 @@ They run outermost first, as ``server.build_server`` lists them:
 
 1. ``RequestContextInterceptor``: keeps or makes ``x-request-id`` / ``x-trace-id``, binds them
    into the log context, echoes them in the initial metadata, counts and times the call.
-2. ``ErrorInterceptor``: turns a ``BankingError`` into its status code (``GRPC_STATUS_BY_CODE``),
-   with the stable code and the failed transaction's id in the trailing metadata.
+2. ``ErrorInterceptor``: turns a ``BankingError`` into its status code (``GRPC_STATUS_BY_CODE``)
+   and the standard rich error model (``rich_status``): a ``google.rpc.Status`` in the
+   ``grpc-status-details-bin`` trailer with ``ErrorInfo`` (the stable code as ``reason``),
+   ``BadRequest`` for a bad field, ``RetryInfo`` when a retry later can succeed and
+   ``RequestInfo``.
 3. ``AuthInterceptor``: ``authorization: Bearer <jwt>`` through the same ``TokenService`` as REST,
    then the caller's rate limit (the same per-user budget as REST); the actor is handed to the
    servicer through a context variable. Health and reflection are public.
@@ -24,7 +27,9 @@ from contextvars import ContextVar
 from typing import Any, Final
 
 import grpc
-from sqlalchemy.exc import InterfaceError, OperationalError
+from google.protobuf import duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from banking.auth.tokens import TokenService
 from banking.cache.ratelimit import SCOPE_DEFAULT, RateLimiter
@@ -41,6 +46,7 @@ from banking.domain.roles import Actor
 from banking.observability import context as log_context
 from banking.observability.logging import get_logger
 from banking.observability.metrics import Metrics
+from banking.storage.database import is_outage
 
 log = get_logger("banking.grpc")
 
@@ -64,12 +70,25 @@ GRPC_STATUS_BY_CODE: Final[dict[str, grpc.StatusCode]] = {
     "INTERNAL_ERROR": grpc.StatusCode.INTERNAL,
 }
 
-# Trailing metadata keys of a failed call (and of a replayed success).
+# ErrorInfo.domain: the API that gave the reason (reasons are unique within it).
+ERROR_DOMAIN: Final = "banking.v1"
+# ErrorInfo.metadata keys, named as in the REST error envelope.
+TRANSACTION_ID_INFO: Final = "transaction_id"
+REQUEST_ID_INFO: Final = "request_id"
+TRACE_ID_INFO: Final = "trace_id"
+REPLAYED_INFO: Final = "idempotent_replayed"
+# UNAVAILABLE because the database is down: retry (with the same reference_id) after this.
+OUTAGE_RETRY_SECONDS: Final = 1
+
+# A replayed answer (a success or a replayed decline) says so in its trailing metadata.
+REPLAYED_KEY: Final = "idempotent-replayed"
+# Deprecated: the trailing keys a failed call carried before the rich error model. Still sent
+# alongside it in 0.1.x for clients that read them; removed in the next minor version.
 ERROR_CODE_KEY: Final = "error-code"
 ERROR_FIELD_KEY: Final = "error-field"
 TRANSACTION_ID_KEY: Final = "transaction-id"
-REPLAYED_KEY: Final = "idempotent-replayed"
 RETRY_AFTER_KEY: Final = "retry-after"
+
 REQUEST_ID_KEY: Final = "x-request-id"
 TRACE_ID_KEY: Final = "x-trace-id"
 
@@ -79,9 +98,6 @@ PUBLIC_METHOD_PREFIXES: Final = (
     "/grpc.reflection.v1alpha.ServerReflection/",
     "/grpc.reflection.v1.ServerReflection/",
 )
-
-# The database (or the network to it) is down: the client may retry later.
-_UNAVAILABLE_ERRORS: Final = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
 
 _actor: ContextVar[Actor | None] = ContextVar("banking_grpc_actor", default=None)
 
@@ -98,6 +114,64 @@ def current_actor() -> Actor:
 
 def status_for(error: BankingError) -> grpc.StatusCode:
     return GRPC_STATUS_BY_CODE.get(error.code, grpc.StatusCode.INTERNAL)
+
+
+def retry_after_seconds(error: BankingError) -> int | None:
+    """How long to wait before the same request can succeed, or None when waiting won't help."""
+    if isinstance(error, RateLimited | AccountBusy):
+        return error.retry_after_seconds
+    if isinstance(error, ServiceUnavailable):
+        return OUTAGE_RETRY_SECONDS
+    return None
+
+
+def rich_status(error: BankingError, message: str) -> status_pb2.Status:
+    """The ``google.rpc.Status`` of a failed call (AIP-193): ``ErrorInfo`` always (reason = the
+    stable code, the ids in its metadata), ``BadRequest`` naming a bad field, ``RetryInfo`` when
+    a retry later can succeed, ``RequestInfo`` with the request id."""
+    code = status_for(error)
+    status = status_pb2.Status(code=code.value[0], message=message)
+    request_id = log_context.current("request_id")
+    trace_id = log_context.current("trace_id")
+    metadata = {
+        TRANSACTION_ID_INFO: str(error.transaction_id) if error.transaction_id else None,
+        REQUEST_ID_INFO: request_id,
+        TRACE_ID_INFO: trace_id,
+        REPLAYED_INFO: "true" if error.replayed else None,
+    }
+    status.details.add().Pack(
+        error_details_pb2.ErrorInfo(
+            reason=error.code,
+            domain=ERROR_DOMAIN,
+            metadata={key: value for key, value in metadata.items() if value},
+        )
+    )
+    if isinstance(error, ValidationFailed) and error.field:
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=error.field, description=message, reason=error.code
+        )
+        status.details.add().Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+    retry_after = retry_after_seconds(error)
+    if retry_after is not None:
+        delay = duration_pb2.Duration(seconds=retry_after)
+        status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+    if request_id:
+        status.details.add().Pack(error_details_pb2.RequestInfo(request_id=request_id))
+    return status
+
+
+def _legacy_trailing(error: BankingError) -> list[tuple[str, str]]:
+    """The deprecated keys (see ``ERROR_CODE_KEY``) and the replay flag."""
+    trailing = [(ERROR_CODE_KEY, error.code)]
+    if isinstance(error, ValidationFailed) and error.field:
+        trailing.append((ERROR_FIELD_KEY, error.field))
+    if error.transaction_id is not None:
+        trailing.append((TRANSACTION_ID_KEY, str(error.transaction_id)))
+    if error.replayed:
+        trailing.append((REPLAYED_KEY, "true"))
+    if isinstance(error, RateLimited | AccountBusy):
+        trailing.append((RETRY_AFTER_KEY, str(error.retry_after_seconds)))
+    return trailing
 
 
 def _metadata(details: grpc.HandlerCallDetails) -> dict[str, str]:
@@ -237,7 +311,8 @@ def _code_of(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
 
 
 class ErrorInterceptor(_AroundInterceptor):
-    """The one place where a domain error becomes a gRPC status (``GRPC_STATUS_BY_CODE``)."""
+    """The one place where a domain error becomes a gRPC status (``GRPC_STATUS_BY_CODE``) and
+    its rich details (``rich_status``)."""
 
     def __init__(self, metrics: Metrics | None) -> None:
         self._metrics = metrics
@@ -252,10 +327,13 @@ class ErrorInterceptor(_AroundInterceptor):
             raise
         except BankingError as error:
             await self._abort(context, error)
-        except _UNAVAILABLE_ERRORS as error:
-            log.warning("grpc_dependency_unavailable", error_type=type(error).__name__)
-            await self._abort(context, ServiceUnavailable("service is temporarily unavailable"))
         except Exception as error:
+            # The database (or the network to it) is down: the client may retry later. The one
+            # classification of outages is storage/database.py's, the same as REST's.
+            if is_outage(error):
+                log.warning("grpc_dependency_unavailable", error_type=type(error).__name__)
+                await self._abort(context, ServiceUnavailable("service is temporarily unavailable"))
+                return
             log.error("grpc_unhandled_error", error_type=type(error).__name__, exc_info=error)
             await self._abort(context, InvariantViolated("internal error"))
 
@@ -270,16 +348,12 @@ class ErrorInterceptor(_AroundInterceptor):
                 self._metrics.invariant_violations.inc()
             log.error("invariant_violated", message=error.message)
             message = "internal error"
-        trailing: list[tuple[str, str]] = [(ERROR_CODE_KEY, error.code)]
-        if isinstance(error, ValidationFailed) and error.field:
-            trailing.append((ERROR_FIELD_KEY, error.field))
-        if error.transaction_id is not None:
-            trailing.append((TRANSACTION_ID_KEY, str(error.transaction_id)))
-        if error.replayed:
-            trailing.append((REPLAYED_KEY, "true"))
-        if isinstance(error, RateLimited | AccountBusy):
-            trailing.append((RETRY_AFTER_KEY, str(error.retry_after_seconds)))
-        await context.abort(status_for(error), message, trailing_metadata=tuple(trailing))
+        status = rpc_status.to_status(rich_status(error, message))
+        await context.abort(
+            status.code,
+            status.details,
+            trailing_metadata=(*status.trailing_metadata, *_legacy_trailing(error)),
+        )
 
 
 class AuthInterceptor(_AroundInterceptor):
@@ -300,7 +374,7 @@ class AuthInterceptor(_AroundInterceptor):
         scheme, _, token = _metadata(details).get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthenticated("missing bearer token")
-        actor = self._tokens.verify(token.strip())
+        actor = await self._tokens.authenticate(token.strip())
         log_context.bind(user_id=str(actor.user_id))
         if self._limiter is not None:
             # The key REST uses too: one budget per user, whichever door the calls come through.

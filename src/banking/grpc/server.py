@@ -1,5 +1,6 @@
 """The ``grpc.aio`` server: the ``banking.v1`` services on the same container as REST, with the
-interceptors, the standard health service, server reflection and graceful shutdown.
+interceptors, the standard health service, server reflection (``grpc.reflection.v1`` and
+``v1alpha``) and graceful shutdown.
 
 Two ways to run it: ``banking grpc`` (``serve_grpc``: gRPC alone, one process) and
 ``banking serve`` with one worker (``banking.bootstrap.serve_rest_and_grpc``: REST and gRPC in
@@ -15,7 +16,6 @@ from typing import Final
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from banking.container import Container
 from banking.grpc.gen import (
@@ -25,6 +25,7 @@ from banking.grpc.gen import (
     transactions_pb2_grpc,
 )
 from banking.grpc.interceptors import AuthInterceptor, ErrorInterceptor, RequestContextInterceptor
+from banking.grpc.reflection import enable_server_reflection
 from banking.grpc.servicers import AccountServicer, TransactionServicer
 from banking.observability.logging import get_logger
 
@@ -77,9 +78,7 @@ def build_server(container: Container) -> tuple[grpc.aio.Server, health.aio.Heal
     accounts_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(container), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME), server)
     return server, health_servicer
 
 

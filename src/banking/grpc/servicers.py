@@ -95,6 +95,7 @@ class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
     def __init__(self, container: Container) -> None:
         self._accounts = container.accounts
         self._history = container.history
+        self._tokens = container.tokens
 
     async def CreateAccount(
         self, request: accounts_pb2.CreateAccountRequest, context: Context
@@ -154,6 +155,8 @@ class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
         deadline = loop.time() + WATCH_DURATION_SECONDS_MAX
         last_version: int | None = request.after_version or None
         while True:
+            # A deactivated user's stream ends (UNAUTHENTICATED) within the user recheck bound.
+            actor = await self._tokens.current(actor)
             balance = await self._accounts.balance(actor, account_id)
             if last_version is None or balance.version > last_version:
                 last_version = balance.version

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import time
 from collections.abc import Iterator
 from decimal import Decimal
@@ -17,6 +18,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import event
 
+import banking
+from banking.domain.money import CURRENCY_MINOR_DIGITS
 from banking.storage.database import Database
 
 ERROR_CODES = (
@@ -64,11 +67,29 @@ class Metrics:
         )
         self.movement_amount = Counter(
             "banking_money_movement_amount_minor_units_total",
-            "Sum of completed movement amounts by type and currency, in hundredths (integers, "
-            "exact up to 2^53).",
+            "Sum of completed movement amounts by type and currency, in the currency's minor "
+            "units (10^minor digits per unit: cents for USD, yen for JPY; integers, exact up to "
+            "2^53). Divide by banking_currency_minor_units_per_unit for major units.",
             ["type", "currency"],
             registry=r,
         )
+        self.currency_minor_units = Gauge(
+            "banking_currency_minor_units_per_unit",
+            "Minor units in one unit of a currency (10^ISO 4217 minor digits: 100 for USD, 1 "
+            "for JPY), for each currency money moved in.",
+            ["currency"],
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "banking_build_info",
+            "Always 1; the labels say which build of the service runs (version) on which "
+            "Python (python_version, python_implementation).",
+            ["version", "python_version", "python_implementation"],
+            registry=r,
+        )
+        self.build_info.labels(
+            banking.__version__, platform.python_version(), platform.python_implementation()
+        ).set(1)
         self.declines = Counter(
             "banking_money_movement_declines_total",
             "Declined movements by reason code.",
@@ -164,6 +185,13 @@ class Metrics:
             ["topic"],
             registry=r,
         )
+        self.commands_refused = Counter(
+            "banking_commands_refused_total",
+            "Commands refused unapplied for want of a valid signature (events.signing), by "
+            "reason: missing, unknown_key, bad_signature. Each went to the permanent DLQ.",
+            ["reason"],
+            registry=r,
+        )
         self.outbox_backlog = Gauge(
             "banking_outbox_backlog_events",
             "Outbox events not yet published, as last counted by the relay.",
@@ -210,6 +238,8 @@ class Metrics:
             self.errors.labels(code)
         for topic in ("banking.transactions.dlq", "banking.transactions.permanent.dlq"):
             self.dead_letters.labels(topic)
+        for reason in ("missing", "unknown_key", "bad_signature"):
+            self.commands_refused.labels(reason)
         for scope in ("default", "token"):
             self.rate_limit_rejections.labels(scope)
             self.rate_limit_fail_open.labels(scope)
@@ -229,6 +259,10 @@ class Metrics:
     # DeadLetterObserver
     def dead_lettered(self, topic: str) -> None:
         self.dead_letters.labels(topic).inc()
+
+    # RefusalObserver (workers.processor)
+    def command_refused(self, reason: str) -> None:
+        self.commands_refused.labels(reason).inc()
 
     def relay_backlog(self, count: int, oldest_age_seconds: float) -> None:
         self.outbox_backlog.set(count)
@@ -266,8 +300,14 @@ class Metrics:
     # MovementMetrics (banking.observability.movements)
     def movement(self, kind: str, status: str, currency: str, amount: Decimal) -> None:
         self.movements.labels(kind, status).inc()
-        if status == "completed":
-            self.movement_amount.labels(kind, currency).inc(int(amount * 100))
+        if status != "completed":
+            return
+        digits = CURRENCY_MINOR_DIGITS.get(currency)
+        if digits is None:  # a completed movement's currency was validated: cannot happen
+            self.invariant_violations.inc()
+            return
+        self.movement_amount.labels(kind, currency).inc(int(amount.scaleb(digits)))
+        self.currency_minor_units.labels(currency).set(10**digits)
 
     def declined(self, kind: str, reason: str) -> None:
         self.declines.labels(kind, reason).inc()

@@ -18,8 +18,9 @@ from banking.observability.tracing import build_tracer_provider
 from banking.rest.docs import install_docs
 from banking.rest.errors import install_error_handlers
 from banking.rest.middleware import RequestContextMiddleware
+from banking.rest.openapi import install_openapi, operation_id
 from banking.rest.ratelimit import RateLimitMiddleware
-from banking.rest.routes import accounts, system, transactions, users
+from banking.rest.routes import accounts, methods_by_path, system, transactions, users
 
 DESCRIPTION = """
 Core-banking transaction service: accounts, balances, debits, credits and transfers with
@@ -70,6 +71,7 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         lifespan=lifespan,
+        generate_unique_id_function=operation_id,
     )
     app.state.container = container
     app.state.metrics = container.metrics if container.settings.metrics_enabled else None
@@ -77,7 +79,20 @@ def create_app(
     install_error_handlers(app)
     for router in (users.router, accounts.router, transactions.router, system.router):
         app.include_router(router)
+    app.include_router(users.well_known_router)
     install_docs(app)
+    # Every method of each path, for Allow on a 405 and for literal paths before parameters
+    # (banking.rest.routes.Route).
+    app.state.methods_by_path = methods_by_path(
+        route
+        for router in (users.router, accounts.router, transactions.router, system.router)
+        for route in router.routes
+    )
+    install_openapi(
+        app,
+        rate_limited=container.cache.rate_limiter is not None,
+        parameter_maxima={"page_size": container.settings.page_size_max},
+    )
 
     settings = container.settings
     # Added innermost first: the request-context middleware is outermost, so even a request

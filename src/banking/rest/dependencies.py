@@ -30,7 +30,7 @@ async def get_actor(
 ) -> Actor:
     if not token:
         raise Unauthenticated("missing bearer token")
-    actor = container.tokens.verify(token)
+    actor = await container.tokens.authenticate(token)
     context.bind(user_id=str(actor.user_id))
     return actor
 

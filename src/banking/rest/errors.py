@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, Final
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from banking.domain.errors import (
@@ -16,34 +17,66 @@ from banking.domain.errors import (
     BankingError,
     InvariantViolated,
     RateLimited,
+    ServiceUnavailable,
     ValidationFailed,
 )
 from banking.observability.context import current
 from banking.observability.logging import get_logger
+from banking.storage.database import is_outage
 
 log = get_logger(__name__)
+# What a 503 for an outage tells the client to wait before retrying (same reference_id).
+OUTAGE_RETRY_AFTER_SECONDS: Final = 1
+
+
+class ErrorCode(StrEnum):
+    """Every stable code of the error envelope (DESIGN.md section 5): the OpenAPI document
+    gives it as an enum, and ``HTTP_STATUS_BY_CODE`` gives each its one HTTP status."""
+
+    VALIDATION_ERROR = "VALIDATION_ERROR"
+    PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
+    CURRENCY_MISMATCH = "CURRENCY_MISMATCH"
+    ACCOUNT_NOT_FOUND = "ACCOUNT_NOT_FOUND"
+    TRANSACTION_NOT_FOUND = "TRANSACTION_NOT_FOUND"
+    USER_NOT_FOUND = "USER_NOT_FOUND"
+    NOT_FOUND = "NOT_FOUND"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    NOT_ACCEPTABLE = "NOT_ACCEPTABLE"
+    ACCOUNT_INACTIVE = "ACCOUNT_INACTIVE"
+    IDEMPOTENCY_CONFLICT = "IDEMPOTENCY_CONFLICT"
+    ACCOUNT_BUSY = "ACCOUNT_BUSY"
+    USER_ALREADY_EXISTS = "USER_ALREADY_EXISTS"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    FORBIDDEN = "FORBIDDEN"
+    RATE_LIMITED = "RATE_LIMITED"
+    SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+
 
 HTTP_STATUS_BY_CODE: Final[dict[str, int]] = {
-    "VALIDATION_ERROR": 422,
-    "PAYLOAD_TOO_LARGE": 413,
-    "INSUFFICIENT_FUNDS": 422,
-    "CURRENCY_MISMATCH": 422,
-    "ACCOUNT_NOT_FOUND": 404,
-    "TRANSACTION_NOT_FOUND": 404,
-    "USER_NOT_FOUND": 404,
-    "NOT_FOUND": 404,
-    "METHOD_NOT_ALLOWED": 405,
-    "NOT_ACCEPTABLE": 406,
-    "ACCOUNT_INACTIVE": 409,
-    "IDEMPOTENCY_CONFLICT": 409,
-    "ACCOUNT_BUSY": 409,
-    "USER_ALREADY_EXISTS": 409,
-    "UNAUTHENTICATED": 401,
-    "FORBIDDEN": 403,
-    "RATE_LIMITED": 429,
-    "SERVICE_UNAVAILABLE": 503,
-    "INTERNAL_ERROR": 500,
+    ErrorCode.VALIDATION_ERROR: 422,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.INSUFFICIENT_FUNDS: 422,
+    ErrorCode.CURRENCY_MISMATCH: 422,
+    ErrorCode.ACCOUNT_NOT_FOUND: 404,
+    ErrorCode.TRANSACTION_NOT_FOUND: 404,
+    ErrorCode.USER_NOT_FOUND: 404,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.NOT_ACCEPTABLE: 406,
+    ErrorCode.ACCOUNT_INACTIVE: 409,
+    ErrorCode.IDEMPOTENCY_CONFLICT: 409,
+    ErrorCode.ACCOUNT_BUSY: 409,
+    ErrorCode.USER_ALREADY_EXISTS: 409,
+    ErrorCode.UNAUTHENTICATED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.SERVICE_UNAVAILABLE: 503,
+    ErrorCode.INTERNAL_ERROR: 500,
 }
+if set(HTTP_STATUS_BY_CODE) != set(ErrorCode):  # an explicit check: python -O keeps it
+    raise RuntimeError("every ErrorCode needs exactly one HTTP status")
 _CODE_BY_HTTP_STATUS: Final[dict[int, str]] = {
     400: "VALIDATION_ERROR",
     401: "UNAUTHENTICATED",
@@ -100,6 +133,8 @@ async def _banking_error(request: Request, error: Exception) -> JSONResponse:
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(error, RateLimited | AccountBusy):
         headers["Retry-After"] = str(error.retry_after_seconds)
+    if isinstance(error, ServiceUnavailable):
+        headers["Retry-After"] = str(OUTAGE_RETRY_AFTER_SECONDS)
     if isinstance(error, RateLimited):
         headers.update(error.details.get("headers") or {})  # RateLimit-* of the refusing limit
     field = error.field if isinstance(error, ValidationFailed) else None
@@ -146,30 +181,34 @@ async def _http_error(request: Request, error: Exception) -> JSONResponse:
     message = error.detail if isinstance(error.detail, str) else "request failed"
     if error.status_code == 400:
         message = "request body is not valid JSON"
-    response = error_response(code, message, headers=getattr(error, "headers", None))
+    headers = getattr(error, "headers", None)
+    if error.status_code == 405:
+        headers = {**(headers or {}), **_allow(request)}
+    response = error_response(code, message, headers=headers)
     response.status_code = error.status_code if error.status_code != 400 else 422
     return response
 
 
-def _is_outage(error: Exception) -> bool:
-    """The database (or the network to it) is unavailable: a retry later can succeed."""
-    if isinstance(error, DBAPIError):
-        return bool(error.connection_invalidated) or isinstance(
-            error, OperationalError | InterfaceError
-        )
-    return isinstance(error, ConnectionError | TimeoutError)
+def _allow(request: Request) -> dict[str, str]:
+    """``Allow`` with every method of the path: the route that refused the method answers
+    for its own method only, while a path such as ``/accounts/{account_id}`` has one route per
+    method (``state.methods_by_path`` is built by ``banking.rest.app``)."""
+    route = request.scope.get("route")
+    table: dict[str, frozenset[str]] = getattr(request.app.state, "methods_by_path", {})
+    methods = table.get(getattr(route, "path_format", ""))
+    return {"Allow": ", ".join(sorted(methods))} if methods else {}
 
 
 async def _unexpected(request: Request, error: Exception) -> JSONResponse:
     metrics = getattr(request.app.state, "metrics", None)
-    if _is_outage(error):
+    if is_outage(error):  # the one classification: storage/database.py
         log.error("dependency_unavailable", error_type=type(error).__name__)
         if metrics is not None:
             metrics.errors.labels("SERVICE_UNAVAILABLE").inc()
         return error_response(
             "SERVICE_UNAVAILABLE",
             "the service is temporarily unavailable; retry with the same reference_id",
-            headers={"Retry-After": "1"},
+            headers={"Retry-After": str(OUTAGE_RETRY_AFTER_SECONDS)},
         )
     log.error("unhandled_error", error_type=type(error).__name__, exc_info=error)
     if metrics is not None:

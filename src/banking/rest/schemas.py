@@ -3,20 +3,39 @@
 A response body of a domain record is built in one place, ``_RecordBody.of``: each of its
 fields is the record's field of the same name (``RENAMED`` lists the exceptions), converted by
 the field's type (``MoneyText`` formats a ``Decimal`` with two decimal places).
+
+The JSON Schema of each field says exactly what the server accepts, so that the OpenAPI
+document can be checked against the server (tests/rest/test_schemathesis.py): rules enforced
+by the core (currencies, account types, printable text, e-mail addresses) are documented here
+with ``json_schema_extra`` and still decided, with their own messages, by the core.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 from uuid import UUID
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    WithJsonSchema,
+)
 
+from banking.auth.passwords import PASSWORD_LENGTH_MAX, PASSWORD_LENGTH_MIN
 from banking.domain.errors import InvariantViolated, ValidationFailed
-from banking.domain.money import format_amount, parse_amount
+from banking.domain.money import (
+    AMOUNT_LIMIT_EXCLUSIVE,
+    CURRENCY_MINOR_DIGITS,
+    format_amount,
+    parse_amount,
+)
 from banking.domain.records import (
     Account,
     Balance,
@@ -25,6 +44,64 @@ from banking.domain.records import (
     TransactionType,
 )
 from banking.domain.roles import Role
+from banking.ledger.accounts import ACCOUNT_TYPES
+from banking.ledger.checks import DESCRIPTION_LENGTH_MAX, REFERENCE_ID_LENGTH_MAX
+from banking.rest.errors import ErrorCode
+
+# --- examples (one set of ids, so that the examples of the document tell one story) ------
+
+EXAMPLE_ACCOUNT_ID = "3f2b8c1e-7d4a-4e55-9a0b-6c1d2e3f4a5b"
+EXAMPLE_OTHER_ACCOUNT_ID = "0b7e6a52-1c3d-4f8e-9a6b-5d4c3b2a1f0e"
+EXAMPLE_CUSTOMER_ID = "9b1deb4d-3b7d-4bad-9bdd-2b0d7b3dcb6d"
+EXAMPLE_TRANSACTION_ID = "6fa459ea-ee8a-4ca4-894e-db77e160355e"
+EXAMPLE_RELATED_TRANSACTION_ID = "1c6b1f0e-8d2a-4b9e-a7c3-2f5e8d9b0a1c"
+EXAMPLE_ACCOUNT_NUMBER = "400123456784"
+EXAMPLE_TIME = "2026-01-31T12:00:00Z"
+EXAMPLE_CURSOR = (
+    "MjAyNi0wMS0zMVQxMjowMDowMCswMDowMHw2ZmE0NTllYS1lZThhLTRjYTQtODk0ZS1kYjc3ZTE2MDM1NWU"
+)
+
+# --- the rules of the core, as JSON Schema ----------------------------------------------
+
+
+# The core's rule for descriptions and references (``str.isprintable``), as a named format:
+# as a pattern it takes some 700 ranges of code points, which no reader wants and which makes
+# generators (schemathesis) ten times slower.
+PRINTABLE_FORMAT = "printable"
+PRINTABLE_DESCRIPTION = (
+    "Printable text (format `printable`): no control, format, private-use, unassigned or "
+    "separator characters other than the space."
+)
+
+
+def printable(description: str, length_max: int) -> dict[str, Any]:
+    """The JSON Schema of printable text up to ``length_max`` characters."""
+    return {
+        "maxLength": length_max,
+        "format": PRINTABLE_FORMAT,
+        "description": f"{description} {PRINTABLE_DESCRIPTION}".strip(),
+    }
+
+
+CURRENCY_CODES = sorted(CURRENCY_MINOR_DIGITS)
+_CURRENCY_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "enum": CURRENCY_CODES,
+    "description": "ISO 4217 code of a currency the ledger holds (0 or 2 minor digits); "
+    "requests may give it in lower case.",
+    "examples": ["USD"],
+}
+Currency = Annotated[str, WithJsonSchema(_CURRENCY_SCHEMA)]
+_ACCOUNT_TYPE_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "enum": sorted(ACCOUNT_TYPES),
+    "examples": ["checking"],
+}
+AccountType = Annotated[str, WithJsonSchema(_ACCOUNT_TYPE_SCHEMA)]
+
+# Above zero, below 10^16, at most two significant decimal places (none for JPY, ISK, KRW and
+# VND: the core checks the currency's digits); trailing zeros are fine ("15.000" is 15).
+AMOUNT_TEXT_PATTERN = r"^(?!0*(\.0*)?$)[0-9]{1,16}(\.[0-9]{1,2}0{0,18})?$"
 
 
 def _amount(value: Any) -> Decimal:
@@ -39,10 +116,18 @@ Amount = Annotated[
     BeforeValidator(_amount),
     WithJsonSchema(
         {
-            "type": "string",
-            "pattern": r"^[0-9]+(\.[0-9]+)?$",
+            "anyOf": [
+                {"type": "string", "pattern": AMOUNT_TEXT_PATTERN},
+                {
+                    "type": "number",
+                    "exclusiveMinimum": 0,
+                    "exclusiveMaximum": int(AMOUNT_LIMIT_EXCLUSIVE),
+                    "multipleOf": 0.01,
+                },
+            ],
             "examples": ["100.00"],
-            "description": "Decimal amount, as a string or a JSON number (parsed exactly).",
+            "description": "Decimal amount above zero, as a string or a JSON number (read from "
+            "its text, never through a float), with at most the currency's minor digits.",
         }
     ),
 ]
@@ -53,62 +138,196 @@ def _money_text(value: Any) -> Any:
 
 
 MoneyText = Annotated[
-    str, BeforeValidator(_money_text), Field(examples=["900.00"], pattern=r"^[0-9]+\.[0-9]{2}$")
+    str,
+    BeforeValidator(_money_text),
+    Field(
+        examples=["900.00"],
+        pattern=r"^[0-9]+\.[0-9]{2}$",
+        description="Exact decimal amount with two decimal places.",
+    ),
 ]
+
+_RFC3339 = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+)
+
+
+def _rfc3339(value: Any) -> Any:
+    """Only RFC 3339 date-times with a zone: pydantic alone would also read ``0.5`` or
+    ``1700000000`` as Unix times and ``2024-01-01`` as a date."""
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError(
+            "must be an RFC 3339 date-time with a time zone, such as 2026-01-31T00:00:00Z"
+        )
+    return value
+
+
+DateTimeQuery = Annotated[datetime, BeforeValidator(_rfc3339)]
+
+# --- requests ---------------------------------------------------------------------------
 
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
 
+_DESCRIPTION = Field(
+    default=None,
+    max_length=DESCRIPTION_LENGTH_MAX,
+    json_schema_extra=printable("Free text for the statement.", DESCRIPTION_LENGTH_MAX),
+)
+_REFERENCE = Field(
+    default=None,
+    min_length=1,
+    max_length=REFERENCE_ID_LENGTH_MAX,
+    json_schema_extra=printable(
+        "Idempotency key: a retry with the same key never moves money twice (same key and "
+        "other parameters: 409 IDEMPOTENCY_CONFLICT). Generated when absent.",
+        REFERENCE_ID_LENGTH_MAX,
+    ),
+)
+
+
 class DebitCreditBody(_Request):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "account_id": EXAMPLE_ACCOUNT_ID,
+                    "amount": "100.00",
+                    "currency": "USD",
+                    "description": "ATM withdrawal",
+                    "reference_id": "atm-2026-01-31-0001",
+                }
+            ]
+        }
+    )
+
     account_id: UUID
     amount: Amount
-    currency: str = Field(min_length=3, max_length=3, examples=["USD"])
-    description: str | None = Field(default=None, max_length=500)
-    reference_id: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=255,
-        description="Idempotency key: a retry with the same key never moves money twice.",
-    )
+    currency: Currency = Field(min_length=3, max_length=3)
+    description: str | None = _DESCRIPTION
+    reference_id: str | None = _REFERENCE
 
 
 class TransferBody(_Request):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "source_account_id": EXAMPLE_ACCOUNT_ID,
+                    "destination_account_id": EXAMPLE_OTHER_ACCOUNT_ID,
+                    "amount": "25.50",
+                    "currency": "USD",
+                    "description": "Rent share",
+                    "reference_id": "rent-2026-02",
+                }
+            ]
+        }
+    )
+
     source_account_id: UUID
-    destination_account_id: UUID
+    destination_account_id: UUID = Field(description="Another account in the same currency.")
     amount: Amount
-    currency: str = Field(min_length=3, max_length=3, examples=["USD"])
-    description: str | None = Field(default=None, max_length=500)
-    reference_id: str | None = Field(default=None, min_length=1, max_length=255)
+    currency: Currency = Field(min_length=3, max_length=3)
+    description: str | None = _DESCRIPTION
+    reference_id: str | None = _REFERENCE
 
 
 class AccountCreateBody(_Request):
-    account_type: str = Field(default="checking", examples=["checking"])
-    currency: str = Field(min_length=3, max_length=3, examples=["USD"])
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"account_type": "checking", "currency": "USD", "customer_id": EXAMPLE_CUSTOMER_ID}
+            ]
+        }
+    )
+
+    account_type: AccountType = "checking"
+    currency: Currency = Field(min_length=3, max_length=3)
     customer_id: UUID | None = Field(
-        default=None, description="Required for tellers and admins; customers open their own."
+        default=None,
+        description="The owner, an active customer: required for tellers and admins; "
+        "customers open their own accounts and may only give their own id.",
     )
 
 
 class AccountPatchBody(_Request):
-    is_active: bool
+    model_config = ConfigDict(json_schema_extra={"examples": [{"is_active": False}]})
+
+    # Strict: 0, 1 or "no" would silently pass as a boolean.
+    is_active: StrictBool = Field(description="false freezes the account, true re-opens it.")
+
+
+# The core's rules for usernames and e-mail addresses (banking.auth.users); ``\s`` is spelled
+# out as Python reads it, since ECMA-262 engines read it otherwise.
+USERNAME_PATTERN = r"^[A-Za-z0-9_.@-]{3,64}$"
+_EMAIL_PART = (
+    "[^@\\x00-\\x20\\x7f\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+)
+EMAIL_PATTERN = f"^{_EMAIL_PART}{{1,64}}@{_EMAIL_PART}{{1,189}}\\.{_EMAIL_PART}{{1,63}}$"
 
 
 class UserCreateBody(_Request):
-    username: str = Field(min_length=3, max_length=64)
-    email: str = Field(min_length=3, max_length=254)
-    password: str = Field(min_length=12, max_length=256)
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "username": "dana",
+                    "email": "dana@example.com",
+                    "password": "correct-horse-battery",
+                    "role": "customer",
+                }
+            ]
+        }
+    )
+
+    username: str = Field(
+        min_length=3, max_length=64, json_schema_extra={"pattern": USERNAME_PATTERN}
+    )
+    email: str = Field(min_length=3, max_length=254, json_schema_extra={"pattern": EMAIL_PATTERN})
+    password: str = Field(min_length=PASSWORD_LENGTH_MIN, max_length=PASSWORD_LENGTH_MAX)
     role: Role = Role.CUSTOMER
 
 
+# --- responses --------------------------------------------------------------------------
+
+
 class TokenRead(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "access_token": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.e30.c2lnbmF0dXJl",
+                    "token_type": "bearer",
+                    "expires_in": 1800,
+                }
+            ]
+        }
+    )
+
     access_token: str
-    token_type: str = "bearer"  # noqa: S105 - the OAuth2 token type, not a secret
-    expires_in: int
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the OAuth2 token type
+    expires_in: int = Field(description="Seconds until the token expires.")
 
 
 class UserRead(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": EXAMPLE_CUSTOMER_ID,
+                    "username": "dana",
+                    "email": "dana@example.com",
+                    "role": "customer",
+                    "is_active": True,
+                    "created_at": EXAMPLE_TIME,
+                    "last_login": None,
+                }
+            ]
+        }
+    )
+
     user_id: UUID
     username: str
     email: str
@@ -133,55 +352,134 @@ class _RecordBody(BaseModel):
         )
 
 
+_ACCOUNT_EXAMPLE: dict[str, Any] = {
+    "account_id": EXAMPLE_ACCOUNT_ID,
+    "account_number": EXAMPLE_ACCOUNT_NUMBER,
+    "customer_id": EXAMPLE_CUSTOMER_ID,
+    "account_type": "checking",
+    "currency": "USD",
+    "is_active": True,
+    "created_at": EXAMPLE_TIME,
+    "updated_at": EXAMPLE_TIME,
+}
+_BALANCE_EXAMPLE: dict[str, Any] = {
+    "account_id": EXAMPLE_ACCOUNT_ID,
+    "currency": "USD",
+    "current_balance": "900.00",
+    "available_balance": "900.00",
+    "version": 3,
+    "last_updated": EXAMPLE_TIME,
+}
+
+
 class AccountRead(_RecordBody):
+    model_config = ConfigDict(json_schema_extra={"examples": [_ACCOUNT_EXAMPLE]})
+
     account_id: UUID
-    account_number: str
+    account_number: str = Field(
+        description="With a Luhn check digit.", json_schema_extra={"pattern": "^[0-9]{12}$"}
+    )
     customer_id: UUID
-    account_type: str
-    currency: str
+    account_type: AccountType
+    currency: Currency
     is_active: bool
     created_at: datetime
     updated_at: datetime
 
 
 class AccountList(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"accounts": [_ACCOUNT_EXAMPLE]}]})
+
     accounts: list[AccountRead]
 
 
 class BalanceRead(_RecordBody):
+    model_config = ConfigDict(json_schema_extra={"examples": [_BALANCE_EXAMPLE]})
+
     account_id: UUID
-    currency: str
+    currency: Currency
     current_balance: MoneyText
     available_balance: MoneyText
-    version: int
+    version: int = Field(description="Increments on every change; the ETag of the balance.")
     last_updated: datetime
 
 
 class AccountCreated(AccountRead):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    **_ACCOUNT_EXAMPLE,
+                    "balance": {
+                        **_BALANCE_EXAMPLE,
+                        "current_balance": "0.00",
+                        "available_balance": "0.00",
+                        "version": 0,
+                    },
+                }
+            ]
+        }
+    )
+
     balance: BalanceRead
+
+
+_LEG_EXAMPLE: dict[str, Any] = {
+    "transaction_id": EXAMPLE_TRANSACTION_ID,
+    "account_id": EXAMPLE_ACCOUNT_ID,
+    "transaction_type": "debit",
+    "amount": "100.00",
+    "currency": "USD",
+    "description": "ATM withdrawal",
+    "reference_id": "atm-2026-01-31-0001",
+    "status": "completed",
+    "created_at": EXAMPLE_TIME,
+    "related_transaction_id": None,
+    "counterparty_account_id": None,
+    "failure_code": None,
+    "failure_reason": None,
+}
+# A failed leg holds the code of the error that declined or rejected it: documented as the
+# enum, carried as the stored text (the one mapping stays total).
+FailureCode = Annotated[
+    str | None,
+    WithJsonSchema(
+        {
+            "anyOf": [{"$ref": "#/components/schemas/ErrorCode"}, {"type": "null"}],
+            "description": "Why a failed leg failed: the code it was declined or rejected with.",
+        }
+    ),
+]
 
 
 # One leg, as stored; the balance after it is only in a movement's answer (a docstring would
 # become the schema's description in the OpenAPI document).
 class TransactionRead(_RecordBody):
+    model_config = ConfigDict(json_schema_extra={"examples": [_LEG_EXAMPLE]})
+
     transaction_id: UUID
     account_id: UUID
     transaction_type: TransactionType
     amount: MoneyText
-    currency: str
+    currency: Currency
     description: str | None
     reference_id: str
     status: TransactionStatus
     created_at: datetime
-    related_transaction_id: UUID | None
-    counterparty_account_id: UUID | None
-    failure_code: str | None
+    related_transaction_id: UUID | None = Field(description="The other leg of a transfer.")
+    counterparty_account_id: UUID | None = Field(description="The other account of a transfer.")
+    failure_code: FailureCode
     failure_reason: str | None
 
 
 class MovementRead(TransactionRead):
     """A completed movement: its initiating leg and the account's resulting balance."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{**_LEG_EXAMPLE, "available_balance": "900.00", "balance_version": 3}]
+        }
+    )
     RENAMED: ClassVar[Mapping[str, str]] = {
         "available_balance": "available_balance_after",
         "balance_version": "balance_version_after",
@@ -198,19 +496,77 @@ class MovementRead(TransactionRead):
 
 
 class TransactionPage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"transactions": [_LEG_EXAMPLE], "next_cursor": EXAMPLE_CURSOR}]
+        }
+    )
+
     transactions: list[TransactionRead]
-    next_cursor: str | None
+    next_cursor: str | None = Field(description="Give it as `cursor` for the next page.")
+
+
+class HealthRead(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "healthy"}]})
+
+    status: Literal["healthy"]
+
+
+class ReadyRead(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"status": "ready", "checks": {"database": "ok", "redis": "ok"}},
+                {
+                    "status": "unavailable",
+                    "checks": {"database": "behind"},
+                    "details": {
+                        "database": "the database is at revision (none: never migrated); this "
+                        "version needs 0001: run `banking migrate`"
+                    },
+                },
+            ]
+        }
+    )
+
+    status: Literal["ready", "degraded", "unavailable"] = Field(
+        description="ready: every check ok; degraded: still serving (Redis down: the cache "
+        "is bypassed); unavailable: 503."
+    )
+    checks: dict[str, Literal["ok", "degraded", "unavailable", "behind"]]
+    details: dict[str, str] | None = Field(
+        default=None, description="What to do about a failed check."
+    )
+
+
+# --- errors -----------------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    field: str | None = Field(
+        description="The field at fault: `amount`, or `query.from` for a parameter."
+    )
+    message: str | None = None
+    type: str | None = Field(default=None, description="The kind of validation failure.")
 
 
 class ErrorBody(BaseModel):
-    code: str
+    model_config = ConfigDict(extra="forbid")
+
+    code: ErrorCode
     message: str
-    transaction_id: UUID | None = None
+    transaction_id: UUID | None = Field(
+        default=None, description="The failed leg that records a declined movement."
+    )
     trace_id: str
     request_id: str
     timestamp: datetime
-    details: list[dict[str, Any]] | None = None
+    details: list[ErrorDetail] | None = None
 
 
 class ErrorEnvelope(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     error: ErrorBody

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import Row, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from banking.storage.tables import outbox, users
@@ -29,6 +29,21 @@ async def get_user_by_username(connection: AsyncConnection, username: str) -> Ro
 async def get_user(connection: AsyncConnection, user_id: UUID) -> Row[Any] | None:
     result = await connection.execute(select(users).where(users.c.user_id == user_id))
     return result.first()
+
+
+async def lock_users(connection: AsyncConnection, user_ids: set[UUID]) -> list[Row[Any]]:
+    """The users' rows, locked for this transaction in user-id order (no deadlock)."""
+    result = await connection.execute(
+        select(users)
+        .where(users.c.user_id.in_(sorted(user_ids)))
+        .order_by(users.c.user_id)
+        .with_for_update()
+    )
+    return list(result)
+
+
+async def update_user(connection: AsyncConnection, user_id: UUID, values: dict[str, Any]) -> None:
+    await connection.execute(update(users).where(users.c.user_id == user_id).values(**values))
 
 
 async def count_users(connection: AsyncConnection) -> int:
@@ -68,3 +83,19 @@ async def outbox_backlog(connection: AsyncConnection) -> tuple[int, datetime | N
     )
     count, oldest = result.one()
     return int(count), oldest
+
+
+async def delete_published_before(connection: AsyncConnection, cutoff: datetime, limit: int) -> int:
+    """Delete at most ``limit`` outbox rows published before ``cutoff``, oldest first; how
+    many. Unpublished rows are never touched, however old."""
+    oldest = (
+        select(outbox.c.outbox_id)
+        .where(outbox.c.published_at.is_not(None), outbox.c.published_at < cutoff)
+        .order_by(outbox.c.outbox_id)
+        .limit(limit)
+    )
+    ids = list((await connection.execute(oldest)).scalars())
+    if not ids:
+        return 0
+    await connection.execute(delete(outbox).where(outbox.c.outbox_id.in_(ids)))
+    return len(ids)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 from uuid import UUID
 
+from banking.events.envelope import read_headers
 from banking.events.outbox import EVENT_BALANCE_UPDATED
 from banking.events.serialization import JSON_CONTENT_TYPE, UndecodableEvent, decode
 from banking.events.transport import Message
@@ -22,13 +23,15 @@ class BalanceCacheInvalidator:
         self._cache = cache
 
     async def handle(self, message: Message) -> None:
-        if message.headers.get("event_type", EVENT_BALANCE_UPDATED) != EVENT_BALANCE_UPDATED:
+        headers = read_headers(message.headers)
+        if (headers.event_type or EVENT_BALANCE_UPDATED) != EVENT_BALANCE_UPDATED:
             return
         try:
             fields = decode(
                 message.value,
-                content_type=message.headers.get("content_type", JSON_CONTENT_TYPE),
+                content_type=headers.content_type or JSON_CONTENT_TYPE,
                 event_type=EVENT_BALANCE_UPDATED,
+                schema_version=headers.schema_version,
             )
             account_id = UUID(str(fields["account_id"]))
         except (UndecodableEvent, KeyError, ValueError) as error:

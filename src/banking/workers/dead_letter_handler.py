@@ -1,5 +1,12 @@
 """The DLQ handler: retries technical failures with exponential backoff, at most
-``retries_max`` times, then parks the command in the permanent DLQ with the last error."""
+``retries_max`` times, then parks the command in the permanent DLQ with the last error.
+
+A database outage (``storage.database.is_outage``) is not the command's failure: it is waited
+out in place like the processor does, and if the database is still unavailable the command goes
+back to the retry DLQ with its attempts unchanged, so an outage never spends a retry and never
+parks a command in the permanent DLQ. A retried command is authenticated again
+(``CommandProcessor.authenticated``): the retry topic is no way around the signature.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,11 @@ import asyncio
 from datetime import UTC, datetime
 
 from banking.events.commands import MalformedCommand
+from banking.events.envelope import read_headers
 from banking.events.transport import Message
 from banking.observability import context
 from banking.observability.logging import get_logger
+from banking.storage.database import is_outage
 from banking.workers.dead_letters import (
     DeadLetters,
     as_original,
@@ -44,16 +53,28 @@ class DeadLetterHandler:
         attempts = attempts_of(message)
         original = as_original(message)
         context.clear()
-        context.bind(trace_id=original.headers.get("trace_id"))
+        headers = read_headers(original.headers)
+        context.bind(trace_id=headers.trace_id, event_id=headers.event_id)
         await self._wait_backoff(message, attempts)
+        if not await self._processor.authenticated(original, attempts=attempts):
+            return
         try:
             command = read_command(original)
         except MalformedCommand as error:
             await self._dead_letters.give_up(original, error, attempts=attempts)
             return
         try:
-            await self._processor.movements.apply_command(command)
+            await self._processor.apply(command)
         except Exception as error:  # noqa: BLE001 - technical failure again
+            if is_outage(error):
+                log.warning(
+                    "command_retry_deferred",
+                    attempts=attempts,
+                    reason="database unavailable",
+                    error_type=type(error).__name__,
+                )
+                await self._dead_letters.retry_later(original, error, attempts=attempts)
+                return
             attempts += 1
             retries_done = attempts - 1
             log.warning(

@@ -8,8 +8,11 @@ from typing import Final
 
 from banking.container import Container
 from banking.events import topics
+from banking.events.envelope import read_headers
 from banking.events.relay import OutboxRelay
+from banking.events.retention import OutboxRetention
 from banking.events.serialization import EventFormat
+from banking.events.signing import keyring_of
 from banking.events.transport import (
     Handler,
     InProcessBus,
@@ -34,8 +37,13 @@ WORKER_NAMES: Final = ("relay", *CONSUMER_GROUPS)
 
 
 def _handlers(container: Container, dead_letters: DeadLetters) -> dict[str, Handler]:
-    processor = CommandProcessor(container.movements, dead_letters)
     settings = container.settings
+    processor = CommandProcessor(
+        container.movements,
+        dead_letters,
+        keyring=keyring_of(settings),
+        observer=container.metrics,
+    )
     handlers: dict[str, Handler] = {
         "processor": processor.handle,
         "dlq": DeadLetterHandler(
@@ -68,8 +76,10 @@ async def run_kafka_worker(name: str, container: Container, stop: asyncio.Event)
                 publisher,
                 event_format=EventFormat(settings.event_format),
                 observer=container.metrics,
+                keyring=keyring_of(settings),
             )
-            await relay.run(stop)
+            # The relay process also keeps the outbox bounded (OUTBOX_RETENTION_HOURS).
+            await asyncio.gather(relay.run(stop), _retention(container).run(stop))
             return
         dead_letters = DeadLetters(publisher, container.metrics)
         handlers = _handlers(container, dead_letters)
@@ -87,6 +97,15 @@ async def run_kafka_worker(name: str, container: Container, stop: asyncio.Event)
         await loop.run(stop)
     finally:
         await publisher.stop()
+
+
+def _retention(container: Container) -> OutboxRetention:
+    settings = container.settings
+    return OutboxRetention(
+        container.database,
+        keep_hours=settings.outbox_retention_hours,
+        batch_size=settings.outbox_retention_batch,
+    )
 
 
 class EmbeddedEvents:
@@ -109,27 +128,38 @@ class EmbeddedEvents:
             self.bus.subscribe(topics.ACCOUNT_BALANCES, handlers["balance-cache"])
         # Nothing crosses a wire in-process: the outbox's JSON is passed as it is.
         self.relay = OutboxRelay(
-            container.database, self.bus, event_format=EventFormat.JSON, observer=container.metrics
+            container.database,
+            self.bus,
+            event_format=EventFormat.JSON,
+            observer=container.metrics,
+            publish_schemas=False,  # no reader outside this process to resolve them
+            keyring=keyring_of(container.settings),  # signed and verified as on Kafka
         )
+        self.retention = _retention(container)
         self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         self._stop.clear()
-        self._task = asyncio.create_task(self.relay.run(self._stop), name="embedded-relay")
+        self._tasks = [
+            asyncio.create_task(self.relay.run(self._stop), name="embedded-relay"),
+            asyncio.create_task(self.retention.run(self._stop), name="embedded-retention"),
+        ]
 
     async def stop(self) -> None:
         self._stop.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        for task in self._tasks:
+            await task
+        self._tasks = []
         await self.bus.close()
 
 
 async def _log_permanent(message: Message) -> None:
+    headers = read_headers(message.headers)
     log.error(
         "command_dead_lettered",
         attempts=message.headers.get("attempts"),
         error=message.headers.get("error"),
-        trace_id=message.headers.get("trace_id"),
+        trace_id=headers.trace_id,
+        event_id=headers.event_id,
     )

@@ -13,8 +13,12 @@ status), with trailing metadata `idempotent-replayed: true`; the same key with d
 parameters fails with ALREADY_EXISTS (IDEMPOTENCY_CONFLICT). An empty `reference_id` means
 "no key": the call is not idempotent.
 
-Errors carry the stable code of the REST error envelope in trailing metadata `error-code`
-(and `error-field` for a bad field, `transaction-id` for a declined movement).
+Errors carry the standard rich error model: a google.rpc.Status in the
+`grpc-status-details-bin` trailer with an ErrorInfo whose `reason` is the stable code of the
+REST error envelope (domain "banking.v1"; metadata `transaction_id` for a declined movement,
+`request_id`, `trace_id`), a BadRequest naming a bad field and a RetryInfo when a retry later
+can succeed. (The older trailing keys `error-code`, `error-field`, `transaction-id` and
+`retry-after` are deprecated and still sent in this version.)
 
 Enums: `transaction_type` and `status` are strings that hold one value of an enum, as in
 REST's OpenAPI document (a proto3 enum would change the sketch's field types):

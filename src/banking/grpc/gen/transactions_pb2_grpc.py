@@ -61,7 +61,8 @@ class TransactionServiceServicer:
 
     def DebitAccount(self, request, context):
         """Take money out of an account. Declined with FAILED_PRECONDITION (INSUFFICIENT_FUNDS) when
-        the balance would go below zero; the failed transaction's id is in `transaction-id`.
+        the balance would go below zero; the failed transaction's id is in the ErrorInfo's
+        `transaction_id`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -13,8 +13,12 @@ status), with trailing metadata `idempotent-replayed: true`; the same key with d
 parameters fails with ALREADY_EXISTS (IDEMPOTENCY_CONFLICT). An empty `reference_id` means
 "no key": the call is not idempotent.
 
-Errors carry the stable code of the REST error envelope in trailing metadata `error-code`
-(and `error-field` for a bad field, `transaction-id` for a declined movement).
+Errors carry the standard rich error model: a google.rpc.Status in the
+`grpc-status-details-bin` trailer with an ErrorInfo whose `reason` is the stable code of the
+REST error envelope (domain "banking.v1"; metadata `transaction_id` for a declined movement,
+`request_id`, `trace_id`), a BadRequest naming a bad field and a RetryInfo when a retry later
+can succeed. (The older trailing keys `error-code`, `error-field`, `transaction-id` and
+`retry-after` are deprecated and still sent in this version.)
 
 Enums: `transaction_type` and `status` are strings that hold one value of an enum, as in
 REST's OpenAPI document (a proto3 enum would change the sketch's field types):
@@ -52,7 +56,8 @@ class TransactionServiceStub:
     def __new__(cls, channel: _aio.Channel) -> TransactionServiceAsyncStub: ...
     DebitAccount: _grpc.UnaryUnaryMultiCallable[_transactions_pb2.DebitRequest, _transactions_pb2.TransactionResponse]
     """Take money out of an account. Declined with FAILED_PRECONDITION (INSUFFICIENT_FUNDS) when
-    the balance would go below zero; the failed transaction's id is in `transaction-id`.
+    the balance would go below zero; the failed transaction's id is in the ErrorInfo's
+    `transaction_id`.
     """
     CreditAccount: _grpc.UnaryUnaryMultiCallable[_transactions_pb2.CreditRequest, _transactions_pb2.TransactionResponse]
     """Put money into an account (money entering the bank: tellers and admins)."""
@@ -68,7 +73,8 @@ class TransactionServiceAsyncStub(TransactionServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     DebitAccount: _aio.UnaryUnaryMultiCallable[_transactions_pb2.DebitRequest, _transactions_pb2.TransactionResponse]  # type: ignore[assignment]
     """Take money out of an account. Declined with FAILED_PRECONDITION (INSUFFICIENT_FUNDS) when
-    the balance would go below zero; the failed transaction's id is in `transaction-id`.
+    the balance would go below zero; the failed transaction's id is in the ErrorInfo's
+    `transaction_id`.
     """
     CreditAccount: _aio.UnaryUnaryMultiCallable[_transactions_pb2.CreditRequest, _transactions_pb2.TransactionResponse]  # type: ignore[assignment]
     """Put money into an account (money entering the bank: tellers and admins)."""
@@ -87,7 +93,8 @@ class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_transactions_pb2.TransactionResponse, _abc.Awaitable[_transactions_pb2.TransactionResponse]]:
         """Take money out of an account. Declined with FAILED_PRECONDITION (INSUFFICIENT_FUNDS) when
-        the balance would go below zero; the failed transaction's id is in `transaction-id`.
+        the balance would go below zero; the failed transaction's id is in the ErrorInfo's
+        `transaction_id`.
         """
 
     @_abc_1.abstractmethod

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -10,15 +9,19 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from banking.domain.records import HistoryFilter, TransactionStatus, TransactionType
 from banking.rest.dependencies import ContainerDep, CurrentActor
-from banking.rest.jsonbody import ExactJSONRoute
+from banking.rest.errors import ErrorCode
+from banking.rest.openapi import body_link, header, link, responses
+from banking.rest.routes import Route
 from banking.rest.schemas import (
+    EXAMPLE_ACCOUNT_NUMBER,
+    EXAMPLE_CURSOR,
     AccountCreateBody,
     AccountCreated,
     AccountList,
     AccountPatchBody,
     AccountRead,
     BalanceRead,
-    ErrorEnvelope,
+    DateTimeQuery,
     TransactionPage,
     TransactionRead,
 )
@@ -29,14 +32,47 @@ from banking.rest.statements import (
     to_parquet,
 )
 
-router = APIRouter(prefix="/api/v1/accounts", tags=["accounts"], route_class=ExactJSONRoute)
-_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorEnvelope} for code in (401, 403, 404, 422)
+router = APIRouter(prefix="/api/v1/accounts", tags=["accounts"], route_class=Route)
+E = ErrorCode
+# What a read of one account can answer (another customer's account is "not found").
+_READ_ERRORS = (E.UNAUTHENTICATED, E.VALIDATION_ERROR, E.ACCOUNT_NOT_FOUND)
+_OPENED_LINKS = {
+    "getAccount": link("getAccount", "The account just opened.", account_id="account_id"),
+    "getBalance": link("getBalance", "Its balance.", account_id="account_id"),
+    "listAccountTransactions": link(
+        "listAccountTransactions", "Its history.", account_id="account_id"
+    ),
+    "updateAccount": link("updateAccount", "Freeze or re-open it.", account_id="account_id"),
+    "creditAccount": body_link(
+        "creditAccount", "Put money into it.", account_id="account_id", currency="currency"
+    ),
+    "debitAccount": body_link(
+        "debitAccount", "Take money out of it.", account_id="account_id", currency="currency"
+    ),
+    "transferBetweenAccounts": body_link(
+        "transferBetweenAccounts",
+        "Move money from it to another account.",
+        source_account_id="account_id",
+        currency="currency",
+    ),
 }
 
 
 @router.post(
-    "", status_code=status.HTTP_201_CREATED, response_model=AccountCreated, responses=_ERRORS
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=AccountCreated,
+    responses=responses(
+        E.UNAUTHENTICATED,
+        E.FORBIDDEN,
+        E.VALIDATION_ERROR,
+        success={
+            201: {
+                "headers": {"Location": header("Location", required=True)},
+                "links": _OPENED_LINKS,
+            }
+        },
+    ),
 )
 async def open_account(
     body: AccountCreateBody, actor: CurrentActor, container: ContainerDep, response: Response
@@ -52,11 +88,20 @@ async def open_account(
     return AccountCreated(**AccountRead.of(account).model_dump(), balance=BalanceRead.of(balance))
 
 
-@router.get("", response_model=AccountList, responses=_ERRORS)
+@router.get("", response_model=AccountList, responses=responses(*_READ_ERRORS))
 async def list_accounts(
     actor: CurrentActor,
     container: ContainerDep,
-    account_number: Annotated[str | None, Query(max_length=20)] = None,
+    account_number: Annotated[
+        str | None,
+        Query(
+            max_length=20,
+            description="The account with this number (its last digit is a Luhn check "
+            "digit): a list of one, or 404.",
+            json_schema_extra={"pattern": "^[0-9]{2,20}$"},
+            examples=[EXAMPLE_ACCOUNT_NUMBER],
+        ),
+    ] = None,
 ) -> AccountList:
     """The caller's accounts (all accounts for staff), or the one with ``account_number``."""
     if account_number is not None:
@@ -66,14 +111,17 @@ async def list_accounts(
     return AccountList(accounts=[AccountRead.of(account) for account in accounts])
 
 
-@router.get("/{account_id}", response_model=AccountRead, responses=_ERRORS)
+@router.get("/{account_id}", response_model=AccountRead, responses=responses(*_READ_ERRORS))
 async def get_account(
     account_id: UUID, actor: CurrentActor, container: ContainerDep
 ) -> AccountRead:
+    """One account."""
     return AccountRead.of(await container.accounts.get(actor, account_id))
 
 
-@router.patch("/{account_id}", response_model=AccountRead, responses=_ERRORS)
+@router.patch(
+    "/{account_id}", response_model=AccountRead, responses=responses(*_READ_ERRORS, E.FORBIDDEN)
+)
 async def update_account(
     account_id: UUID, body: AccountPatchBody, actor: CurrentActor, container: ContainerDep
 ) -> AccountRead:
@@ -82,13 +130,33 @@ async def update_account(
     return AccountRead.of(account)
 
 
-@router.get("/{account_id}/balance", response_model=BalanceRead, responses=_ERRORS)
+@router.get(
+    "/{account_id}/balance",
+    response_model=BalanceRead,
+    responses=responses(
+        *_READ_ERRORS,
+        success={
+            200: {"headers": {"ETag": header("ETag", required=True)}},
+            304: {
+                "description": "Not modified: `If-None-Match` holds the current version.",
+                "headers": {"ETag": header("ETag", required=True)},
+            },
+        },
+    ),
+)
 async def get_balance(
     account_id: UUID,
     actor: CurrentActor,
     container: ContainerDep,
     response: Response,
-    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+    if_none_match: Annotated[
+        str | None,
+        Header(
+            alias="If-None-Match",
+            description="ETags of a balance the client holds: 304 when one is current.",
+            examples=['"3"'],
+        ),
+    ] = None,
 ) -> BalanceRead | Response:
     """Current and available balance; ``ETag`` is the balance version."""
     balance = await container.accounts.balance(actor, account_id)
@@ -102,28 +170,46 @@ async def get_balance(
 @router.get(
     "/{account_id}/transactions",
     response_model=TransactionPage,
-    responses={
-        **_ERRORS,
-        200: {
-            "content": {
-                "application/json": {},
-                ARROW_STREAM_MEDIA_TYPE: {},
-                PARQUET_MEDIA_TYPE: {},
-            },
-            "description": "JSON page, or the same rows as Arrow IPC stream or Parquet "
-            "(by Accept header); the next cursor is then in the X-Next-Cursor header.",
+    responses=responses(
+        *_READ_ERRORS,
+        success={
+            200: {
+                "content": {
+                    "application/json": {},
+                    ARROW_STREAM_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
+                    PARQUET_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
+                },
+                "description": "JSON page, or the same rows as an Arrow IPC stream or Parquet "
+                "(by `Accept`); the next cursor is then only in the `X-Next-Cursor` header.",
+                "headers": {"X-Next-Cursor": header("X-Next-Cursor", required=False)},
+            }
         },
-    },
+    ),
 )
-async def list_transactions(
+async def list_account_transactions(
     account_id: UUID,
     actor: CurrentActor,
     container: ContainerDep,
     request: Request,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
-    page_size: Annotated[int | None, Query(ge=1)] = None,
-    created_from: Annotated[datetime | None, Query(alias="from")] = None,
-    created_to: Annotated[datetime | None, Query(alias="to")] = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="`next_cursor` of the previous page (opaque).",
+            json_schema_extra={"pattern": "^[A-Za-z0-9_-]+$"},
+            examples=[EXAMPLE_CURSOR],
+        ),
+    ] = None,
+    page_size: Annotated[int | None, Query(ge=1, description="Legs per page.")] = None,
+    created_from: Annotated[
+        DateTimeQuery | None,
+        Query(alias="from", description="Legs created at or after this time (RFC 3339)."),
+    ] = None,
+    created_to: Annotated[
+        DateTimeQuery | None,
+        Query(alias="to", description="Legs created before this time (RFC 3339)."),
+    ] = None,
     transaction_type: Annotated[TransactionType | None, Query(alias="type")] = None,
     transaction_status: Annotated[TransactionStatus | None, Query(alias="status")] = None,
 ) -> TransactionPage | Response:

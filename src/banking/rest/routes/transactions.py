@@ -12,29 +12,61 @@ from banking.container import Container
 from banking.domain.errors import ValidationFailed
 from banking.domain.records import DebitOrCredit, MovementResult, TransactionType, TransferRequest
 from banking.domain.roles import Actor
+from banking.ledger.checks import REFERENCE_ID_LENGTH_MAX
 from banking.observability import context
 from banking.rest.dependencies import ContainerDep, CurrentActor, trace_id_of
-from banking.rest.jsonbody import ExactJSONRoute
+from banking.rest.errors import ErrorCode
+from banking.rest.openapi import header, link, responses
+from banking.rest.routes import Route
 from banking.rest.schemas import (
     DebitCreditBody,
-    ErrorEnvelope,
     MovementRead,
     TransactionRead,
     TransferBody,
+    printable,
 )
 
-router = APIRouter(prefix="/api/v1/transactions", tags=["transactions"], route_class=ExactJSONRoute)
+router = APIRouter(prefix="/api/v1/transactions", tags=["transactions"], route_class=Route)
+E = ErrorCode
 
 IdempotencyKey = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
         description="Same meaning as reference_id; when both are sent they must be equal.",
+        json_schema_extra={"minLength": 1, **printable("", REFERENCE_ID_LENGTH_MAX)},
+        examples=["atm-2026-01-31-0001"],
     ),
 ]
-_MOVEMENT_ERRORS: dict[int | str, dict[str, object]] = {
-    code: {"model": ErrorEnvelope} for code in (401, 403, 404, 409, 413, 422)
+_LEG_LINKS = {
+    "getTransaction": link("getTransaction", "The leg as stored.", transaction_id="transaction_id"),
+    "getBalance": link("getBalance", "The account's balance.", account_id="account_id"),
 }
+_MOVEMENT_RESPONSES = responses(
+    E.UNAUTHENTICATED,
+    E.FORBIDDEN,
+    E.VALIDATION_ERROR,
+    E.ACCOUNT_NOT_FOUND,
+    E.INSUFFICIENT_FUNDS,
+    E.CURRENCY_MISMATCH,
+    E.ACCOUNT_INACTIVE,
+    E.IDEMPOTENCY_CONFLICT,
+    E.ACCOUNT_BUSY,
+    success={
+        200: {"links": _LEG_LINKS},
+        202: {
+            "model": TransactionRead,
+            "description": "Accepted for asynchronous processing: a pending leg, applied "
+            "through the event backbone; read its outcome at `Location`.",
+            "headers": {
+                "Location": header("Location", required=True),
+                "Preference-Applied": header("Preference-Applied", required=True),
+            },
+            "links": {"getTransaction": _LEG_LINKS["getTransaction"]},
+        },
+    },
+    replayable=True,
+)
 
 
 def _reference(body_reference: str | None, header_reference: str | None) -> str | None:
@@ -53,10 +85,6 @@ Prefer = Annotated[
         "the command through the event backbone; poll `Location` for the outcome.",
     ),
 ]
-_MOVEMENT_RESPONSES: dict[int | str, dict[str, object]] = {
-    **_MOVEMENT_ERRORS,
-    202: {"model": TransactionRead, "description": "Accepted for asynchronous processing."},
-}
 Movement = DebitOrCredit | TransferRequest
 
 
@@ -111,7 +139,7 @@ def _debit_or_credit(body: DebitCreditBody, idempotency_key: str | None) -> Debi
 
 
 @router.post("/debit", response_model=MovementRead, responses=_MOVEMENT_RESPONSES)
-async def debit(
+async def debit_account(
     body: DebitCreditBody,
     actor: CurrentActor,
     container: ContainerDep,
@@ -126,7 +154,7 @@ async def debit(
 
 
 @router.post("/credit", response_model=MovementRead, responses=_MOVEMENT_RESPONSES)
-async def credit(
+async def credit_account(
     body: DebitCreditBody,
     actor: CurrentActor,
     container: ContainerDep,
@@ -143,7 +171,7 @@ async def credit(
 
 
 @router.post("/transfer", response_model=MovementRead, responses=_MOVEMENT_RESPONSES)
-async def transfer(
+async def transfer_between_accounts(
     body: TransferBody,
     actor: CurrentActor,
     container: ContainerDep,
@@ -170,7 +198,7 @@ async def transfer(
 @router.get(
     "/{transaction_id}",
     response_model=TransactionRead,
-    responses={404: {"model": ErrorEnvelope}, 401: {"model": ErrorEnvelope}},
+    responses=responses(E.UNAUTHENTICATED, E.VALIDATION_ERROR, E.TRANSACTION_NOT_FOUND),
 )
 async def get_transaction(
     transaction_id: UUID, actor: CurrentActor, container: ContainerDep

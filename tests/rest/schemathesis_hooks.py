@@ -1,0 +1,93 @@
+"""schemathesis hooks for tests/rest/test_schemathesis.py (``hooks`` in its config).
+
+``positive_data_acceptance`` refuses any 422 to a request the document says is valid. A few
+rules cannot be written in JSON Schema because they relate two fields, the caller's role or
+the state of the books: for those operations the run allows 422 (schemathesis's own advice
+for such rules, ``st explain ST202``), and the stricter check below makes sure that such a
+422 is one of those rules, named by its code, field and message, and nothing else.
+
+It also gives schemathesis the document's one custom string format.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import schemathesis
+from hypothesis import strategies as st
+
+from banking.rest.schemas import PRINTABLE_FORMAT
+
+# The document's `printable` format (banking.rest.schemas): what str.isprintable accepts.
+schemathesis.openapi.format(
+    PRINTABLE_FORMAT,
+    st.text(
+        st.characters(
+            exclude_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs"),
+            include_characters=" ",
+        )
+    ),
+)
+
+# (code, field or None, a fragment of the message)
+Rule = tuple[str, str | None, str]
+_MOVEMENT: list[Rule] = [
+    ("VALIDATION_ERROR", "reference_id", "Idempotency-Key header and reference_id differ"),
+    # JPY, ISK, KRW and VND have no minor digits: "1.50" is valid text but not for them.
+    ("VALIDATION_ERROR", "amount", "decimal places for"),
+    # The account's currency and funds are the state of the books.
+    ("CURRENCY_MISMATCH", None, "account holds"),
+    ("INSUFFICIENT_FUNDS", None, ""),
+]
+RULES_THE_SCHEMA_CANNOT_EXPRESS: dict[str, list[Rule]] = {
+    "POST /api/v1/transactions/debit": _MOVEMENT,
+    "POST /api/v1/transactions/credit": _MOVEMENT,
+    "POST /api/v1/transactions/transfer": [
+        *_MOVEMENT,
+        ("VALIDATION_ERROR", "destination_account_id", "must be different"),
+    ],
+    # Staff must name an active customer; a customer may name only themselves.
+    "POST /api/v1/accounts": [
+        ("VALIDATION_ERROR", "customer_id", "customer_id is required"),
+        ("VALIDATION_ERROR", "customer_id", "customer_id must be an active customer"),
+        ("VALIDATION_ERROR", "customer_id", "customers open accounts for themselves only"),
+    ],
+    # The last digit of an account number is a Luhn check digit.
+    "GET /api/v1/accounts": [("VALIDATION_ERROR", "account_number", "is not valid")],
+    # A cursor is opaque; a date-time with a zone may fall outside years 1-9999 in UTC.
+    "GET /api/v1/accounts/{account_id}/transactions": [
+        ("VALIDATION_ERROR", "cursor", "cursor is not valid"),
+        ("VALIDATION_ERROR", "from", "is out of range"),
+        ("VALIDATION_ERROR", "to", "is out of range"),
+    ],
+    # An admin cannot deactivate or demote themselves.
+    "PATCH /api/v1/users/{user_id}": [
+        ("VALIDATION_ERROR", "is_active", "cannot deactivate or demote their own"),
+        ("VALIDATION_ERROR", "role", "cannot deactivate or demote their own"),
+    ],
+}
+
+
+def _matches(rule: Rule, error: dict[str, Any]) -> bool:
+    code, field, fragment = rule
+    fields = {detail.get("field") for detail in error.get("details") or [{"field": None}]}
+    return error["code"] == code and fields == {field} and fragment in error["message"]
+
+
+@schemathesis.check
+def declined_only_by_rules_the_schema_cannot_express(
+    ctx: Any, response: Any, case: Any
+) -> bool | None:
+    """A request valid by the document that is answered 422 was refused by one of
+    ``RULES_THE_SCHEMA_CANNOT_EXPRESS`` (else the document or the server is wrong)."""
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive or response.status_code != 422:
+        return None
+    error = response.json()["error"]
+    rules = RULES_THE_SCHEMA_CANNOT_EXPRESS.get(case.operation.label, [])
+    if not any(_matches(rule, error) for rule in rules):
+        raise AssertionError(
+            f"a request valid by the document was refused with {error['code']} "
+            f"({error['message']}): document the rule, or fix the server"
+        )
+    return None
