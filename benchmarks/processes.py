@@ -55,7 +55,7 @@ def free_port() -> int:
     return port_for.select_random()
 
 
-class _ExactEnvironment(SimpleExecutor):
+class ExactEnvironment(SimpleExecutor):
     """A mirakuru executor whose process gets exactly ``environment`` (plus mirakuru's mark)
     rather than this process's environment updated with it."""
 
@@ -69,7 +69,7 @@ class _ExactEnvironment(SimpleExecutor):
         return {**self._environment, ENV_UUID: super().envvars[ENV_UUID]}
 
 
-class _ExactEnvironmentHttp(_ExactEnvironment, HTTPExecutor):
+class ExactEnvironmentHttp(ExactEnvironment, HTTPExecutor):
     """Ready when ``GET url`` answers 200."""
 
 
@@ -109,9 +109,9 @@ class Service:
         }
         executor: SimpleExecutor
         if ready_url is None:
-            executor = _ExactEnvironment(list(command), **options)
+            executor = ExactEnvironment(list(command), **options)
         else:
-            executor = _ExactEnvironmentHttp(
+            executor = ExactEnvironmentHttp(
                 list(command),
                 url=ready_url,
                 status=200,

@@ -38,6 +38,9 @@ _MOVEMENT: list[Rule] = [
     # The account's currency and funds are the state of the books.
     ("CURRENCY_MISMATCH", None, "account holds"),
     ("INSUFFICIENT_FUNDS", None, ""),
+    # No balance may reach 10^16: a credit (or the receiving side of a transfer) is refused
+    # when the account already holds enough that the amount would take it there.
+    ("VALIDATION_ERROR", "amount", "the resulting balance would exceed the ledger's limit"),
 ]
 RULES_THE_SCHEMA_CANNOT_EXPRESS: dict[str, list[Rule]] = {
     "POST /api/v1/transactions/debit": _MOVEMENT,

@@ -2,8 +2,9 @@
 with exactly the environment the test gives it, waited for until it answers, stopped with
 SIGTERM.
 
-The one implementation for the tests (the benchmarks use the same libraries in
-``benchmarks/processes.py``): port-for picks ports that nothing uses, outside the kernel's
+Built on the benchmarks' helpers (``benchmarks/processes.py``: ``free_port`` and the
+executors that give a process exactly its environment), so tests and benchmarks share one
+implementation: port-for picks ports that nothing uses, outside the kernel's
 ephemeral range; mirakuru starts the command, polls its readiness while checking that it has
 not exited, and kills whatever it left behind. Failures are ``AssertionError`` with the
 process's output, so that a test says why its server did not come up.
@@ -17,40 +18,23 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import port_for
-from mirakuru import Executor, HTTPExecutor, SimpleExecutor
-from mirakuru.base import ENV_UUID
+from mirakuru import Executor, SimpleExecutor
 from mirakuru.exceptions import ProcessExitedWithError, TimeoutExpired
+
+from benchmarks.processes import ExactEnvironment, ExactEnvironmentHttp, free_port
+
+__all__ = ["ServerProcess", "free_port"]
 
 POLL_SECONDS = 0.2
 READY_REQUEST_TIMEOUT_SECONDS = 1.0
 STOP_TIMEOUT_SECONDS = 20.0
 
 
-def free_port() -> int:
-    """A TCP port that nothing on 127.0.0.1 uses (nor binds on any address)."""
-    return port_for.select_random()
-
-
-class _ExactEnvironment(SimpleExecutor):
-    """The process gets exactly ``environment`` (plus mirakuru's mark), not this process's
-    environment updated with it: tests remove variables such as ``DATABASE_URL``."""
-
-    def __init__(self, *arguments: Any, environment: dict[str, str], **options: Any) -> None:
-        super().__init__(*arguments, **options)
-        self._environment = environment
-
-    @property
-    def envvars(self) -> dict[str, str]:
-        """What the process starts with."""
-        return {**self._environment, ENV_UUID: super().envvars[ENV_UUID]}
-
-
-class _ReadyOnHttp(_ExactEnvironment, HTTPExecutor):
+class _ReadyOnHttp(ExactEnvironmentHttp):
     """Ready when ``GET url`` answers 200."""
 
 
-class _ReadyOnCheck(_ExactEnvironment, Executor):
+class _ReadyOnCheck(ExactEnvironment, Executor):
     """Ready when the test's own check (a gRPC health call, several ports) returns True."""
 
     def __init__(self, *arguments: Any, check: Callable[[], bool], **options: Any) -> None:
