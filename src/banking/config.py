@@ -229,17 +229,7 @@ class CommandSigningKeys:
 
 def _command_keys(settings: Settings) -> CommandSigningKeys:
     secrets: dict[str, str] = {}
-    for position, entry in enumerate(
-        _entries(settings.command_signing_keys.get_secret_value()), start=1
-    ):
-        kid, separator, secret = (part.strip() for part in entry.partition(":"))
-        if not separator or not secret or not _KID.fullmatch(kid):
-            raise InsecureConfiguration(
-                f"COMMAND_SIGNING_KEYS entry {position} is not kid:secret (a kid is {_KID_RULE})"
-            )
-        if kid in secrets:
-            raise InsecureConfiguration(f"COMMAND_SIGNING_KEYS names the key id '{kid}' twice")
-        secrets[kid] = secret
+    _read_keyring("COMMAND_SIGNING_KEYS", settings.command_signing_keys, secrets)
     kid = settings.command_signing_kid
     if settings.is_production:
         if not secrets or not kid:
@@ -289,6 +279,29 @@ def _entries(text: str) -> list[str]:
     return [entry.strip() for entry in text.split(",") if entry.strip()]
 
 
+def _read_keyring(
+    variable: str,
+    value: SecretStr,
+    secrets: dict[str, str],
+    *,
+    known: Mapping[str, str] | None = None,
+) -> None:
+    """Add the ``kid:secret,kid:secret`` entries of ``variable`` to ``secrets``. Neither an
+    entry nor its kid is echoed when it is malformed: it may be a bare secret. ``known`` names
+    key ids that mean something already (said when one is given twice)."""
+    for position, entry in enumerate(_entries(value.get_secret_value()), start=1):
+        kid, separator, secret = (part.strip() for part in entry.partition(":"))
+        if not separator or not secret or not _KID.fullmatch(kid):
+            raise InsecureConfiguration(
+                f"{variable} entry {position} is not kid:secret (a kid is {_KID_RULE})"
+            )
+        if kid in secrets:
+            meaning = (known or {}).get(kid)
+            also = f" ({meaning})" if meaning else ""
+            raise InsecureConfiguration(f"{variable} names the key id '{kid}'{also} twice")
+        secrets[kid] = secret
+
+
 def _hmac_keys(settings: Settings, algorithm: str) -> TokenKeys:
     for name in ("jwt_private_key_file", "jwt_public_keys_dir", "jwt_public_key_files"):
         if getattr(settings, name):
@@ -302,17 +315,9 @@ def _hmac_keys(settings: Settings, algorithm: str) -> TokenKeys:
     if legacy:
         secrets[JWT_SECRET_KID] = legacy
         kidless_kid = JWT_SECRET_KID
-    for position, entry in enumerate(_entries(settings.jwt_keys.get_secret_value()), start=1):
-        kid, separator, secret = (part.strip() for part in entry.partition(":"))
-        # Neither the entry nor its kid is echoed: a malformed entry may be a bare secret.
-        if not separator or not secret or not _KID.fullmatch(kid):
-            raise InsecureConfiguration(
-                f"JWT_KEYS entry {position} is not kid:secret (a kid is {_KID_RULE})"
-            )
-        if kid in secrets:
-            also = " (the key of JWT_SECRET)" if kid == JWT_SECRET_KID else ""
-            raise InsecureConfiguration(f"JWT_KEYS names the key id '{kid}'{also} twice")
-        secrets[kid] = secret
+    _read_keyring(
+        "JWT_KEYS", settings.jwt_keys, secrets, known={JWT_SECRET_KID: "the key of JWT_SECRET"}
+    )
     if not secrets:
         if settings.is_production:
             raise InsecureConfiguration(

@@ -133,14 +133,27 @@ def _create_sqlite_engine(url: str, *, echo: bool) -> AsyncEngine:
     return engine
 
 
-def sqlstate_of(error: DBAPIError) -> str | None:
-    """The SQLSTATE of a driver error when the driver reports one (asyncpg does)."""
+def _driver_attribute(error: DBAPIError, *names: str) -> str | None:
+    """The first of ``names`` that the driver's error (or what it wraps, as SQLAlchemy's
+    asyncpg adapter does) carries as text."""
     original = getattr(error, "orig", None)
     for candidate in (original, getattr(original, "__cause__", None)):
-        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
-        if isinstance(code, str):
-            return code
+        for name in names:
+            value = getattr(candidate, name, None)
+            if isinstance(value, str) and value:
+                return value
     return None
+
+
+def sqlstate_of(error: DBAPIError) -> str | None:
+    """The SQLSTATE of a driver error when the driver reports one (asyncpg does)."""
+    return _driver_attribute(error, "sqlstate", "pgcode")
+
+
+def constraint_of(error: DBAPIError) -> str | None:
+    """The name of the constraint a driver error violated, when the driver reports it
+    (asyncpg does; SQLite names the columns in its message instead)."""
+    return _driver_attribute(error, "constraint_name")
 
 
 def is_unique_violation(error: DBAPIError) -> bool:

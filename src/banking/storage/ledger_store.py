@@ -35,7 +35,7 @@ from banking.domain.records import (
     TransactionType,
 )
 from banking.domain.roles import Role
-from banking.storage.database import Database, is_unique_violation
+from banking.storage.database import Database, constraint_of, is_unique_violation
 from banking.storage.tables import (
     REFERENCE_KEY,
     REFERENCE_KEY_SQLITE_COLUMNS,
@@ -432,12 +432,10 @@ def _is_reference_taken(error: IntegrityError) -> bool:
     """The violated unique key is the idempotency key (not, say, an account number)."""
     if not is_unique_violation(error):
         return False
-    original = getattr(error, "orig", None)
-    for candidate in (original, getattr(original, "__cause__", None)):
-        name = getattr(candidate, "constraint_name", None)
-        if isinstance(name, str):
-            return name == REFERENCE_KEY
-    return REFERENCE_KEY_SQLITE_COLUMNS in str(original)
+    name = constraint_of(error)
+    if name is not None:
+        return name == REFERENCE_KEY
+    return REFERENCE_KEY_SQLITE_COLUMNS in str(error.orig)
 
 
 class SqlUnitOfWork:
