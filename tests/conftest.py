@@ -107,8 +107,15 @@ def postgres_url(pg_template: tuple[str, str]) -> Iterator[str]:
     asyncio.run(_admin_execute(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+# Tests of other features run the fraud detector in shadow mode (it scores and alerts, it does
+# not hold): a burst of asynchronous test transfers is rightly suspicious. The fraud tests
+# (tests/fraud_review) opt in to holds. Server and worker processes the tests start inherit it.
+os.environ.setdefault("FRAUD_MODE", "alert")
+
+
 def make_settings(database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
+        "fraud_mode": "alert",
         "database_url": database_url,
         "jwt_secret": "test-secret-that-is-long-enough-0123456789",
         "log_json": True,

@@ -63,6 +63,7 @@ LEG = Transaction(
     failure_reason="balance too low",
     available_balance_after=Decimal("0.10"),
     balance_version_after=7,
+    hold_reason="fraud score 0.9500 (new_counterparty)",
 )
 BARE_LEG = replace(
     LEG,
@@ -75,6 +76,7 @@ BARE_LEG = replace(
     failure_reason=None,
     available_balance_after=None,
     balance_version_after=None,
+    hold_reason=None,
 )
 ACCOUNT = Account(
     account_id=LEG.account_id,
@@ -121,6 +123,10 @@ SAMPLES: dict[type, Any] = {
 # --- deliberate exclusions: the one table -------------------------------------------------
 # format family -> record field (``request.x`` for a field of a nested record) -> why not.
 _BALANCE_AFTER = "a leg read later has no balance after it: only a movement's answer carries it"
+_HELD = (
+    "the fraud review is REST only for now; a held leg is published on "
+    "banking.transactions.held with its reason"
+)
 NOT_CARRIED: dict[str, dict[str, str]] = {
     "REST TransactionRead": {
         "available_balance_after": _BALANCE_AFTER,
@@ -129,12 +135,14 @@ NOT_CARRIED: dict[str, dict[str, str]] = {
     "gRPC Transaction": {
         "available_balance_after": _BALANCE_AFTER,
         "balance_version_after": _BALANCE_AFTER,
+        "hold_reason": _HELD,
     },
     "gRPC TransactionResponse": {
         "description": "the sketch's response to a movement: the caller sent it",
         "counterparty_account_id": "the sketch's response to a movement: the caller sent it",
         "failure_code": "a completed movement has none (a decline is an error status)",
         "failure_reason": "a completed movement has none (a decline is an error status)",
+        "hold_reason": "a movement's answer is never held (only asynchronous commands are)",
     },
     "Kafka transaction event": {
         "counterparty_account_id": "not in the published schema (v1, v2); "
@@ -142,6 +150,7 @@ NOT_CARRIED: dict[str, dict[str, str]] = {
         "failure_reason": "not in the published schema (free text; failure_code is stable)",
         "available_balance_after": "the balance event published with it carries the balance",
         "balance_version_after": "the balance event published with it carries the version",
+        "hold_reason": "a held leg's event is the banking.transactions.held one, with its reason",
     },
     "Kafka command event": {
         "trace_id": "travels as the outbox row's trace_id (the traceparent Kafka header), not "
@@ -157,6 +166,7 @@ NOT_CARRIED: dict[str, dict[str, str]] = {
         "counterparty_account_id": "not an export column; related_transaction_id links the legs",
         "failure_reason": "not an export column (free text; failure_code is stable)",
         "balance_version_after": "internal: the export shows the balance, not its version",
+        "hold_reason": "not an export column (free text; the fraud review shows it)",
     },
 }
 

@@ -1,7 +1,7 @@
 """The layers of ``src/banking`` point one way (docs/architecture.md):
 
-    domain, config  <-  ledger  <-  storage, events, cache, observability, auth
-        <-  container  <-  rest, grpc, workers (the doors)  <-  bootstrap  <-  cli
+    domain, config  <-  ledger, fraud  <-  storage, events, cache, observability, auth,
+        notifications  <-  container  <-  rest, grpc, workers (the doors)  <-  bootstrap  <-  cli
 
 A module may import its own layer and the layers below it, never one above; and no two
 packages import each other (no cycles between packages, even within a layer). Imports inside
@@ -21,11 +21,13 @@ LAYERS: dict[str, int] = {
     "domain": 0,
     "config": 0,
     "ledger": 1,
+    "fraud": 1,
     "storage": 2,
     "events": 2,
     "cache": 2,
     "observability": 2,
     "auth": 2,
+    "notifications": 2,
     "container": 3,
     "rest": 4,
     "grpc": 4,

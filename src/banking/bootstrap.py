@@ -32,6 +32,8 @@ from banking.ledger.accounts import AccountService
 from banking.ledger.history import HistoryService
 from banking.ledger.movements import MovementService
 from banking.ledger.ports import Movements
+from banking.ledger.review import ReviewService
+from banking.notifications.webhooks import WebhookService
 from banking.observability.logging import get_logger
 from banking.observability.metrics import Metrics
 from banking.observability.movements import MeasuredMovements
@@ -94,7 +96,9 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
             page_size_default=settings.page_size_default,
             page_size_max=settings.page_size_max,
         ),
+        review=ReviewService(unit_of_work, page_size_max=settings.page_size_max),
         cache=cache,
+        webhooks=WebhookService(database, settings),
     )
 
 

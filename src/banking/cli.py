@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any
+from uuid import UUID
 
 import typer
 
@@ -257,7 +258,10 @@ app.add_typer(dlq_app, name="dlq")
 
 @app.command()
 def worker(
-    name: Annotated[str, typer.Argument(help="relay, processor, dlq or balance-cache.")],
+    name: Annotated[
+        str,
+        typer.Argument(help="relay, processor, dlq, balance-cache, fraud or notifications."),
+    ],
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus /metrics on this port (default: off).")
     ] = None,
@@ -328,6 +332,150 @@ def dlq_replay(
         raise typer.Exit(2)
     replayed = asyncio.run(replay_dead_letters(settings, limit=limit))
     typer.echo(json.dumps({"replayed": replayed}))
+
+
+fraud_app = typer.Typer(
+    help="Fraud detection: simulate labelled traffic, train the model, evaluate it.",
+    no_args_is_help=True,
+)
+app.add_typer(fraud_app, name="fraud")
+
+
+@fraud_app.command("simulate")
+def fraud_simulate(
+    out: Annotated[Path, typer.Option(help="Where to write the legs: .parquet or .csv.")],
+    seed: Annotated[int, typer.Option(help="The simulation's seed (same seed, same data).")] = 1,
+    customers: Annotated[int, typer.Option(min=2, help="Simulated customers.")] = 200,
+    days: Annotated[int, typer.Option(min=1, help="Simulated days.")] = 30,
+) -> None:
+    """Write a seeded, labelled simulation (normal behaviour mixed with named fraud
+    patterns): one row per leg, with its pattern (empty for normal traffic)."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+    import pyarrow.parquet as pq
+
+    from banking.events.schemas import MONEY, TIME
+    from banking.fraud.simulate import simulate
+
+    if out.suffix not in (".parquet", ".csv"):
+        typer.echo("--out must end in .parquet or .csv", err=True)
+        raise typer.Exit(2)
+    try:
+        legs = simulate(seed, customers, days)
+    except ValueError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(2) from error
+    table = pa.table(
+        {
+            "transaction_id": [str(leg.movement.transaction_id) for leg in legs],
+            "account_id": [str(leg.movement.account_id) for leg in legs],
+            "transaction_type": [leg.movement.kind.value for leg in legs],
+            "amount": pa.array([leg.movement.amount for leg in legs], MONEY),
+            "currency": [leg.movement.currency for leg in legs],
+            "counterparty_account_id": [
+                str(leg.movement.counterparty_account_id)
+                if leg.movement.counterparty_account_id
+                else None
+                for leg in legs
+            ],
+            "created_at": pa.array([leg.movement.created_at for leg in legs], TIME),
+            "status": [leg.movement.status.value for leg in legs],
+            "pattern": [leg.pattern for leg in legs],
+        }
+    )
+    if out.suffix == ".parquet":
+        pq.write_table(table, out)
+    else:
+        pa_csv.write_csv(table, out)
+    fraud = sum(1 for leg in legs if leg.pattern)
+    typer.echo(json.dumps({"legs": len(legs), "fraud_legs": fraud, "out": str(out)}))
+
+
+@fraud_app.command("train")
+def fraud_train(
+    simulated: Annotated[
+        bool,
+        typer.Option(
+            "--simulated/--ledger",
+            help="Train on a seeded simulation instead of the ledger's history (a fresh "
+            "install has none).",
+        ),
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the forest (and of the simulation).")] = 1,
+    days: Annotated[int, typer.Option(min=1, help="How many days of history to learn.")] = 90,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many legs.")] = 1_000_000,
+) -> None:
+    """Train a new model version and write it to FRAUD_MODEL_DIR; running workers pick it up
+    within FRAUD_MODEL_RELOAD_SECONDS. From the ledger: its finished legs of the last DAYS,
+    with the reviewers' decisions on held commands as labels."""
+    from datetime import timedelta
+
+    from banking.domain.clock import utc_now
+    from banking.fraud.assessment import Movement
+    from banking.fraud.model import save
+    from banking.fraud.training import train, train_on_simulation, training_rows
+    from banking.storage.database import Database, create_engine
+    from banking.storage.fraud_history import finished_legs, review_labels
+
+    settings = _settings()
+    if simulated:
+        model = train_on_simulation(seed)
+    else:
+        _require_current_schema(settings)
+
+        async def history() -> tuple[list[Movement], dict[UUID, bool]]:
+            database = Database(create_engine(settings))
+            try:
+                legs = await finished_legs(
+                    database, since=utc_now() - timedelta(days=days), limit=limit
+                )
+                return [Movement.of_leg(leg) for leg in legs], await review_labels(database)
+            finally:
+                await database.dispose()
+
+        movements, labels = asyncio.run(history())
+        try:
+            model = train(training_rows(movements, labels), seed=seed)
+        except ValueError as error:
+            typer.echo(f"cannot train: {error} (try --simulated on a fresh install)", err=True)
+            raise typer.Exit(1) from error
+    path = save(model, settings.effective_fraud_model_dir)
+    typer.echo(json.dumps({"version": model.version, "path": str(path), **model.training}))
+
+
+@fraud_app.command("evaluate")
+def fraud_evaluate(
+    train_seed: Annotated[int, typer.Option(help="Seed of the training simulation.")] = 21,
+    test_seed: Annotated[int, typer.Option(help="Seed of the held-out simulation.")] = 22,
+    customers: Annotated[int, typer.Option(min=2, help="Simulated customers.")] = 200,
+    days: Annotated[int, typer.Option(min=1, help="Simulated days.")] = 30,
+    labelled: Annotated[
+        bool,
+        typer.Option(
+            "--labelled/--unlabelled", help="Calibrate with the training set's fraud labels."
+        ),
+    ] = True,
+) -> None:
+    """Precision, recall, F1 and ROC-AUC on a held-out simulation, overall and per fraud
+    pattern, for the rules alone, the model alone and both, and the sketch's baselines."""
+    from banking.fraud.assessment import Thresholds
+    from banking.fraud.evaluate import evaluate
+
+    settings = _settings()
+    thresholds = Thresholds(settings.fraud_alert_threshold, settings.fraud_hold_threshold)
+    try:
+        report = evaluate(
+            train_seed,
+            test_seed,
+            customers=customers,
+            days=days,
+            labelled=labelled,
+            thresholds=thresholds,
+        )
+    except ValueError as error:
+        typer.echo(str(error), err=True)
+        raise typer.Exit(2) from error
+    typer.echo(report.format())
 
 
 schemas_app = typer.Typer(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
@@ -134,6 +135,31 @@ class Settings(BaseSettings):
     outbox_retention_hours: float = Field(default=168.0, ge=0.0, le=24 * 3650)
     outbox_retention_batch: int = Field(default=1000, ge=1, le=100_000)
 
+    # Fraud detection (README "Fraud detection"). A score at or above the alert threshold
+    # raises an alert; an asynchronous command at or above the hold threshold waits for review.
+    fraud_enabled: bool = True
+    # "hold": asynchronous commands at or above the hold threshold wait for review; "alert":
+    # they are applied and only alerted on (shadow mode, for a new model or threshold).
+    fraud_mode: Literal["hold", "alert"] = "hold"
+    fraud_alert_threshold: Decimal = Field(default=Decimal("0.70"), ge=0, le=1, decimal_places=4)
+    fraud_hold_threshold: Decimal = Field(default=Decimal("0.90"), ge=0, le=1, decimal_places=4)
+    # Versioned model files (`banking fraud train` writes them; workers pick the newest up).
+    # Empty: <DATA_DIR>/fraud-models.
+    fraud_model_dir: Path | None = None
+    fraud_model_reload_seconds: float = Field(default=30.0, ge=0.1, le=3600)
+
+    # Webhooks (README "Notifications and webhooks").
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # Attempts per delivery before it is given up; the wait doubles from the base each time.
+    webhook_attempts_max: int = Field(default=6, ge=1, le=20)
+    webhook_backoff_seconds: float = Field(default=1.0, ge=0.0, le=3600)
+    webhook_backoff_seconds_max: float = Field(default=600.0, ge=0.0, le=86400)
+    # A webhook whose deliveries are given up this many times in a row is disabled.
+    webhook_disable_after_failures: int = Field(default=3, ge=1, le=100)
+    webhooks_per_user_max: int = Field(default=20, ge=1, le=1000)
+    # Networks a webhook may target although private, loopback or link-local (CIDRs; SSRF).
+    webhook_allowed_networks: list[str] = Field(default_factory=list)
+
     cors_allow_origins: list[str] = Field(default_factory=list)
     trusted_hosts: list[str] = Field(default_factory=lambda: ["*"])
     request_body_bytes_max: int = Field(default=64 * 1024, ge=1024)
@@ -159,6 +185,25 @@ class Settings(BaseSettings):
         if self.banking_env is Environment.PRODUCTION and not self.database_url:
             raise InsecureConfiguration("DATABASE_URL must be set in production")
         return self
+
+    @model_validator(mode="after")
+    def _fraud_thresholds_are_ordered(self) -> Settings:
+        if self.fraud_alert_threshold > self.fraud_hold_threshold:
+            raise ValueError("FRAUD_ALERT_THRESHOLD must not be above FRAUD_HOLD_THRESHOLD")
+        import ipaddress
+
+        for network in self.webhook_allowed_networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as error:
+                raise ValueError(
+                    f"WEBHOOK_ALLOWED_NETWORKS: {network!r} is not a network like 127.0.0.1/32"
+                ) from error
+        return self
+
+    @property
+    def effective_fraud_model_dir(self) -> Path:
+        return self.fraud_model_dir or self.data_dir / "fraud-models"
 
     @model_validator(mode="after")
     def _redis_settings_are_usable(self) -> Settings:

@@ -13,6 +13,8 @@ from banking.config import Settings
 from banking.ledger.accounts import AccountService
 from banking.ledger.history import HistoryService
 from banking.ledger.ports import Movements, UnitOfWork
+from banking.ledger.review import ReviewService
+from banking.notifications.webhooks import WebhookService
 from banking.observability.metrics import Metrics
 from banking.storage.database import Database
 
@@ -28,7 +30,9 @@ class Container:
     accounts: AccountService
     movements: Movements
     history: HistoryService
+    review: ReviewService
     cache: CacheServices
+    webhooks: WebhookService
 
     @property
     def balance_cache(self) -> MemoryBalanceCache | RedisBalanceCache | None:

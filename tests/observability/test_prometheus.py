@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from banking.bootstrap import build_container
 from banking.config import Settings
@@ -46,7 +47,7 @@ JWT_SECRET = "observability-test-secret-0123456789-abcdef"
 PASSWORD = "customer-password-1"
 STARTUP_TIMEOUT_SECONDS = 60
 SCRAPE_INTERVAL = "1s"
-WORKERS = ("relay", "processor", "dlq", "balance-cache")
+WORKERS = ("relay", "processor", "dlq", "balance-cache", "notifications", "fraud")
 
 
 def _redis_url() -> str:
@@ -416,6 +417,24 @@ def test_every_dashboard_panel_returns_data(stack: Stack) -> None:
     queries = _panel_queries()
     assert len(queries) > 25
     assert _wait_for_data(stack, queries) == []
+
+
+def test_every_metric_a_panel_or_rule_reads_is_exported(stack: Stack) -> None:
+    """No panel or alert reads a metric the service does not declare (a typo, a rename)."""
+    exposition = httpx.get(stack.api + "/metrics", timeout=10).text
+    declared = {family.name for family in text_string_to_metric_families(exposition)}
+    read = {
+        (name, metric)
+        for name, expr in _panel_queries() + _rule_queries()
+        for metric in re.findall(r"\bbanking_[a-z0-9_]+", expr)
+    }
+    assert len({metric for _, metric in read}) > 40
+    missing = [
+        (name, metric)
+        for name, metric in read
+        if re.sub(r"_(bucket|count|sum|total)$", "", metric) not in declared
+    ]
+    assert missing == []
 
 
 def test_every_alert_expression_returns_data(stack: Stack) -> None:

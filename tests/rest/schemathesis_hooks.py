@@ -63,6 +63,17 @@ RULES_THE_SCHEMA_CANNOT_EXPRESS: dict[str, list[Rule]] = {
         ("VALIDATION_ERROR", "from", "is out of range"),
         ("VALIDATION_ERROR", "to", "is out of range"),
     ],
+    # The review queue's cursor is opaque too.
+    "GET /api/v1/transactions": [("VALIDATION_ERROR", "cursor", "cursor is not valid")],
+    # A webhook's URL must resolve to an address it may reach (SSRF); a user has a bounded
+    # number of webhooks.
+    "POST /api/v1/webhooks": [
+        ("VALIDATION_ERROR", "url", ""),
+        ("VALIDATION_ERROR", None, "a user may have at most"),
+    ],
+    "GET /api/v1/webhooks/{webhook_id}/deliveries": [
+        ("VALIDATION_ERROR", "cursor", "cursor is not valid")
+    ],
     # An admin cannot deactivate or demote themselves.
     "PATCH /api/v1/users/{user_id}": [
         ("VALIDATION_ERROR", "is_active", "cannot deactivate or demote their own"),

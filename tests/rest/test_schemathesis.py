@@ -50,6 +50,9 @@ WITH_RULES_BEYOND_THE_SCHEMA = [
     "listAccounts",
     "listAccountTransactions",
     "updateUser",
+    "listHeldTransactions",
+    "createWebhook",
+    "listWebhookDeliveries",
 ]
 CONFIG = f"""
 hooks = "tests.rest.schemathesis_hooks"

@@ -31,6 +31,7 @@ from tests.ledger import test_declines as declines
 from tests.ledger import test_history as history
 from tests.ledger import test_idempotency as idempotency
 from tests.ledger import test_reconcile as reconciliation
+from tests.ledger import test_review as review
 from tests.ledger import test_transfers as transfers
 from tests.ledger.world import CREDIT, DEBIT, TRANSFER
 from tests.support.ledger import Core
@@ -48,6 +49,24 @@ def scenario(function: Scenario, *, label: str | None = None, **params: Any) -> 
 
 
 SCENARIOS = [
+    *[
+        scenario(review.test_a_held_command_moves_nothing_and_waits_with_its_reason, kind=kind)
+        for kind in (DEBIT, CREDIT, TRANSFER)
+    ],
+    scenario(review.test_a_redelivered_command_does_not_apply_a_held_leg),
+    scenario(review.test_release_applies_the_command_with_the_usual_decisions, kind=TRANSFER),
+    scenario(review.test_release_of_a_command_that_cannot_be_paid_declines_it),
+    scenario(review.test_reject_fails_the_leg_with_fraud_rejected_and_moves_nothing),
+    *[
+        scenario(
+            review.test_a_review_is_idempotent_and_the_other_decision_is_refused,
+            decision=decision,
+        )
+        for decision in (review.RELEASED, review.REJECTED)
+    ],
+    scenario(review.test_customers_get_not_found_and_auditors_forbidden, decision=review.RELEASED),
+    scenario(review.test_a_movement_that_was_never_held_cannot_be_reviewed),
+    scenario(review.test_the_queue_lists_held_commands_oldest_first_for_staff_only),
     scenario(debits.test_a_debit_takes_the_amount_and_answers_with_its_leg),
     scenario(debits.test_debits_without_a_reference_are_each_a_new_movement),
     scenario(credits.test_a_teller_credit_adds_the_amount),

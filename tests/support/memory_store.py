@@ -25,10 +25,12 @@ from banking.domain.records import (
     AccountMismatch,
     Balance,
     BalanceAfter,
+    FraudScore,
     HistoryFilter,
     JournalEntry,
     LedgerEvent,
     Owner,
+    ReviewDecision,
     Transaction,
     TransactionStatus,
     TransactionType,
@@ -55,6 +57,7 @@ class MemoryBooks:
     legs: dict[UUID, _StoredLeg] = field(default_factory=dict)
     journal: list[JournalEntry] = field(default_factory=list)
     events: list[LedgerEvent] = field(default_factory=list)
+    fraud_scores: dict[UUID, FraudScore] = field(default_factory=dict)
 
     def snapshot(self) -> MemoryBooks:
         return MemoryBooks(
@@ -64,6 +67,7 @@ class MemoryBooks:
             copy(self.legs),
             copy(self.journal),
             copy(self.events),
+            copy(self.fraud_scores),
         )
 
 
@@ -227,6 +231,81 @@ class MemoryLedgerStore:
         legs = [stored.leg for stored in self.books.legs.values() if wanted(stored.leg)]
         legs.sort(key=lambda leg: (leg.created_at, leg.transaction_id), reverse=True)
         return legs[:limit]
+
+    # --- fraud review ---
+    async def get_requester(self, transaction_id: UUID) -> UUID | None:
+        stored = self.books.legs.get(transaction_id)
+        return stored.created_by if stored else None
+
+    async def hold_pending_leg(self, transaction_id: UUID, reason: str) -> bool:
+        stored = self.books.legs.get(transaction_id)
+        if (
+            stored is None
+            or stored.leg.status is not TransactionStatus.PENDING
+            or stored.leg.hold_reason is not None
+        ):
+            return False
+        self.books.legs[transaction_id] = replace(
+            stored, leg=replace(stored.leg, hold_reason=reason)
+        )
+        return True
+
+    async def insert_fraud_score(self, score: FraudScore) -> bool:
+        if score.transaction_id in self.books.fraud_scores:
+            return False
+        if score.transaction_id not in self.books.legs:  # the foreign key
+            raise InvariantViolated(f"no leg {score.transaction_id} to score")
+        self.books.fraud_scores[score.transaction_id] = score
+        return True
+
+    async def get_fraud_score(self, transaction_id: UUID) -> FraudScore | None:
+        return self.books.fraud_scores.get(transaction_id)
+
+    async def review_fraud_score(
+        self,
+        transaction_id: UUID,
+        decision: ReviewDecision,
+        *,
+        reviewer: UUID,
+        at: datetime,
+    ) -> None:
+        score = self.books.fraud_scores.get(transaction_id)
+        if score is not None:
+            self.books.fraud_scores[transaction_id] = replace(
+                score, review_decision=decision, reviewed_by=reviewer, reviewed_at=at
+            )
+
+    def _held(self) -> list[Transaction]:
+        legs = [
+            stored.leg
+            for stored in self.books.legs.values()
+            if stored.leg.status is TransactionStatus.PENDING and stored.leg.hold_reason
+        ]
+        return sorted(legs, key=lambda leg: (leg.created_at, leg.transaction_id))
+
+    async def held_legs(
+        self, *, after: tuple[datetime, UUID] | None, limit: int
+    ) -> list[Transaction]:
+        legs = [
+            leg
+            for leg in self._held()
+            if after is None or (leg.created_at, leg.transaction_id) > after
+        ]
+        return legs[:limit]
+
+    async def count_held(self) -> int:
+        return len(self._held())
+
+    async def account_legs(
+        self, account_id: UUID, *, since: datetime, until: datetime, limit: int
+    ) -> list[Transaction]:
+        legs = [
+            stored.leg
+            for stored in self.books.legs.values()
+            if stored.leg.account_id == account_id and since <= stored.leg.created_at <= until
+        ]
+        legs.sort(key=lambda leg: (leg.created_at, leg.transaction_id))
+        return legs[-limit:] if limit else []
 
     # --- journal and events ---
     async def add_journal(self, entries: Sequence[JournalEntry]) -> None:

@@ -16,6 +16,7 @@ from banking.domain.records import (
     CommandOutcome,
     DebitOrCredit,
     MovementResult,
+    ReviewDecision,
     Transaction,
     TransactionStatus,
     TransferRequest,
@@ -64,6 +65,17 @@ class InvalidatingMovements(MovementsDecorator):
         if not outcome.already_done:
             await self._drop(changed_accounts(outcome.leg))
         return outcome
+
+    async def review(
+        self,
+        actor: Actor,
+        transaction_id: UUID,
+        decision: ReviewDecision,
+        *,
+        trace_id: str | None = None,
+    ) -> MovementResult:
+        call = self._inner.review(actor, transaction_id, decision, trace_id=trace_id)
+        return await self._after(await call)
 
     async def _after(self, result: MovementResult) -> MovementResult:
         if not result.replayed:

@@ -118,6 +118,20 @@ class AccountInactiveDeclined(AccountInactive, Declined):
     pass
 
 
+class FraudRejected(BankingError):
+    code = "FRAUD_REJECTED"
+
+
+class FraudRejectedDeclined(FraudRejected, Declined):
+    """A held command a reviewer rejected: its leg failed, no money moved."""
+
+
+class TransactionNotHeld(BankingError):
+    """Release or reject of a movement that is not waiting for review."""
+
+    code = "TRANSACTION_NOT_HELD"
+
+
 class ReferenceAlreadyUsed(BankingError):
     """Raised by the unit of work when a leg's idempotency key ``(account_id, reference_id)``
     is taken: a retry or a concurrent duplicate committed first. The ledger answers it by
@@ -131,11 +145,13 @@ class DeclineReason(StrEnum):
 
     INSUFFICIENT_FUNDS = InsufficientFunds.code
     ACCOUNT_INACTIVE = AccountInactive.code
+    FRAUD_REJECTED = FraudRejected.code
 
 
 _DECLINE_ERRORS: dict[DeclineReason, type[BankingError]] = {
     DeclineReason.INSUFFICIENT_FUNDS: InsufficientFundsDeclined,
     DeclineReason.ACCOUNT_INACTIVE: AccountInactiveDeclined,
+    DeclineReason.FRAUD_REJECTED: FraudRejectedDeclined,
 }
 # A failed leg of an asynchronous command can also hold the code of the error that rejected it
 # (a retry of that command's key with a synchronous request replays it as the same error).

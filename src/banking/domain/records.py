@@ -70,6 +70,8 @@ class Transaction:
     failure_reason: str | None
     available_balance_after: Decimal | None
     balance_version_after: int | None
+    # Why a pending leg waits for a reviewer (its command was held by the fraud detector).
+    hold_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +190,77 @@ class CommandRejected:
     message: str
 
 
-LedgerEvent = LegsRecorded | CommandSubmitted | CommandRejected
+class ReviewDecision(StrEnum):
+    """A reviewer's decision on a held command (the fraud model's label)."""
+
+    RELEASED = "released"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class FraudScore:
+    """A leg's fraud score as stored: the score in [0, 1] (four places), its reasons (most
+    important first), the feature values and model version behind it, the decision the
+    thresholds gave (allow, alert, hold), and the reviewer's decision on a held command."""
+
+    transaction_id: UUID
+    account_id: UUID
+    event_id: UUID | None
+    score: Decimal
+    reasons: tuple[str, ...]
+    features: dict[str, float]
+    model_version: str
+    decision: str
+    scored_at: datetime
+    review_decision: ReviewDecision | None = None
+    reviewed_by: UUID | None = None
+    reviewed_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandHeld:
+    """An asynchronous command the fraud detector held: its leg stays pending until a
+    reviewer releases or rejects it (published on ``banking.transactions.held``)."""
+
+    leg: Transaction
+    score: Decimal
+    reasons: tuple[str, ...]
+    model_version: str
+    trace_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FraudAlert:
+    """A movement whose fraud score reached the alert threshold (``banking.fraud.alerts``)."""
+
+    alert_id: UUID
+    leg: Transaction
+    score: Decimal
+    reasons: tuple[str, ...]
+    model_version: str
+    decision: str
+    created_at: datetime
+    trace_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """A message for one user about an event (``banking.notifications``, keyed by user): what
+    e-mail, SMS or push channels consume, and what webhooks deliver."""
+
+    notification_id: UUID
+    user_id: UUID
+    source_event_id: UUID
+    source_event_type: str
+    account_id: UUID | None
+    transaction_id: UUID | None
+    amount: Decimal | None
+    currency: str | None
+    message: str
+    created_at: datetime
+
+
+LedgerEvent = LegsRecorded | CommandSubmitted | CommandRejected | CommandHeld | FraudAlert
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +273,8 @@ class CommandOutcome:
     leg: Transaction | None
     rejected_code: str | None = None
     already_done: bool = False
+    # Held for review by the fraud detector instead of applied (``ledger.review``).
+    held: bool = False
 
 
 # --- reconciliation -------------------------------------------------------------------------

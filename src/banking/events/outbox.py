@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, Final
 from uuid import UUID, uuid4
 
@@ -22,10 +23,13 @@ from banking.domain.money import format_amount
 from banking.domain.records import (
     Balance,
     Command,
+    CommandHeld,
     CommandSubmitted,
     DebitOrCredit,
+    FraudAlert,
     LedgerEvent,
     LegsRecorded,
+    Notification,
     Transaction,
     TransactionStatus,
     TransactionType,
@@ -225,6 +229,120 @@ def _account_of(command: Command) -> UUID:
     return request.source_account_id if isinstance(request, TransferRequest) else request.account_id
 
 
+EVENT_TRANSACTION_HELD: Final = "transaction.held"
+EVENT_FRAUD_ALERT: Final = "fraud.alert"
+EVENT_NOTIFICATION: Final = "notification.created"
+HELD_SCHEMA_VERSION: Final = 1
+FRAUD_SCHEMA_VERSION: Final = 1
+NOTIFICATION_SCHEMA_VERSION: Final = 1
+
+
+def _score_text(score: Decimal) -> str:
+    return format(score.quantize(Decimal("0.0001")), "f")
+
+
+def held_payload(held: CommandHeld) -> dict[str, Any]:
+    """The payload of a held command (``events.schemas.HELD_SCHEMA_V1``)."""
+    leg = held.leg
+    return {
+        "transaction_id": str(leg.transaction_id),
+        "command": COMMAND_NAMES[leg.transaction_type],
+        "account_id": str(leg.account_id),
+        "destination_account_id": (
+            str(leg.counterparty_account_id)
+            if leg.transaction_type is TransactionType.TRANSFER_OUT and leg.counterparty_account_id
+            else None
+        ),
+        "amount": format_amount(leg.amount),
+        "currency": leg.currency,
+        "description": leg.description,
+        "reference_id": leg.reference_id,
+        "hold_reason": leg.hold_reason,
+        "score": _score_text(held.score),
+        "reasons": ",".join(held.reasons),
+        "model_version": held.model_version,
+        "timestamp": leg.created_at.isoformat(),
+    }
+
+
+def held_event(held: CommandHeld) -> dict[str, Any]:
+    """A held command on ``banking.transactions.held``, keyed by its account."""
+    return _row(
+        topic=topics.TRANSACTIONS_HELD,
+        key=held.leg.account_id,
+        event_type=EVENT_TRANSACTION_HELD,
+        version=HELD_SCHEMA_VERSION,
+        payload=held_payload(held),
+        trace_id=held.trace_id,
+        at=held.leg.created_at,
+    )
+
+
+def fraud_alert_payload(alert: FraudAlert) -> dict[str, Any]:
+    """The payload of a fraud alert (``events.schemas.FRAUD_ALERT_SCHEMA_V1``)."""
+    leg = alert.leg
+    return {
+        "alert_id": str(alert.alert_id),
+        "transaction_id": str(leg.transaction_id),
+        "account_id": str(leg.account_id),
+        "transaction_type": leg.transaction_type.value,
+        "status": leg.status.value,
+        "amount": format_amount(leg.amount),
+        "currency": leg.currency,
+        "counterparty_account_id": (
+            str(leg.counterparty_account_id) if leg.counterparty_account_id else None
+        ),
+        "score": _score_text(alert.score),
+        "reasons": ",".join(alert.reasons),
+        "model_version": alert.model_version,
+        "decision": alert.decision,
+        "timestamp": alert.created_at.isoformat(),
+    }
+
+
+def fraud_alert_event(alert: FraudAlert) -> dict[str, Any]:
+    """A fraud alert on ``banking.fraud.alerts``, keyed by the account."""
+    return _row(
+        topic=topics.FRAUD_ALERTS,
+        key=alert.leg.account_id,
+        event_type=EVENT_FRAUD_ALERT,
+        version=FRAUD_SCHEMA_VERSION,
+        payload=fraud_alert_payload(alert),
+        trace_id=alert.trace_id,
+        at=alert.created_at,
+    )
+
+
+def notification_payload(notification: Notification) -> dict[str, Any]:
+    """The payload of a notification (``events.schemas.NOTIFICATION_SCHEMA_V1``)."""
+    n = notification
+    return {
+        "notification_id": str(n.notification_id),
+        "user_id": str(n.user_id),
+        "source_event_id": str(n.source_event_id),
+        "source_event_type": n.source_event_type,
+        "account_id": str(n.account_id) if n.account_id else None,
+        "transaction_id": str(n.transaction_id) if n.transaction_id else None,
+        "amount": format_amount(n.amount) if n.amount is not None else None,
+        "currency": n.currency,
+        "message": n.message,
+        "timestamp": n.created_at.isoformat(),
+    }
+
+
+def notification_event(notification: Notification, *, trace_id: str | None) -> dict[str, Any]:
+    """A notification on ``banking.notifications``, keyed by its user."""
+    return _row(
+        topic=topics.NOTIFICATIONS,
+        key=notification.user_id,
+        event_type=EVENT_NOTIFICATION,
+        version=NOTIFICATION_SCHEMA_VERSION,
+        payload=notification_payload(notification),
+        trace_id=trace_id,
+        at=notification.created_at,
+    )
+
+
 def outbox_rows(event: LedgerEvent) -> list[dict[str, Any]]:
     """The outbox rows of one ledger event (the store writes them in the movement's unit of
     work): the one place that turns what the ledger decided into what the relay publishes."""
@@ -232,4 +350,8 @@ def outbox_rows(event: LedgerEvent) -> list[dict[str, Any]]:
         return events_for_legs(list(event.legs), trace_id=event.trace_id)
     if isinstance(event, CommandSubmitted):
         return [command_event(event.leg, event.actor, trace_id=event.trace_id)]
+    if isinstance(event, CommandHeld):
+        return [held_event(event)]
+    if isinstance(event, FraudAlert):
+        return [fraud_alert_event(event)]
     return [rejection_event(event.command, event.code, event.message)]

@@ -10,6 +10,9 @@ how an Arrow value is framed:
   (``application/vnd.apache.arrow.recordbatch``, ``events.arrow_ipc``): a reader needs the
   schema, found by the schema id. The JSON encoding is the same in both versions.
 
+The schemas that came later (fraud alerts, held commands, notifications) were framed as
+record batches from their v1.
+
 The schemas are published on the compacted topic ``banking.schemas``, keyed by schema id,
 each as an Arrow IPC stream holding only the schema (``pyarrow.ipc.read_schema`` or
 ``open_stream(...).schema`` reads it), with the schema id, event types and framing in its
@@ -31,7 +34,14 @@ import pyarrow as pa
 
 from banking.events import envelope, outbox, topics
 from banking.events.arrow_ipc import RecordBatchCodec
-from banking.events.schemas import BALANCE_SCHEMA_V1, COMMAND_SCHEMA_V1, TRANSACTION_SCHEMA_V1
+from banking.events.schemas import (
+    BALANCE_SCHEMA_V1,
+    COMMAND_SCHEMA_V1,
+    FRAUD_ALERT_SCHEMA_V1,
+    HELD_SCHEMA_V1,
+    NOTIFICATION_SCHEMA_V1,
+    TRANSACTION_SCHEMA_V1,
+)
 from banking.events.transport import Message
 
 ARROW_STREAM_CONTENT_TYPE: Final = "application/vnd.apache.arrow.stream"
@@ -54,6 +64,8 @@ class EventSchema:
     version: int
     schema: pa.Schema
     event_types: tuple[str, ...]
+    # Whether v1 of this schema sent the schema in every message (the first three families).
+    streamed_v1: bool = True
 
     @property
     def schema_id(self) -> str:
@@ -65,7 +77,9 @@ class EventSchema:
 
     @property
     def framing(self) -> Framing:
-        return Framing.STREAM if self.version == 1 else Framing.RECORD_BATCH
+        if self.version == 1 and self.streamed_v1:
+            return Framing.STREAM
+        return Framing.RECORD_BATCH
 
     @property
     def arrow_content_type(self) -> str:
@@ -151,13 +165,26 @@ _FAMILIES: Final = {
         (outbox.EVENT_TRANSACTION_SUBMITTED,),
         outbox.COMMAND_SCHEMA_VERSION,
     ),
+    "fraud_alert": (
+        FRAUD_ALERT_SCHEMA_V1,
+        (outbox.EVENT_FRAUD_ALERT,),
+        outbox.FRAUD_SCHEMA_VERSION,
+    ),
+    "held": (HELD_SCHEMA_V1, (outbox.EVENT_TRANSACTION_HELD,), outbox.HELD_SCHEMA_VERSION),
+    "notification": (
+        NOTIFICATION_SCHEMA_V1,
+        (outbox.EVENT_NOTIFICATION,),
+        outbox.NOTIFICATION_SCHEMA_VERSION,
+    ),
 }
+_STREAMED_V1: Final = frozenset({"transaction", "balance", "command"})
 
 SCHEMAS: Final[dict[str, EventSchema]] = {
     entry.schema_id: entry
     for name, (columns, event_types, current) in _FAMILIES.items()
     for entry in (
-        EventSchema(name, version, columns, event_types) for version in range(1, current + 1)
+        EventSchema(name, version, columns, event_types, streamed_v1=name in _STREAMED_V1)
+        for version in range(1, current + 1)
     )
 }
 _BY_EVENT: Final = {

@@ -189,3 +189,56 @@ COMMAND_SCHEMA_V1: Final = pa.schema(
         ("timestamp", TIME),
     ]
 )
+
+# A fraud alert (``domain.records.FraudAlert``), flat: the leg's identity and amount, the score
+# as decimal text (exact, four places) and the reasons joined by commas, most important first.
+FRAUD_ALERT_SCHEMA_V1: Final = pa.schema(
+    [
+        ("alert_id", pa.string()),
+        ("transaction_id", pa.string()),
+        ("account_id", pa.string()),
+        ("transaction_type", pa.string()),
+        ("status", pa.string()),
+        ("amount", MONEY),
+        ("currency", pa.string()),
+        ("counterparty_account_id", pa.string()),
+        ("score", pa.string()),
+        ("reasons", pa.string()),
+        ("model_version", pa.string()),
+        ("decision", pa.string()),
+        ("timestamp", TIME),
+    ]
+)
+# A held command (``domain.records.CommandHeld``): the command's movement, why it waits.
+HELD_SCHEMA_V1: Final = pa.schema(
+    [
+        ("transaction_id", pa.string()),
+        ("command", pa.string()),
+        ("account_id", pa.string()),
+        ("destination_account_id", pa.string()),
+        ("amount", MONEY),
+        ("currency", pa.string()),
+        ("description", pa.string()),
+        ("reference_id", pa.string()),
+        ("hold_reason", pa.string()),
+        ("score", pa.string()),
+        ("reasons", pa.string()),
+        ("model_version", pa.string()),
+        ("timestamp", TIME),
+    ]
+)
+# A notification (``domain.records.Notification``), keyed by its user.
+NOTIFICATION_SCHEMA_V1: Final = pa.schema(
+    [
+        ("notification_id", pa.string()),
+        ("user_id", pa.string()),
+        ("source_event_id", pa.string()),
+        ("source_event_type", pa.string()),
+        ("account_id", pa.string()),
+        ("transaction_id", pa.string()),
+        ("amount", MONEY),
+        ("currency", pa.string()),
+        ("message", pa.string()),
+        ("timestamp", TIME),
+    ]
+)

@@ -190,6 +190,10 @@ class KafkaConsumerLoop:
                 await self._consumer.commit({partition: record.offset + 1})
             except KafkaError as error:  # a rebalance: the next owner re-reads, handlers dedupe
                 log.warning("consumer_commit_failed", group=self.group_id, error=str(error))
+                # The rest of this batch was not handled: if the partition is still ours, go
+                # on right after this record, not after the batch (no record skipped).
+                if partition in self._consumer.assignment():
+                    self._consumer.seek(partition, record.offset + 1)
                 return
             self._observer.consumed(self.group_id, message.topic, seconds_since_commit(message))
 

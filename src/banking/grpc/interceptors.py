@@ -56,9 +56,12 @@ GRPC_STATUS_BY_CODE: Final[dict[str, grpc.StatusCode]] = {
     "INSUFFICIENT_FUNDS": grpc.StatusCode.FAILED_PRECONDITION,
     "CURRENCY_MISMATCH": grpc.StatusCode.FAILED_PRECONDITION,
     "ACCOUNT_INACTIVE": grpc.StatusCode.FAILED_PRECONDITION,
+    "FRAUD_REJECTED": grpc.StatusCode.FAILED_PRECONDITION,
+    "TRANSACTION_NOT_HELD": grpc.StatusCode.FAILED_PRECONDITION,
     "ACCOUNT_NOT_FOUND": grpc.StatusCode.NOT_FOUND,
     "TRANSACTION_NOT_FOUND": grpc.StatusCode.NOT_FOUND,
     "USER_NOT_FOUND": grpc.StatusCode.NOT_FOUND,
+    "NOT_FOUND": grpc.StatusCode.NOT_FOUND,
     "IDEMPOTENCY_CONFLICT": grpc.StatusCode.ALREADY_EXISTS,
     "USER_ALREADY_EXISTS": grpc.StatusCode.ALREADY_EXISTS,
     # The optional per-account lock stayed busy; nothing was done: retry after `retry-after`.

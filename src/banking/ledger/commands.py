@@ -64,14 +64,17 @@ async def apply_command(unit_of_work: UnitOfWork, command: Command) -> CommandOu
             check_movement(command.kind, command.request), transaction_id=command.transaction_id
         )
     except BankingError as error:
-        return await _reject(unit_of_work, command, error)
+        return await reject_command(unit_of_work, command, error)
     decide = DECISIONS[command.kind]
     already_done = False
 
     async def work(store: LedgerStore) -> Transaction:
         nonlocal already_done
         pending = await store.get_transaction(command.transaction_id, for_update=True)
-        if pending is not None and pending.status is not TransactionStatus.PENDING:
+        if pending is not None and (
+            pending.status is not TransactionStatus.PENDING or pending.hold_reason is not None
+        ):
+            # Finished already, or held for review (only a reviewer applies it now).
             already_done = True
             return pending
         actor = await current_actor(store, command.actor)
@@ -81,7 +84,7 @@ async def apply_command(unit_of_work: UnitOfWork, command: Command) -> CommandOu
     try:
         result = await run_once(unit_of_work, checked, work)
     except BankingError as error:
-        return await _reject(unit_of_work, command, error)
+        return await reject_command(unit_of_work, command, error)
     return CommandOutcome(command, result.transaction, already_done=already_done or result.replayed)
 
 
@@ -95,8 +98,8 @@ async def current_actor(store: LedgerStore, claimed: Actor) -> Actor:
     return user.as_actor()
 
 
-async def _reject(
-    unit_of_work: UnitOfWork, command: Command, error: BankingError
+async def reject_command(
+    unit_of_work: UnitOfWork, command: Command, error: BankingError, *, reviewed: bool = False
 ) -> CommandOutcome:
     """Record a command that can never succeed: its pending leg fails with the error's code
     (with no leg, a rejection event says so)."""
@@ -106,7 +109,10 @@ async def _reject(
         if pending is None:
             await store.add_events([CommandRejected(command, error.code, error.message)])
             return CommandOutcome(command, None, rejected_code=error.code)
-        if pending.status is not TransactionStatus.PENDING:
+        if pending.status is not TransactionStatus.PENDING or (
+            pending.hold_reason is not None and not reviewed
+        ):
+            # Finished, or held: only a reviewer's release may fail a held leg.
             return CommandOutcome(command, pending, already_done=True)
         leg = failed(pending, error.code, error.message)
         await store.finish_pending_leg(leg)

@@ -9,7 +9,10 @@ as stored. The rules (DESIGN.md section 4):
 - a debit or transfer takes money only if that much is available: the store's conditional
   update decides, so no concurrency can overdraw (``INSUFFICIENT_FUNDS``, a failed leg);
 - a transfer locks both balances in account-id order first, and moves money, never makes it;
-- a balance never reaches 10^16 (refused as a validation error; nothing is stored).
+- a balance never reaches 10^16 (refused as a validation error; nothing is stored);
+- a decline is recorded while its account's balance row is locked, like a movement that
+  applies: every leg of an account, failed or not, is created, journaled and put in the
+  outbox in the account's commit order (the order its events are published in).
 
 Shared by the synchronous path and the asynchronous command processor: ``pending`` is the
 command's pending leg, finished in place.
@@ -65,6 +68,8 @@ async def decide_debit(
         balance_after = await store.apply_debit(checked.account_id, checked.amount, utc_now())
         if balance_after is None:
             decline = (DeclineReason.INSUFFICIENT_FUNDS, "insufficient funds")
+    if decline is not None:
+        await store.lock_balances([checked.account_id])
     return await _record_single(store, actor, checked, balance_after, decline, pending, trace_id)
 
 
@@ -84,6 +89,8 @@ async def decide_credit(
         balance_after = await store.apply_credit(checked.account_id, checked.amount, utc_now())
         if balance_after is None:
             await _refuse_over_limit(store, checked, pending)
+    else:
+        await store.lock_balances([checked.account_id])
     return await _record_single(store, actor, checked, balance_after, decline, pending, trace_id)
 
 
@@ -108,9 +115,9 @@ async def decide_transfer(
     require_same_currency(source.currency, checked.currency)
     require_same_currency(destination.currency, checked.currency)
     decline = _inactive(source) or _inactive(destination)
+    await store.lock_balances([checked.account_id, destination_id])
     if decline is not None:
         return await _record_single(store, actor, checked, None, decline, pending, trace_id)
-    await store.lock_balances([checked.account_id, destination_id])
     now = utc_now()
     source_after = await store.apply_debit(checked.account_id, checked.amount, now)
     if source_after is None:

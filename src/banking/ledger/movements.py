@@ -2,7 +2,8 @@
 
 This module only composes: the rules are in ``checks`` (validation), ``decisions`` (applied,
 declined or refused), ``recording`` (legs, journal, events), ``idempotency`` (replays and
-conflicts) and ``commands`` (the asynchronous path). Each movement is one unit of work.
+conflicts), ``commands`` (the asynchronous path) and ``review`` (held commands). Each
+movement is one unit of work.
 Locks, metrics and cache invalidation wrap this service with the same ``Movements`` Protocol.
 """
 
@@ -15,13 +16,15 @@ from banking.domain.records import (
     Command,
     CommandOutcome,
     DebitOrCredit,
+    FraudScore,
     MovementResult,
+    ReviewDecision,
     Transaction,
     TransactionType,
     TransferRequest,
 )
 from banking.domain.roles import Actor
-from banking.ledger import commands
+from banking.ledger import commands, review
 from banking.ledger.access import require_visible
 from banking.ledger.checks import check_movement, require_may_move
 from banking.ledger.decisions import DECISIONS
@@ -62,6 +65,20 @@ class MovementService:
 
     async def apply_command(self, command: Command) -> CommandOutcome:
         return await commands.apply_command(self._unit_of_work, command)
+
+    async def hold_command(self, command: Command, score: FraudScore) -> CommandOutcome:
+        return await review.hold_command(self._unit_of_work, command, score)
+
+    async def review(
+        self,
+        actor: Actor,
+        transaction_id: UUID,
+        decision: ReviewDecision,
+        *,
+        trace_id: str | None = None,
+    ) -> MovementResult:
+        decide = review.release if decision is ReviewDecision.RELEASED else review.reject
+        return await decide(self._unit_of_work, actor, transaction_id, trace_id=trace_id)
 
     async def get_transaction(self, actor: Actor, transaction_id: UUID) -> Transaction:
         async with self._unit_of_work.read() as store:

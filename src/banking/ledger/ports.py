@@ -24,11 +24,13 @@ from banking.domain.records import (
     Command,
     CommandOutcome,
     DebitOrCredit,
+    FraudScore,
     HistoryFilter,
     JournalEntry,
     LedgerEvent,
     MovementResult,
     Owner,
+    ReviewDecision,
     Transaction,
     TransactionType,
     TransferRequest,
@@ -108,6 +110,45 @@ class LedgerStore(Protocol):
         """Newest first, keyset-paginated on ``(created_at, transaction_id)``."""
         ...
 
+    # --- fraud review (held commands and their scores) ---
+    async def hold_pending_leg(self, transaction_id: UUID, reason: str) -> bool:
+        """Mark a pending leg held for review; False when it is not pending or already held."""
+        ...
+
+    async def get_requester(self, transaction_id: UUID) -> UUID | None:
+        """Who submitted a leg (the user id the store keeps with it)."""
+        ...
+
+    async def insert_fraud_score(self, score: FraudScore) -> bool:
+        """Store a leg's score; False (and nothing changed) when the leg has one already."""
+        ...
+
+    async def get_fraud_score(self, transaction_id: UUID) -> FraudScore | None: ...
+
+    async def review_fraud_score(
+        self,
+        transaction_id: UUID,
+        decision: ReviewDecision,
+        *,
+        reviewer: UUID,
+        at: datetime,
+    ) -> None: ...
+
+    async def held_legs(
+        self, *, after: tuple[datetime, UUID] | None, limit: int
+    ) -> list[Transaction]:
+        """Pending legs held for review, oldest first, keyset-paginated."""
+        ...
+
+    async def count_held(self) -> int: ...
+
+    async def account_legs(
+        self, account_id: UUID, *, since: datetime, until: datetime, limit: int
+    ) -> list[Transaction]:
+        """An account's legs created in ``[since, until]``, oldest first, at most the newest
+        ``limit`` of them (what the fraud features are rebuilt from)."""
+        ...
+
     # --- journal and events (the outbox), written in the same unit of work ---
     async def add_journal(self, entries: Sequence[JournalEntry]) -> None: ...
     async def add_events(self, events: Sequence[LedgerEvent]) -> None: ...
@@ -164,6 +205,21 @@ class Movements(Protocol):
 
     async def apply_command(self, command: Command) -> CommandOutcome: ...
 
+    async def hold_command(self, command: Command, score: FraudScore) -> CommandOutcome:
+        """Hold a command for review instead of applying it (the fraud detector's decision)."""
+        ...
+
+    async def review(
+        self,
+        actor: Actor,
+        transaction_id: UUID,
+        decision: ReviewDecision,
+        *,
+        trace_id: str | None = None,
+    ) -> MovementResult:
+        """Release (apply now) or reject (fail with ``FRAUD_REJECTED``) a held command."""
+        ...
+
     async def get_transaction(self, actor: Actor, transaction_id: UUID) -> Transaction: ...
 
 
@@ -219,6 +275,19 @@ class MovementsDecorator:
 
     async def apply_command(self, command: Command) -> CommandOutcome:
         return await self._inner.apply_command(command)
+
+    async def hold_command(self, command: Command, score: FraudScore) -> CommandOutcome:
+        return await self._inner.hold_command(command, score)
+
+    async def review(
+        self,
+        actor: Actor,
+        transaction_id: UUID,
+        decision: ReviewDecision,
+        *,
+        trace_id: str | None = None,
+    ) -> MovementResult:
+        return await self._inner.review(actor, transaction_id, decision, trace_id=trace_id)
 
     async def get_transaction(self, actor: Actor, transaction_id: UUID) -> Transaction:
         return await self._inner.get_transaction(actor, transaction_id)

@@ -64,6 +64,10 @@ def configure_logging(*, level: str = "INFO", json_output: bool = True) -> None:
     # uvicorn's access log repeats what our request log line says, with the query string.
     logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # Database drivers log statements with their parameters at DEBUG (password hashes,
+    # webhook secrets): never, whatever LOG_LEVEL says.
+    for name in ("aiosqlite", "asyncpg", "sqlalchemy.engine", "sqlalchemy.pool", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

@@ -26,6 +26,7 @@ ERROR_CODES = (
     "VALIDATION_ERROR", "PAYLOAD_TOO_LARGE", "INSUFFICIENT_FUNDS", "CURRENCY_MISMATCH",
     "ACCOUNT_NOT_FOUND", "TRANSACTION_NOT_FOUND", "USER_NOT_FOUND", "NOT_FOUND",
     "ACCOUNT_INACTIVE", "ACCOUNT_BUSY", "IDEMPOTENCY_CONFLICT", "USER_ALREADY_EXISTS",
+    "FRAUD_REJECTED", "TRANSACTION_NOT_HELD", "METHOD_NOT_ALLOWED", "NOT_ACCEPTABLE",
     "UNAUTHENTICATED", "FORBIDDEN", "RATE_LIMITED", "SERVICE_UNAVAILABLE", "INTERNAL_ERROR",
 )  # fmt: skip
 _STATEMENT_KINDS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "BEGIN", "COMMIT"})
@@ -35,6 +36,26 @@ EVENT_LAG_BUCKETS_SECONDS = (
 LATENCY_BUCKETS_SECONDS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
+FRAUD_SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+FRAUD_SCORING_BUCKETS_SECONDS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+)  # fmt: skip
+# The pattern label of fraud alerts and holds: an assessment's main reason. Must follow
+# banking.fraud's REASONS (plus "model", the pattern of an assessment without reasons); any
+# other value is counted as "other" so that a new reason cannot grow the label set unbounded.
+FRAUD_PATTERNS = (
+    "velocity_1m", "amount_vs_mean", "new_counterparty", "night_time", "structuring",
+    "card_testing", "fan_in", "fan_out", "declines_1h", "model_anomaly", "model",
+)  # fmt: skip
+FRAUD_REVIEW_DECISIONS = ("released", "rejected")
+# What notifications are about (the source event types, banking.events.outbox) and the notice
+# that a webhook was disabled.
+NOTIFICATION_EVENT_TYPES = (
+    "transaction.completed", "transaction.failed", "transaction.rejected", "transaction.held",
+    "fraud.alert", "webhook.disabled",
+)  # fmt: skip
+WEBHOOK_DELIVERY_RESULTS = ("succeeded", "retrying", "failed", "refused")
+OTHER_LABEL = "other"
 
 
 class Metrics:
@@ -229,6 +250,80 @@ class Metrics:
             registry=r,
         )
 
+        self.fraud_scores = Histogram(
+            "banking_fraud_scores",
+            "Fraud scores given to movements (0 = normal, 1 = certainly fraud).",
+            buckets=FRAUD_SCORE_BUCKETS,
+            registry=r,
+        )
+        self.fraud_scoring_latency = Histogram(
+            "banking_fraud_scoring_seconds",
+            "Time to score one movement (features, rules and model).",
+            buckets=FRAUD_SCORING_BUCKETS_SECONDS,
+            registry=r,
+        )
+        self.fraud_alerts = Counter(
+            "banking_fraud_alerts_total",
+            "Fraud alerts raised (score at or above FRAUD_ALERT_THRESHOLD), by main pattern.",
+            ["pattern"],
+            registry=r,
+        )
+        self.fraud_holds = Counter(
+            "banking_fraud_holds_total",
+            "Asynchronous commands held for review (score at or above FRAUD_HOLD_THRESHOLD), "
+            "by main pattern.",
+            ["pattern"],
+            registry=r,
+        )
+        self.fraud_reviews = Counter(
+            "banking_fraud_reviews_total",
+            "Held commands decided by staff, by decision (released, rejected).",
+            ["decision"],
+            registry=r,
+        )
+        self.fraud_model_info = Gauge(
+            "banking_fraud_model_info",
+            "Always 1; the label says which fraud model version scores (one series per process "
+            "that scores).",
+            ["version"],
+            registry=r,
+        )
+        self._fraud_model_version: str | None = None
+        self.fraud_review_queue_size = Gauge(
+            "banking_fraud_review_queue",
+            "Held commands waiting for a reviewer's decision, as last counted.",
+            registry=r,
+        )
+        self.notifications = Counter(
+            "banking_notifications_total",
+            "Notifications published on banking.notifications, by the event type they are about.",
+            ["event_type"],
+            registry=r,
+        )
+        self.webhook_deliveries = Counter(
+            "banking_webhook_deliveries_total",
+            "Webhook delivery attempts by result: succeeded, retrying (failed, will be retried), "
+            "failed (retries exhausted), refused (target not allowed: SSRF check).",
+            ["result"],
+            registry=r,
+        )
+        self.webhook_delivery_latency = Histogram(
+            "banking_webhook_delivery_seconds",
+            "Time from the event's commit to its successful delivery at the receiver.",
+            buckets=EVENT_LAG_BUCKETS_SECONDS,
+            registry=r,
+        )
+        self.webhook_retry_backlog = Gauge(
+            "banking_webhook_retry_backlog",
+            "Webhook deliveries waiting for a retry, as last counted.",
+            registry=r,
+        )
+        self.webhooks_disabled = Counter(
+            "banking_webhooks_disabled_total",
+            "Webhooks disabled after failing every retry up to the bound.",
+            registry=r,
+        )
+
         self._expose_known_labels()
 
     def _expose_known_labels(self) -> None:
@@ -248,6 +343,15 @@ class Metrics:
                 self.movements.labels(kind, status)
             for reason in ("INSUFFICIENT_FUNDS", "ACCOUNT_INACTIVE"):
                 self.declines.labels(kind, reason)
+        for pattern in (*FRAUD_PATTERNS, OTHER_LABEL):
+            self.fraud_alerts.labels(pattern)
+            self.fraud_holds.labels(pattern)
+        for decision in FRAUD_REVIEW_DECISIONS:
+            self.fraud_reviews.labels(decision)
+        for event_type in NOTIFICATION_EVENT_TYPES:
+            self.notifications.labels(event_type)
+        for result in WEBHOOK_DELIVERY_RESULTS:
+            self.webhook_deliveries.labels(result)
 
     # RelayObserver
     def relay_published(self, count: int) -> None:
@@ -314,6 +418,54 @@ class Metrics:
 
     def replayed(self, kind: str) -> None:
         self.replays.labels(kind).inc()
+
+    # Fraud detector (workers.fraud) and the review endpoints
+    def fraud_scored(self, score: Decimal, seconds: float) -> None:
+        # float only for the observation: the score itself stays exact where it is stored
+        self.fraud_scores.observe(float(score))
+        self.fraud_scoring_latency.observe(max(0.0, seconds))
+
+    def fraud_alerted(self, pattern: str) -> None:
+        self.fraud_alerts.labels(_known(pattern, FRAUD_PATTERNS)).inc()
+
+    def fraud_held(self, pattern: str) -> None:
+        self.fraud_holds.labels(_known(pattern, FRAUD_PATTERNS)).inc()
+
+    def fraud_reviewed(self, decision: str) -> None:
+        self.fraud_reviews.labels(_known(decision, FRAUD_REVIEW_DECISIONS)).inc()
+
+    def fraud_model_loaded(self, version: str) -> None:
+        """The model now scoring: its version is the only series at 1."""
+        previous = self._fraud_model_version
+        if previous is not None and previous != version:
+            # 0 first: in multiprocess mode a removed child's last value stays in its file
+            self.fraud_model_info.labels(previous).set(0)
+            self.fraud_model_info.remove(previous)
+        self.fraud_model_info.labels(version).set(1)
+        self._fraud_model_version = version
+
+    def fraud_review_queue(self, held: int) -> None:
+        self.fraud_review_queue_size.set(held)
+
+    # Notifications and webhooks (workers.notifications)
+    def notification_published(self, event_type: str) -> None:
+        self.notifications.labels(_known(event_type, NOTIFICATION_EVENT_TYPES)).inc()
+
+    def webhook_delivery(self, result: str, seconds: float | None) -> None:
+        self.webhook_deliveries.labels(_known(result, WEBHOOK_DELIVERY_RESULTS)).inc()
+        if seconds is not None:
+            self.webhook_delivery_latency.observe(max(0.0, seconds))
+
+    def webhook_backlog(self, pending_retries: int) -> None:
+        self.webhook_retry_backlog.set(pending_retries)
+
+    def webhook_disabled(self) -> None:
+        self.webhooks_disabled.inc()
+
+
+def _known(value: str, known: tuple[str, ...]) -> str:
+    """A label value from a fixed vocabulary, or "other": labels stay bounded."""
+    return value if value in known else OTHER_LABEL
 
 
 class _PoolCollector(Collector):

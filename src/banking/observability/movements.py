@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from decimal import Decimal
 from typing import Protocol
+from uuid import UUID
 
 from banking.domain.errors import BankingError, Declined
 from banking.domain.records import (
@@ -13,6 +14,7 @@ from banking.domain.records import (
     CommandOutcome,
     DebitOrCredit,
     MovementResult,
+    ReviewDecision,
     Transaction,
     TransactionStatus,
     TransactionType,
@@ -77,6 +79,21 @@ class MeasuredMovements(MovementsDecorator):
         elif outcome.leg is not None:
             self._count(outcome.leg)
         return outcome
+
+    async def review(
+        self,
+        actor: Actor,
+        transaction_id: UUID,
+        decision: ReviewDecision,
+        *,
+        trace_id: str | None = None,
+    ) -> MovementResult:
+        """A released command's outcome is counted like any movement's (a rejected one as a
+        decline); a repeated review is not counted again."""
+        result = await self._inner.review(actor, transaction_id, decision, trace_id=trace_id)
+        if not result.replayed:
+            self._count(result.transaction)
+        return result
 
     async def _measure(
         self, kind: TransactionType, amount: Decimal, call: Awaitable[MovementResult]

@@ -20,7 +20,14 @@ from banking.rest.errors import install_error_handlers
 from banking.rest.middleware import RequestContextMiddleware
 from banking.rest.openapi import install_openapi, operation_id
 from banking.rest.ratelimit import RateLimitMiddleware
-from banking.rest.routes import accounts, methods_by_path, system, transactions, users
+from banking.rest.routes import (
+    accounts,
+    methods_by_path,
+    system,
+    transactions,
+    users,
+    webhooks,
+)
 
 DESCRIPTION = """
 Core-banking transaction service: accounts, balances, debits, credits and transfers with
@@ -77,16 +84,21 @@ def create_app(
     app.state.metrics = container.metrics if container.settings.metrics_enabled else None
 
     install_error_handlers(app)
-    for router in (users.router, accounts.router, transactions.router, system.router):
+    routers = (
+        users.router,
+        accounts.router,
+        transactions.router,
+        webhooks.router,
+        system.router,
+    )
+    for router in routers:
         app.include_router(router)
     app.include_router(users.well_known_router)
     install_docs(app)
     # Every method of each path, for Allow on a 405 and for literal paths before parameters
     # (banking.rest.routes.Route).
     app.state.methods_by_path = methods_by_path(
-        route
-        for router in (users.router, accounts.router, transactions.router, system.router)
-        for route in router.routes
+        route for router in routers for route in router.routes
     )
     install_openapi(
         app,
@@ -111,7 +123,7 @@ def create_app(
             CORSMiddleware,
             allow_origins=settings.cors_allow_origins,
             allow_credentials=False,
-            allow_methods=["GET", "POST", "PATCH"],
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
             allow_headers=[
                 "Authorization",
                 "Content-Type",

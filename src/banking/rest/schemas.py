@@ -39,6 +39,7 @@ from banking.domain.money import (
 from banking.domain.records import (
     Account,
     Balance,
+    FraudScore,
     Transaction,
     TransactionStatus,
     TransactionType,
@@ -470,6 +471,94 @@ class TransactionRead(_RecordBody):
     counterparty_account_id: UUID | None = Field(description="The other account of a transfer.")
     failure_code: FailureCode
     failure_reason: str | None
+    hold_reason: str | None = Field(
+        default=None,
+        description="Why the fraud detector held this asynchronous movement for review "
+        "(kept once it was released or rejected); null when it was never held.",
+    )
+
+
+class FraudRead(BaseModel):
+    """A movement's fraud score (staff only: customers never see scores)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "score": "0.9312",
+                    "reasons": ["new_counterparty", "night_time", "amount_vs_mean"],
+                    "model_version": "if-20261201T120000-1a2b3c4d",
+                    "decision": "hold",
+                    "scored_at": EXAMPLE_TIME,
+                    "review_decision": None,
+                    "reviewed_by": None,
+                    "reviewed_at": None,
+                }
+            ]
+        }
+    )
+
+    score: str = Field(
+        pattern=r"^(0\.[0-9]{4}|1\.0000)$", description="In [0, 1], four decimal places."
+    )
+    reasons: list[str] = Field(description="What drove the score, most important first.")
+    model_version: str
+    decision: Literal["allow", "alert", "hold"]
+    scored_at: datetime
+    review_decision: Literal["released", "rejected"] | None
+    reviewed_by: UUID | None
+    reviewed_at: datetime | None
+
+    @classmethod
+    def of(cls, score: FraudScore) -> FraudRead:
+        return cls(
+            score=format(score.score, "f"),
+            reasons=list(score.reasons),
+            model_version=score.model_version,
+            decision=score.decision,
+            scored_at=score.scored_at,
+            review_decision=score.review_decision.value if score.review_decision else None,
+            reviewed_by=score.reviewed_by,
+            reviewed_at=score.reviewed_at,
+        )
+
+
+class TransactionDetail(TransactionRead):
+    """One leg, and for staff its fraud score."""
+
+    fraud: FraudRead | None = Field(
+        default=None, description="Staff only: the fraud score (null for customers, or unscored)."
+    )
+
+    @classmethod
+    def of_scored(cls, leg: Transaction, score: FraudScore | None) -> TransactionDetail:
+        body = TransactionRead.of(leg).model_dump()
+        return cls.model_validate({**body, "fraud": FraudRead.of(score) if score else None})
+
+
+class HeldPage(BaseModel):
+    """The review queue: held asynchronous movements, oldest first."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "transactions": [
+                        {
+                            **_LEG_EXAMPLE,
+                            "status": "pending",
+                            "hold_reason": "held for fraud review",
+                            "fraud": FraudRead.model_config["json_schema_extra"]["examples"][0],  # type: ignore[index]
+                        }
+                    ],
+                    "next_cursor": None,
+                }
+            ]
+        }
+    )
+
+    transactions: list[TransactionDetail]
+    next_cursor: str | None = Field(description="Give it as `cursor` for the next page.")
 
 
 class MovementRead(TransactionRead):

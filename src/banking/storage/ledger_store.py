@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 from sqlalchemy import Row, and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -26,10 +28,12 @@ from banking.domain.records import (
     AccountMismatch,
     Balance,
     BalanceAfter,
+    FraudScore,
     HistoryFilter,
     JournalEntry,
     LedgerEvent,
     Owner,
+    ReviewDecision,
     Transaction,
     TransactionStatus,
     TransactionType,
@@ -41,6 +45,7 @@ from banking.storage.tables import (
     REFERENCE_KEY_SQLITE_COLUMNS,
     accounts,
     balances,
+    fraud_scores,
     outbox,
     transaction_logs,
     transactions,
@@ -107,7 +112,7 @@ def _account(row: Row[Any]) -> Account:
     )
 
 
-def _transaction(row: Row[Any]) -> Transaction:
+def transaction_of_row(row: Row[Any]) -> Transaction:
     """A leg from its row: the columns are the record's fields, plus the fingerprint and
     creator that only the store keeps."""
     return Transaction(
@@ -123,6 +128,23 @@ _LEG_COLUMNS = tuple(
 
 
 _LEG_FIELDS = tuple(Transaction.__dataclass_fields__)
+
+
+def _fraud_score(row: Row[Any]) -> FraudScore:
+    return FraudScore(
+        transaction_id=row.transaction_id,
+        account_id=row.account_id,
+        event_id=row.event_id,
+        score=(Decimal(row.score_bp) / 10_000).quantize(Decimal("0.0001")),
+        reasons=tuple(row.reasons),
+        features=dict(row.features),
+        model_version=row.model_version,
+        decision=row.decision,
+        scored_at=row.scored_at,
+        review_decision=ReviewDecision(row.review_decision) if row.review_decision else None,
+        reviewed_by=row.reviewed_by,
+        reviewed_at=row.reviewed_at,
+    )
 
 
 def _leg_values(leg: Transaction) -> dict[str, Any]:
@@ -283,7 +305,7 @@ class SqlLedgerStore:
         if for_update:
             query = query.with_for_update()
         row = (await self.connection.execute(query)).first()
-        return _transaction(row) if row else None
+        return transaction_of_row(row) if row else None
 
     async def find_initiating_leg(
         self, account_id: UUID, reference_id: str
@@ -296,7 +318,7 @@ class SqlLedgerStore:
             )
         )
         row = result.first()
-        return (_transaction(row), row.request_fingerprint) if row else None
+        return (transaction_of_row(row), row.request_fingerprint) if row else None
 
     async def list_transactions(
         self,
@@ -329,7 +351,118 @@ class SqlLedgerStore:
         query = query.order_by(
             transactions.c.created_at.desc(), transactions.c.transaction_id.desc()
         ).limit(limit)
-        return [_transaction(row) for row in await self.connection.execute(query)]
+        return [transaction_of_row(row) for row in await self.connection.execute(query)]
+
+    # --- fraud review ----------------------------------------------------------------------------
+
+    async def get_requester(self, transaction_id: UUID) -> UUID | None:
+        result = await self.connection.execute(
+            select(transactions.c.created_by).where(transactions.c.transaction_id == transaction_id)
+        )
+        requester: UUID | None = result.scalar_one_or_none()
+        return requester
+
+    async def hold_pending_leg(self, transaction_id: UUID, reason: str) -> bool:
+        result = await self.connection.execute(
+            update(transactions)
+            .where(
+                transactions.c.transaction_id == transaction_id,
+                transactions.c.status == TransactionStatus.PENDING.value,
+                transactions.c.hold_reason.is_(None),
+            )
+            .values(hold_reason=reason)
+        )
+        return bool(result.rowcount == 1)
+
+    async def insert_fraud_score(self, score: FraudScore) -> bool:
+        values = {
+            "transaction_id": score.transaction_id,
+            "account_id": score.account_id,
+            "event_id": score.event_id,
+            "score_bp": int(score.score * 10_000),
+            "reasons": list(score.reasons),
+            "features": dict(score.features),
+            "model_version": score.model_version,
+            "decision": score.decision,
+            "scored_at": score.scored_at,
+        }
+        dialect = self.connection.dialect.name
+        statement = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(
+            fraud_scores
+        ).on_conflict_do_nothing(index_elements=["transaction_id"])
+        result = await self.connection.execute(statement, values)
+        return bool(result.rowcount == 1)
+
+    async def get_fraud_score(self, transaction_id: UUID) -> FraudScore | None:
+        row = (
+            await self.connection.execute(
+                select(fraud_scores).where(fraud_scores.c.transaction_id == transaction_id)
+            )
+        ).first()
+        return _fraud_score(row) if row else None
+
+    async def review_fraud_score(
+        self,
+        transaction_id: UUID,
+        decision: ReviewDecision,
+        *,
+        reviewer: UUID,
+        at: datetime,
+    ) -> None:
+        await self.connection.execute(
+            update(fraud_scores)
+            .where(fraud_scores.c.transaction_id == transaction_id)
+            .values(review_decision=decision.value, reviewed_by=reviewer, reviewed_at=at)
+        )
+
+    async def held_legs(
+        self, *, after: tuple[datetime, UUID] | None, limit: int
+    ) -> list[Transaction]:
+        query = select(transactions).where(
+            transactions.c.status == TransactionStatus.PENDING.value,
+            transactions.c.hold_reason.is_not(None),
+        )
+        if after is not None:
+            created_at, transaction_id = after
+            query = query.where(
+                or_(
+                    transactions.c.created_at > created_at,
+                    and_(
+                        transactions.c.created_at == created_at,
+                        transactions.c.transaction_id > transaction_id,
+                    ),
+                )
+            )
+        query = query.order_by(transactions.c.created_at, transactions.c.transaction_id).limit(
+            limit
+        )
+        return [transaction_of_row(row) for row in await self.connection.execute(query)]
+
+    async def count_held(self) -> int:
+        result = await self.connection.execute(
+            select(func.count()).where(
+                transactions.c.status == TransactionStatus.PENDING.value,
+                transactions.c.hold_reason.is_not(None),
+            )
+        )
+        return int(result.scalar_one())
+
+    async def account_legs(
+        self, account_id: UUID, *, since: datetime, until: datetime, limit: int
+    ) -> list[Transaction]:
+        newest = (
+            select(transactions)
+            .where(
+                transactions.c.account_id == account_id,
+                transactions.c.created_at >= since,
+                transactions.c.created_at <= until,
+            )
+            .order_by(transactions.c.created_at.desc(), transactions.c.transaction_id.desc())
+            .limit(limit)
+        )
+        legs = [transaction_of_row(row) for row in await self.connection.execute(newest)]
+        legs.reverse()
+        return legs
 
     # --- journal and outbox --------------------------------------------------------------------
 

@@ -98,6 +98,8 @@ transactions = Table(
     Column("balance_version_after", BigInteger, nullable=True),
     Column("request_fingerprint", String(64), nullable=False),
     Column("created_by", Uuid, nullable=True),
+    # Why a pending leg waits for a reviewer (the fraud detector held its command); None otherwise.
+    Column("hold_reason", String(200), nullable=True),
     CheckConstraint("amount > 0", name="amount_positive"),
     CheckConstraint(
         "transaction_type IN ('debit', 'credit', 'transfer_out', 'transfer_in')", name="type"
@@ -162,4 +164,110 @@ outbox = Table(
         sqlite_where=text("published_at IS NULL"),
         postgresql_where=text("published_at IS NULL"),
     ),
+)
+
+# --- fraud detection (banking.fraud; DESIGN.md section 10) ------------------------------------
+
+# One score per leg: written by the fraud worker after commit (or by the processor when it holds
+# an asynchronous command), never twice (the primary key is how a redelivered event is skipped).
+fraud_scores = Table(
+    "fraud_scores",
+    metadata,
+    Column(
+        "transaction_id",
+        Uuid,
+        ForeignKey("transactions.transaction_id"),
+        primary_key=True,
+    ),
+    Column("account_id", Uuid, nullable=False),
+    # The event that was scored (None when the processor scored a command before applying it).
+    Column("event_id", Uuid, nullable=True),
+    # The score in [0, 1] in ten-thousandths (exact: 0.9312 is 9312).
+    Column("score_bp", Integer, nullable=False),
+    Column("reasons", JSON, nullable=False),
+    Column("features", JSON, nullable=False),
+    Column("model_version", String(64), nullable=False),
+    Column("decision", String(8), nullable=False),
+    Column("scored_at", UTCDateTime, nullable=False),
+    # The reviewer's decision on a held command: the label `banking fraud train` learns from.
+    Column("review_decision", String(16), nullable=True),
+    Column("reviewed_by", Uuid, nullable=True),
+    Column("reviewed_at", UTCDateTime, nullable=True),
+    CheckConstraint("score_bp BETWEEN 0 AND 10000", name="score_range"),
+    CheckConstraint("decision IN ('allow', 'alert', 'hold')", name="decision"),
+    CheckConstraint(
+        "review_decision IS NULL OR review_decision IN ('released', 'rejected')",
+        name="review_decision",
+    ),
+    Index("ix_fraud_scores_account_id", "account_id", "scored_at"),
+)
+
+# --- notifications (banking.notifications; DESIGN.md section 10) ------------------------------
+
+# Which consumer already handled which event (consumers dedupe by event id, DESIGN.md 7).
+consumed_events = Table(
+    "consumed_events",
+    metadata,
+    Column("consumer", String(64), primary_key=True),
+    Column("event_id", Uuid, primary_key=True),
+    Column("consumed_at", UTCDateTime, nullable=False),
+)
+
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("webhook_id", Uuid, primary_key=True),
+    Column("owner_id", Uuid, ForeignKey("users.user_id"), nullable=False),
+    Column("url", String(2048), nullable=False),
+    Column("event_types", JSON, nullable=False),
+    # The HMAC-SHA256 signing secret: shown once when the webhook is created, never again.
+    Column("secret", String(128), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("consecutive_failures", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("disabled_at", UTCDateTime, nullable=True),
+    Column("disabled_reason", String(500), nullable=True),
+    CheckConstraint("status IN ('active', 'disabled')", name="status"),
+    Index("ix_webhooks_owner_id", "owner_id"),
+)
+
+# One delivery per (webhook, event): retried until it succeeds or gives up.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("delivery_id", Uuid, primary_key=True),
+    Column("webhook_id", Uuid, ForeignKey("webhooks.webhook_id"), nullable=False),
+    Column("event_id", Uuid, nullable=False),
+    Column("event_type", String(64), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("last_status_code", Integer, nullable=True),
+    Column("last_error", String(500), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime, nullable=True),
+    CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status"),
+    Index("uq_webhook_deliveries_webhook_event", "webhook_id", "event_id", unique=True),
+    Index(
+        "ix_webhook_deliveries_due",
+        "next_attempt_at",
+        sqlite_where=text("status = 'pending'"),
+        postgresql_where=text("status = 'pending'"),
+    ),
+)
+
+# Every attempt of a delivery, as the receiver answered it.
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("attempt_id", Uuid, primary_key=True),
+    Column("delivery_id", Uuid, ForeignKey("webhook_deliveries.delivery_id"), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("duration_ms", Integer, nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("error", String(500), nullable=True),
+    Column("succeeded", Boolean, nullable=False),
+    Index("ix_webhook_attempts_delivery_id", "delivery_id"),
 )

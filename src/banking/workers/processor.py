@@ -18,7 +18,7 @@ import asyncio
 import random
 from typing import Final, Protocol
 
-from banking.domain.records import Command, CommandOutcome
+from banking.domain.records import Command, CommandOutcome, FraudScore
 from banking.events.commands import MalformedCommand, command_from_payload
 from banking.events.envelope import read_headers
 from banking.events.outbox import EVENT_TRANSACTION_SUBMITTED
@@ -92,6 +92,11 @@ async def apply_waiting_out_outages(
             await asyncio.sleep(delay)
 
 
+class Screening(Protocol):
+    async def hold_for(self, command: Command) -> FraudScore | None: ...
+    async def queue_changed(self) -> None: ...
+
+
 class RefusalObserver(Protocol):
     def command_refused(self, reason: RefusalReason) -> None: ...
 
@@ -110,8 +115,11 @@ class CommandProcessor:
         outage_wait_seconds_max: float = OUTAGE_WAIT_SECONDS_MAX,
         keyring: CommandKeyring | None = None,
         observer: RefusalObserver | None = None,
+        screening: Screening | None = None,
     ) -> None:
         self.movements = movements
+        # The fraud detector's say before a command is applied (``workers.fraud``).
+        self.screening = screening
         self._dead_letters = dead_letters
         self.outage_wait_seconds_max = outage_wait_seconds_max
         # Without a keyring only commands signed with the development key are applied.
@@ -136,10 +144,34 @@ class CommandProcessor:
         return True
 
     async def apply(self, command: Command) -> CommandOutcome:
-        """Apply one command, waiting out a database outage (bounded)."""
+        """Apply one command, waiting out a database outage (bounded), unless the fraud
+        detector holds it for review. A screening that fails for another reason than an
+        outage is logged and the command applied (the movement is still scored, and alerted
+        on, after commit)."""
+        if self.screening is not None:
+            held = await self._screen(command)
+            if held is not None:
+                return held
         return await apply_waiting_out_outages(
             self.movements, command, wait_seconds_max=self.outage_wait_seconds_max
         )
+
+    async def _screen(self, command: Command) -> CommandOutcome | None:
+        if self.screening is None:
+            return None
+        try:
+            score = await self.screening.hold_for(command)
+        except Exception as error:
+            if is_outage(error):
+                raise
+            log.error("fraud_screening_failed", error_type=type(error).__name__)
+            return None
+        if score is None:
+            return None
+        outcome = await self.movements.hold_command(command, score)
+        if outcome.held:
+            await self.screening.queue_changed()
+        return outcome
 
     async def handle(self, message: Message) -> None:
         context.clear()
@@ -166,7 +198,7 @@ class CommandProcessor:
             await self._dead_letters.retry_later(message, error, attempts=1)
             return
         log.info(
-            "command_applied",
+            "command_held" if outcome.held else "command_applied",
             status=outcome.leg.status.value if outcome.leg else "rejected",
             already_done=outcome.already_done,
         )

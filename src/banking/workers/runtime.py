@@ -20,29 +20,46 @@ from banking.events.transport import (
     KafkaPublisher,
     Message,
 )
+from banking.notifications.delivery import WebhookDelivery
+from banking.notifications.observer import DeliveryObserver
+from banking.notifications.routing import TOPICS as NOTIFICATION_TOPICS
+from banking.notifications.routing import NotificationRouter
 from banking.observability.logging import get_logger
 from banking.workers.balance_cache import BalanceCacheInvalidator
 from banking.workers.dead_letter_handler import DeadLetterHandler
 from banking.workers.dead_letters import DeadLetters
+from banking.workers.fraud import CommandScreening, FraudWorker, build_detector
 from banking.workers.processor import CommandProcessor
 
 log = get_logger(__name__)
 
-CONSUMER_GROUPS: Final = {
-    "processor": ("banking-transaction-processor", topics.TRANSACTIONS_SUBMITTED),
-    "dlq": ("banking-dlq-handler", topics.TRANSACTIONS_DLQ),
-    "balance-cache": ("banking-balance-cache", topics.ACCOUNT_BALANCES),
+# Worker name -> (consumer group, the topics it reads).
+CONSUMER_GROUPS: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
+    "processor": ("banking-transaction-processor", (topics.TRANSACTIONS_SUBMITTED,)),
+    "dlq": ("banking-dlq-handler", (topics.TRANSACTIONS_DLQ,)),
+    "balance-cache": ("banking-balance-cache", (topics.ACCOUNT_BALANCES,)),
+    "notifications": ("banking-notifications", NOTIFICATION_TOPICS),
+    "fraud": (
+        "banking-fraud-detector",
+        (topics.TRANSACTIONS_COMPLETED, topics.TRANSACTIONS_FAILED),
+    ),
 }
 WORKER_NAMES: Final = ("relay", *CONSUMER_GROUPS)
 
 
 def _handlers(container: Container, dead_letters: DeadLetters) -> dict[str, Handler]:
     settings = container.settings
+    # FRAUD_ENABLED: one detector (one model source) for the screening and the scoring.
+    detector = build_detector(settings) if settings.fraud_enabled else None
+    screening = None
+    if detector is not None and settings.fraud_mode == "hold":
+        screening = CommandScreening(container.unit_of_work, detector, observer=container.metrics)
     processor = CommandProcessor(
         container.movements,
         dead_letters,
         keyring=keyring_of(settings),
         observer=container.metrics,
+        screening=screening,
     )
     handlers: dict[str, Handler] = {
         "processor": processor.handle,
@@ -56,7 +73,25 @@ def _handlers(container: Container, dead_letters: DeadLetters) -> dict[str, Hand
     cache = container.balance_cache
     if cache is not None:
         handlers["balance-cache"] = BalanceCacheInvalidator(cache).handle
+    if detector is not None:
+        worker = FraudWorker(
+            container.unit_of_work, detector, dead_letters, observer=container.metrics
+        )
+        handlers["fraud"] = worker.handle
     return handlers
+
+
+def _notifications(
+    container: Container, dead_letters: DeadLetters
+) -> tuple[NotificationRouter, WebhookDelivery]:
+    """The notifications consumer and the webhook delivery loop it feeds (woken by it)."""
+    metrics = container.metrics
+    observer = metrics if isinstance(metrics, DeliveryObserver) else None
+    delivery = WebhookDelivery(container.database, container.settings, observer=observer)
+    router = NotificationRouter(
+        container.database, dead_letters=dead_letters, observer=observer, on_routed=delivery.wake
+    )
+    return router, delivery
 
 
 async def run_kafka_worker(name: str, container: Container, stop: asyncio.Event) -> None:
@@ -83,17 +118,24 @@ async def run_kafka_worker(name: str, container: Container, stop: asyncio.Event)
             return
         dead_letters = DeadLetters(publisher, container.metrics)
         handlers = _handlers(container, dead_letters)
+        delivery = None
+        if name == "notifications":
+            router, delivery = _notifications(container, dead_letters)
+            handlers[name] = router.handle
         if name not in handlers:
             raise ValueError(f"unknown worker {name!r}; choose from {', '.join(WORKER_NAMES)}")
-        group_id, topic = CONSUMER_GROUPS[name]
+        group_id, topic_names = CONSUMER_GROUPS[name]
         loop = KafkaConsumerLoop(
             settings.kafka_bootstrap_servers,
             group_id=group_id,
-            topics=[topic],
+            topics=list(topic_names),
             handler=handlers[name],
             topic_prefix=settings.kafka_topic_prefix,
             observer=container.metrics,
         )
+        if delivery is not None:  # the consumer and the delivery loop, side by side
+            await asyncio.gather(loop.run(stop), delivery.run(stop))
+            return
         await loop.run(stop)
     finally:
         await publisher.stop()
@@ -126,6 +168,12 @@ class EmbeddedEvents:
         self.bus.subscribe(topics.TRANSACTIONS_PERMANENT_DLQ, _log_permanent)
         if "balance-cache" in handlers:
             self.bus.subscribe(topics.ACCOUNT_BALANCES, handlers["balance-cache"])
+        if "fraud" in handlers:
+            for topic in CONSUMER_GROUPS["fraud"][1]:
+                self.bus.subscribe(topic, handlers["fraud"])
+        notifications, self.delivery = _notifications(container, dead_letters)
+        for topic in NOTIFICATION_TOPICS:
+            self.bus.subscribe(topic, notifications.handle)
         # Nothing crosses a wire in-process: the outbox's JSON is passed as it is.
         self.relay = OutboxRelay(
             container.database,
@@ -144,6 +192,7 @@ class EmbeddedEvents:
         self._tasks = [
             asyncio.create_task(self.relay.run(self._stop), name="embedded-relay"),
             asyncio.create_task(self.retention.run(self._stop), name="embedded-retention"),
+            asyncio.create_task(self.delivery.run(self._stop), name="embedded-webhooks"),
         ]
 
     async def stop(self) -> None:

@@ -1,16 +1,23 @@
-"""``/api/v1/transactions``: debit, credit, transfer and reading one leg."""
+"""``/api/v1/transactions``: debit, credit, transfer, reading one leg, and the fraud review of
+held asynchronous movements (the queue, release, reject)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from banking.container import Container
 from banking.domain.errors import ValidationFailed
-from banking.domain.records import DebitOrCredit, MovementResult, TransactionType, TransferRequest
+from banking.domain.records import (
+    DebitOrCredit,
+    MovementResult,
+    ReviewDecision,
+    TransactionType,
+    TransferRequest,
+)
 from banking.domain.roles import Actor
 from banking.ledger.checks import REFERENCE_ID_LENGTH_MAX
 from banking.observability import context
@@ -20,7 +27,9 @@ from banking.rest.openapi import header, link, responses
 from banking.rest.routes import Route
 from banking.rest.schemas import (
     DebitCreditBody,
+    HeldPage,
     MovementRead,
+    TransactionDetail,
     TransactionRead,
     TransferBody,
     printable,
@@ -196,12 +205,110 @@ async def transfer_between_accounts(
 
 
 @router.get(
+    "",
+    response_model=HeldPage,
+    responses=responses(E.UNAUTHENTICATED, E.FORBIDDEN, E.VALIDATION_ERROR),
+)
+async def list_held_transactions(
+    actor: CurrentActor,
+    container: ContainerDep,
+    status: Annotated[
+        Literal["held"],
+        Query(
+            description="`held`: the review queue (asynchronous movements the fraud "
+            "detector held). An account's history is `/accounts/{account_id}/transactions`."
+        ),
+    ],
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    page_size: Annotated[int | None, Query(ge=1)] = None,
+) -> HeldPage:
+    """The fraud review queue (staff): held movements, oldest first, with their scores."""
+    review = container.review
+    page = await review.queue(
+        actor, cursor=cursor, page_size=page_size or container.history.page_size_default
+    )
+    return HeldPage(
+        transactions=[TransactionDetail.of_scored(leg, score) for leg, score in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get(
     "/{transaction_id}",
-    response_model=TransactionRead,
+    response_model=TransactionDetail,
     responses=responses(E.UNAUTHENTICATED, E.VALIDATION_ERROR, E.TRANSACTION_NOT_FOUND),
 )
 async def get_transaction(
     transaction_id: UUID, actor: CurrentActor, container: ContainerDep
-) -> TransactionRead:
-    """One leg, as stored (completed, failed or pending)."""
-    return TransactionRead.of(await container.movements.get_transaction(actor, transaction_id))
+) -> TransactionDetail:
+    """One leg, as stored (completed, failed or pending); for staff with its fraud score."""
+    leg = await container.movements.get_transaction(actor, transaction_id)
+    return TransactionDetail.of_scored(leg, await container.review.score_of(actor, transaction_id))
+
+
+_REVIEW_RESPONSES = responses(
+    E.UNAUTHENTICATED,
+    E.FORBIDDEN,
+    E.VALIDATION_ERROR,
+    E.TRANSACTION_NOT_FOUND,
+    E.TRANSACTION_NOT_HELD,
+    E.ACCOUNT_BUSY,
+    success={200: {"links": {"getTransaction": _LEG_LINKS["getTransaction"]}}},
+    replayable=True,
+)
+
+
+async def _review(
+    decision: ReviewDecision,
+    transaction_id: UUID,
+    actor: Actor,
+    container: Container,
+    request: Request,
+    response: Response,
+) -> TransactionDetail:
+    context.bind(transaction_id=str(transaction_id))
+    result = await container.movements.review(
+        actor, transaction_id, decision, trace_id=trace_id_of(request)
+    )
+    if result.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    else:
+        container.metrics.fraud_reviewed(decision.value)
+        container.metrics.fraud_review_queue(await container.review.held_count())
+    score = await container.review.score_of(actor, transaction_id)
+    return TransactionDetail.of_scored(result.transaction, score)
+
+
+@router.post(
+    "/{transaction_id}/release", response_model=TransactionDetail, responses=_REVIEW_RESPONSES
+)
+async def release_transaction(
+    transaction_id: UUID,
+    actor: CurrentActor,
+    container: ContainerDep,
+    request: Request,
+    response: Response,
+) -> TransactionDetail:
+    """Apply a held movement now (tellers and admins), with the same decisions as any
+    command: it completes, or declines (for example ``INSUFFICIENT_FUNDS``) as a failed leg.
+    Releasing it again answers the same leg (``Idempotent-Replayed: true``)."""
+    return await _review(
+        ReviewDecision.RELEASED, transaction_id, actor, container, request, response
+    )
+
+
+@router.post(
+    "/{transaction_id}/reject", response_model=TransactionDetail, responses=_REVIEW_RESPONSES
+)
+async def reject_transaction(
+    transaction_id: UUID,
+    actor: CurrentActor,
+    container: ContainerDep,
+    request: Request,
+    response: Response,
+) -> TransactionDetail:
+    """Reject a held movement (tellers and admins): it fails with ``FRAUD_REJECTED`` and no
+    money moves. Rejecting it again answers the same leg (``Idempotent-Replayed: true``)."""
+    return await _review(
+        ReviewDecision.REJECTED, transaction_id, actor, container, request, response
+    )

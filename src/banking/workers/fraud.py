@@ -1,0 +1,355 @@
+"""The fraud detector on the event stream (DESIGN.md section 10).
+
+- ``FraudWorker`` (``banking worker fraud``, or in-process in ``banking serve``) scores every
+  completed or failed leg after commit, from features it keeps per account: each account's
+  state is rebuilt from the ledger the first time the worker sees it (so a restart loses
+  nothing) and then kept up to date from the stream. The score is stored once per leg (a
+  redelivered event is recognised by the leg's stored score and not scored again); a score at
+  or above the alert threshold writes a ``fraud.alert`` event to the outbox in the same
+  transaction (``banking.fraud.alerts``, keyed by account). An event that cannot be read goes
+  to the permanent dead-letter topic and the worker goes on.
+- ``CommandScreening`` is what the transaction processor asks before it applies an
+  asynchronous command: it scores the command's pending leg from the account's history as
+  the ledger has it now; at or above the hold threshold the command is held for review
+  (``ledger.review``) instead of applied. Synchronous movements are never held: they are
+  scored after commit, and alert only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Final, Protocol, TypeVar
+from uuid import UUID, uuid4
+
+from banking.config import Settings
+from banking.domain.clock import utc_now
+from banking.domain.records import (
+    Command,
+    FraudAlert,
+    FraudScore,
+    Transaction,
+    TransactionStatus,
+)
+from banking.events.envelope import read_headers
+from banking.events.outbox import EVENT_TRANSACTION_COMPLETED, EVENT_TRANSACTION_FAILED
+from banking.events.serialization import JSON_CONTENT_TYPE, UndecodableEvent, decode
+from banking.events.transport import Message
+from banking.fraud.assessment import Assessment, FraudDecision, Movement, Thresholds
+from banking.fraud.detector import RULES_ONLY, Detector
+from banking.fraud.features import HISTORY_DAYS, HISTORY_LIMIT, FeatureBook
+from banking.fraud.model import ModelSource
+from banking.ledger.ports import LedgerStore, UnitOfWork
+from banking.observability import context
+from banking.observability.logging import get_logger
+from banking.storage.database import is_outage
+from banking.workers.dead_letters import DeadLetters
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+SCORED_EVENT_TYPES: Final = frozenset({EVENT_TRANSACTION_COMPLETED, EVENT_TRANSACTION_FAILED})
+OUTAGE_WAIT_SECONDS_MAX: Final = 10.0
+_BACKOFF_SECONDS: Final = 0.2
+_BACKOFF_SECONDS_MAX: Final = 2.0
+
+
+class FraudObserver(Protocol):
+    """What is measured (``observability.metrics.Metrics`` implements it)."""
+
+    def fraud_scored(self, score: Decimal, seconds: float) -> None: ...
+    def fraud_alerted(self, pattern: str) -> None: ...
+    def fraud_held(self, pattern: str) -> None: ...
+    def fraud_model_loaded(self, version: str) -> None: ...
+    def fraud_review_queue(self, held: int) -> None: ...
+
+
+class _Unobserved:
+    def fraud_scored(self, score: Decimal, seconds: float) -> None:
+        pass
+
+    def fraud_alerted(self, pattern: str) -> None:
+        pass
+
+    def fraud_held(self, pattern: str) -> None:
+        pass
+
+    def fraud_model_loaded(self, version: str) -> None:
+        pass
+
+    def fraud_review_queue(self, held: int) -> None:
+        pass
+
+
+class PoisonEvent(ValueError):
+    """An event this worker can never score (unreadable, or about a leg that is not there)."""
+
+
+def build_detector(settings: Settings) -> Detector:
+    """The detector of FRAUD_* settings: the newest model of FRAUD_MODEL_DIR (re-read at most
+    every FRAUD_MODEL_RELOAD_SECONDS), the rules alone until a model exists."""
+    models = ModelSource(settings.effective_fraud_model_dir, settings.fraud_model_reload_seconds)
+    thresholds = Thresholds(settings.fraud_alert_threshold, settings.fraud_hold_threshold)
+    return Detector(models, thresholds)
+
+
+def stored_score(
+    leg: Transaction, assessment: Assessment, *, event_id: UUID | None, decision: FraudDecision
+) -> FraudScore:
+    return FraudScore(
+        transaction_id=leg.transaction_id,
+        account_id=leg.account_id,
+        event_id=event_id,
+        score=assessment.score,
+        reasons=assessment.reasons,
+        features={name: round(value, 6) for name, value in assessment.features.items()},
+        model_version=assessment.model_version,
+        decision=decision.value,
+        scored_at=utc_now(),
+    )
+
+
+async def account_history(store: LedgerStore, leg: Transaction) -> list[Movement]:
+    """The account's finished legs before ``leg`` (what its features are rebuilt from)."""
+    legs = await store.account_legs(
+        leg.account_id,
+        since=leg.created_at - timedelta(days=HISTORY_DAYS),
+        until=leg.created_at,
+        limit=HISTORY_LIMIT,
+    )
+    return [
+        Movement.of_leg(other)
+        for other in legs
+        if other.transaction_id != leg.transaction_id
+        and other.status is not TransactionStatus.PENDING
+    ]
+
+
+async def legs_between(store: LedgerStore, leg: Transaction, *, since: datetime) -> list[Movement]:
+    """The account's finished legs created from ``since`` up to ``leg``, ``leg`` left out."""
+    legs = await store.account_legs(
+        leg.account_id, since=since, until=leg.created_at, limit=HISTORY_LIMIT
+    )
+    return [
+        Movement.of_leg(other)
+        for other in legs
+        if other.transaction_id != leg.transaction_id
+        and other.status is not TransactionStatus.PENDING
+    ]
+
+
+async def waiting_out_outages(call: Callable[[], Awaitable[T]], *, what: str) -> T:
+    """``call()``, again with backoff while the database is unavailable (bounded)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + OUTAGE_WAIT_SECONDS_MAX
+    attempt = 0
+    while True:
+        try:
+            return await call()
+        except Exception as error:
+            remaining = deadline - loop.time()
+            if not is_outage(error) or remaining <= 0:
+                raise
+            attempt += 1
+            ceiling = min(_BACKOFF_SECONDS_MAX, _BACKOFF_SECONDS * 2**attempt)
+            delay = min(remaining, random.uniform(0, ceiling))  # noqa: S311 - jitter
+            log.warning(f"{what}_waiting_for_database", attempt=attempt, retry_in=round(delay, 3))
+            await asyncio.sleep(delay)
+
+
+class FraudWorker:
+    """Scores every finished leg once, after commit; alerts above the threshold."""
+
+    def __init__(
+        self,
+        unit_of_work: UnitOfWork,
+        detector: Detector,
+        dead_letters: DeadLetters,
+        *,
+        book: FeatureBook | None = None,
+        observer: FraudObserver | None = None,
+    ) -> None:
+        self._unit_of_work = unit_of_work
+        self._detector = detector
+        self._dead_letters = dead_letters
+        self.book = book or FeatureBook()
+        # The newest leg time seen per account (a late event is scored from the ledger).
+        self._newest: dict[UUID, datetime] = {}
+        self._observer: FraudObserver = observer or _Unobserved()
+        self._model_version: str | None = None
+        model = detector.model()
+        self._note_model(model.version if model is not None else RULES_ONLY)
+
+    async def handle(self, message: Message) -> None:
+        context.clear()
+        headers = read_headers(message.headers)
+        context.bind(trace_id=headers.trace_id, event_id=headers.event_id)
+        if headers.event_type not in SCORED_EVENT_TYPES:
+            return  # rejections of commands without a leg, schema announcements...
+        try:
+            await waiting_out_outages(lambda: self._score(message), what="fraud")
+        except PoisonEvent as error:
+            log.error("fraud_event_unreadable", error=str(error)[:300], offset=message.offset)
+            await self._dead_letters.give_up(message, error, attempts=1)
+
+    async def _score(self, message: Message) -> None:
+        headers = read_headers(message.headers)
+        transaction_id = _transaction_id(message)
+        context.bind(transaction_id=str(transaction_id))
+        async with self._unit_of_work.read() as store:
+            leg = await store.get_transaction(transaction_id)
+            if leg is None:
+                raise PoisonEvent(f"no leg {transaction_id} in the ledger")
+            scored = await store.get_fraud_score(transaction_id)
+            source, late = await self._state_before(store, leg)
+        movement = Movement.of_leg(leg)
+        if scored is not None:  # held and scored by the processor, or a redelivery
+            if not late:
+                self.book.observe(movement)
+            return
+        started = time.perf_counter()
+        features = source.features(movement)
+        assessment = self._detector.assess(features)
+        seconds = time.perf_counter() - started
+        self._note_model(assessment.model_version)
+        # After commit a movement can only be alerted on: holding is for commands not applied.
+        decision = min(assessment.decision, FraudDecision.ALERT, key=_DECISION_ORDER.__getitem__)
+        score = stored_score(leg, assessment, event_id=_uuid(headers.event_id), decision=decision)
+
+        async def work(store: LedgerStore) -> bool:
+            inserted = await store.insert_fraud_score(score)
+            if inserted and decision is FraudDecision.ALERT:
+                alert = FraudAlert(
+                    alert_id=uuid4(),
+                    leg=leg,
+                    score=score.score,
+                    reasons=score.reasons,
+                    model_version=score.model_version,
+                    decision=decision.value,
+                    created_at=score.scored_at,
+                    trace_id=headers.trace_id,
+                )
+                await store.add_events([alert])
+            return inserted
+
+        inserted = await self._unit_of_work.run(work)
+        if not late:
+            self.book.observe(movement)
+        if not inserted:
+            return
+        self._observer.fraud_scored(score.score, seconds)
+        if decision is FraudDecision.ALERT:
+            self._observer.fraud_alerted(assessment.pattern)
+            log.info(
+                "fraud_alert",
+                score=str(score.score),
+                reasons=",".join(score.reasons),
+                model_version=score.model_version,
+            )
+
+    async def _state_before(self, store: LedgerStore, leg: Transaction) -> tuple[FeatureBook, bool]:
+        """The account's feature state just before ``leg``, and whether ``leg`` is late.
+
+        The ledger is the truth and the stream its notification: completed and failed legs
+        travel on two topics, so an account's events can arrive out of creation order. The
+        first time an account is seen its state is loaded from the ledger; after that each
+        event first catches up with the account's legs created since the newest one seen
+        (one indexed read), so a leg is scored with every leg created before it. A leg older
+        than that (redelivered after a restart or a rebalance) is scored from the ledger as
+        it was then, and the account's state is left as it is."""
+        account_id = leg.account_id
+        newest = self._newest.get(account_id) if self.book.known(account_id) else None
+        if newest is not None and leg.created_at < newest:
+            then = FeatureBook(max_accounts=1)
+            then.load(account_id, await account_history(store, leg))
+            return then, True
+        if newest is None:
+            self.book.load(account_id, await account_history(store, leg))
+        else:
+            for movement in await legs_between(store, leg, since=newest):
+                self.book.observe(movement)
+        if len(self._newest) > 2 * len(self.book) + 1000:  # forget accounts the book let go
+            self._newest = {a: t for a, t in self._newest.items() if self.book.known(a)}
+        self._newest[account_id] = leg.created_at
+        return self.book, False
+
+    def _note_model(self, version: str) -> None:
+        if version != self._model_version:
+            self._model_version = version
+            self._observer.fraud_model_loaded(version)
+            log.info("fraud_model_in_use", model_version=version)
+
+
+_DECISION_ORDER: Final = {FraudDecision.ALLOW: 0, FraudDecision.ALERT: 1, FraudDecision.HOLD: 2}
+
+
+class CommandScreening:
+    """Scores an asynchronous command's pending leg before it is applied; the hold, if the
+    score reaches the hold threshold."""
+
+    def __init__(
+        self,
+        unit_of_work: UnitOfWork,
+        detector: Detector,
+        *,
+        observer: FraudObserver | None = None,
+    ) -> None:
+        self._unit_of_work = unit_of_work
+        self._detector = detector
+        self._observer: FraudObserver = observer or _Unobserved()
+
+    async def hold_for(self, command: Command) -> FraudScore | None:
+        """The score to hold ``command`` with, or None to apply it. A command without a
+        pending leg (from another service), or whose leg is finished or held, is not
+        screened here (it is scored after commit like any movement)."""
+        async with self._unit_of_work.read() as store:
+            leg = await store.get_transaction(command.transaction_id)
+            if leg is None or leg.status is not TransactionStatus.PENDING or leg.hold_reason:
+                return None
+            history = await account_history(store, leg)
+        book = FeatureBook(max_accounts=1)
+        book.load(leg.account_id, history)
+        started = time.perf_counter()
+        assessment = self._detector.assess(book.features(Movement.of_leg(leg)))
+        seconds = time.perf_counter() - started
+        if assessment.decision is not FraudDecision.HOLD:
+            return None
+        self._observer.fraud_scored(assessment.score, seconds)
+        self._observer.fraud_held(assessment.pattern)
+        log.warning(
+            "command_held_for_review",
+            score=str(assessment.score),
+            reasons=",".join(assessment.reasons),
+            model_version=assessment.model_version,
+        )
+        return stored_score(leg, assessment, event_id=None, decision=FraudDecision.HOLD)
+
+    async def queue_changed(self) -> None:
+        """Report how many held commands wait for review (after one was held)."""
+        async with self._unit_of_work.read() as store:
+            self._observer.fraud_review_queue(await store.count_held())
+
+
+def _transaction_id(message: Message) -> UUID:
+    headers = read_headers(message.headers)
+    try:
+        fields = decode(
+            message.value,
+            content_type=headers.content_type or JSON_CONTENT_TYPE,
+            event_type=headers.event_type or EVENT_TRANSACTION_COMPLETED,
+            schema_version=headers.schema_version,
+        )
+        return UUID(str(fields["transaction_id"]))
+    except (UndecodableEvent, KeyError, ValueError) as error:
+        raise PoisonEvent(f"not a readable transaction event: {error}") from error
+
+
+def _uuid(value: str | None) -> UUID | None:
+    try:
+        return UUID(value) if value else None
+    except ValueError:
+        return None
