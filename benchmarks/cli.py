@@ -1,5 +1,5 @@
-"""The benchmarks' entry point: ``banking bench [--events] [--output FILE]`` calls ``run``, and
-``python -m benchmarks`` is the same command without the service's CLI."""
+"""The benchmarks' entry point: ``banking bench [--events | --fraud] [--output FILE]`` calls
+``run``, and ``python -m benchmarks`` is the same command without the service's CLI."""
 
 from __future__ import annotations
 
@@ -8,22 +8,27 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.events import run_event_benchmark
+from benchmarks.fraud_notifications import DEFAULT_OUTPUT as DEFAULT_FRAUD_OUTPUT
+from benchmarks.fraud_notifications import run_fraud_benchmark
 from benchmarks.runner import run_benchmark
 
 DEFAULT_OUTPUT = Path("bench-results/latest.json")
 DEFAULT_EVENTS_OUTPUT = Path("bench-results/events.json")
 
 
-def run(*, events: bool = False, output: Path | None = None) -> int:
-    """The REST benchmark against pgbench, or (``events``) the event backbone's figures; the
-    exit code (0 ok, 1 failed, 2 could not start, 130 interrupted)."""
+def run(*, events: bool = False, fraud: bool = False, output: Path | None = None) -> int:
+    """The REST benchmark against pgbench, or (``events``) the event backbone's figures, or
+    (``fraud``) fraud scoring's cost and webhook latency with their defaults; the exit code
+    (0 ok, 1 failed, 2 could not start, 130 interrupted)."""
     if events:
         return run_event_benchmark(output or DEFAULT_EVENTS_OUTPUT)
+    if fraud:
+        return run_fraud_benchmark(output or DEFAULT_FRAUD_OUTPUT)
     return run_benchmark(output or DEFAULT_OUTPUT)
 
 
 def main(arguments: Sequence[str] | None = None) -> int:
-    """``python -m benchmarks [--events] [--output FILE]``."""
+    """``python -m benchmarks [--events | --fraud] [--output FILE]``."""
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Benchmark the REST API on PostgreSQL against pgbench on the same server, "
@@ -35,5 +40,11 @@ def main(arguments: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--events", action="store_true", help="event backbone figures (Kafka relay, lag, formats)"
     )
+    parser.add_argument(
+        "--fraud",
+        action="store_true",
+        help="fraud scoring's cost on the REST path and webhook delivery latency "
+        "(python -m benchmarks.fraud_notifications for its sizes)",
+    )
     options = parser.parse_args(arguments)
-    return run(events=options.events, output=options.output)
+    return run(events=options.events, fraud=options.fraud, output=options.output)

@@ -2,8 +2,9 @@
 # Install the system packages that the tests and local runs need, natively (no Docker):
 #   PostgreSQL 15 (+ pgbench), Redis, Prometheus (+ promtool), wrk, curl,
 #   Java + Maven for the Kafka broker (scripts/services/kafka.sh),
-#   and Chromium for the headless-browser test of /docs and /redoc
-#   (tests/rest/test_docs_browser.py).
+#   Chromium for the headless-browser test of /docs and /redoc
+#   (tests/rest/test_docs_browser.py), nginx for the load balancer of the production shape,
+#   and podman, runc and debootstrap to build and run the container image (tests/delivery).
 #
 # Idempotent and fast when everything is already there: apt is not touched at all then.
 # Runs as root (CI does, without sudo); as another user it falls back to sudo.
@@ -34,6 +35,10 @@ REQUIREMENTS=(
     "java openjdk-17-jre-headless"
     "mvn maven"
     "chromium chromium"
+    "nginx nginx"
+    "podman podman"
+    "/usr/sbin/runc runc"
+    "debootstrap debootstrap"
 )
 
 have() {
@@ -59,7 +64,7 @@ for req in "${REQUIREMENTS[@]}"; do
 done
 
 if [[ ${#missing_pkgs[@]} -eq 0 ]]; then
-    log "all system dependencies present (postgresql 15, redis, prometheus, wrk, curl, java, mvn, chromium)"
+    log "all system dependencies present (postgresql 15, redis, prometheus, wrk, curl, java, mvn, chromium, nginx, podman, runc, debootstrap)"
     exit 0
 fi
 

@@ -109,6 +109,11 @@ else
     log "no services requested (BANKING_TEST_SERVICES is empty)"
 fi
 
+# Go tools of the delivery tests (actionlint, kustomize), built once into .cache/go-tools.
+log "go tools (actionlint, kustomize)"
+BANKING_GO_TOOLS_BIN=$(bash scripts/install-go-tools.sh)
+export BANKING_GO_TOOLS_BIN
+
 # --- 4. lint, types, tests ------------------------------------------------------------------
 lint_failed=()
 if [[ ${BANKING_TEST_LINT:-1} != 0 ]]; then

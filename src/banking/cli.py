@@ -595,9 +595,14 @@ def bench(
     events: Annotated[
         bool, typer.Option("--events", help="Event backbone figures (Kafka relay, lag, formats).")
     ] = False,
+    fraud: Annotated[
+        bool,
+        typer.Option("--fraud", help="Fraud scoring's cost on the REST path; webhook latency."),
+    ] = False,
 ) -> None:
     """Benchmark the REST API on PostgreSQL against pgbench on the same server, or (--events)
-    the event backbone under that load."""
+    the event backbone under that load, or (--fraud) the cost of the fraud worker and the
+    latency of webhook deliveries."""
     try:
         from benchmarks.cli import run as run_bench
     except ModuleNotFoundError as error:
@@ -611,7 +616,7 @@ def bench(
         )
         raise typer.Exit(2) from error
 
-    raise typer.Exit(run_bench(events=events, output=output))
+    raise typer.Exit(run_bench(events=events, fraud=fraud, output=output))
 
 
 # What `banking bench` imports beyond the service's own dependencies (the `bench` extra).

@@ -8,6 +8,7 @@ before it serves anything: see ``Settings.token_keys``.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -162,6 +163,14 @@ class Settings(BaseSettings):
 
     cors_allow_origins: list[str] = Field(default_factory=list)
     trusted_hosts: list[str] = Field(default_factory=lambda: ["*"])
+    # Load balancers whose X-Forwarded-For / X-Forwarded-Proto are believed (JSON list of
+    # CIDRs, e.g. ["10.0.0.0/8"]): only a request whose direct peer is in one of them takes its
+    # client address (the per-IP rate limit's key) and scheme from those headers, and then the
+    # right-most address that is not a trusted proxy. Empty: never (the direct peer counts).
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # This instance's name in the X-Served-By response header (empty: no header), so that a
+    # client behind a load balancer sees which instance answered.
+    instance_name: str = Field(default="", pattern=r"^[A-Za-z0-9._-]{0,64}$")
     request_body_bytes_max: int = Field(default=64 * 1024, ge=1024)
     page_size_default: int = Field(default=50, ge=1)
     page_size_max: int = Field(default=500, ge=1)
@@ -190,7 +199,6 @@ class Settings(BaseSettings):
     def _fraud_thresholds_are_ordered(self) -> Settings:
         if self.fraud_alert_threshold > self.fraud_hold_threshold:
             raise ValueError("FRAUD_ALERT_THRESHOLD must not be above FRAUD_HOLD_THRESHOLD")
-        import ipaddress
 
         for network in self.webhook_allowed_networks:
             try:
@@ -200,6 +208,23 @@ class Settings(BaseSettings):
                     f"WEBHOOK_ALLOWED_NETWORKS: {network!r} is not a network like 127.0.0.1/32"
                 ) from error
         return self
+
+    @model_validator(mode="after")
+    def _trusted_proxies_are_networks(self) -> Settings:
+        self.trusted_proxy_networks()
+        return self
+
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """TRUSTED_PROXIES as networks; ``ValueError`` naming the entry that is not one."""
+        networks = []
+        for network in self.trusted_proxies:
+            try:
+                networks.append(ipaddress.ip_network(network.strip(), strict=False))
+            except ValueError as error:
+                raise ValueError(
+                    f"TRUSTED_PROXIES: {network!r} is not a network like 10.0.0.0/8"
+                ) from error
+        return tuple(networks)
 
     @property
     def effective_fraud_model_dir(self) -> Path:

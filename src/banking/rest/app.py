@@ -17,7 +17,7 @@ from banking.container import Container
 from banking.observability.tracing import build_tracer_provider
 from banking.rest.docs import install_docs
 from banking.rest.errors import install_error_handlers
-from banking.rest.middleware import RequestContextMiddleware
+from banking.rest.middleware import ProxyHeadersMiddleware, RequestContextMiddleware
 from banking.rest.openapi import install_openapi, operation_id
 from banking.rest.ratelimit import RateLimitMiddleware
 from banking.rest.routes import (
@@ -152,5 +152,10 @@ def create_app(
         metrics=app.state.metrics,
         body_bytes_max=settings.request_body_bytes_max,
         tracer=tracer_provider.get_tracer("banking") if tracer_provider else None,
+        served_by=settings.instance_name,
     )
+    trusted_proxies = settings.trusted_proxy_networks()
+    if trusted_proxies:
+        # Outermost: the rate limits and the access log see the client behind the proxy.
+        app.add_middleware(ProxyHeadersMiddleware, trusted=trusted_proxies)
     return app

@@ -1,12 +1,15 @@
-"""Pure ASGI middleware: request/trace ids, security headers, body limit, metrics, access log.
+"""Pure ASGI middleware: the client behind a trusted proxy, request/trace ids, the serving
+instance, security headers, body limit, metrics, access log.
 
 Written as plain ASGI (not BaseHTTPMiddleware) because it wraps every request on the hot path.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from opentelemetry.trace import SpanKind, Tracer
@@ -20,6 +23,13 @@ from banking.observability.metrics import Metrics
 
 log = get_logger("banking.http")
 _PROPAGATOR = TraceContextTextMapPropagator()
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# At most this many X-Forwarded-For entries are read (from the right): a longer chain is
+# either an attack or a misconfiguration, and the hops beyond it are never believed anyway.
+FORWARDED_HOPS_MAX = 16
+_SCHEMES = frozenset({"http", "https"})
 
 SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (b"x-content-type-options", b"nosniff"),
@@ -47,6 +57,93 @@ def _trace_id_from(scope: Scope) -> str | None:
     return _header(scope, b"x-trace-id")
 
 
+def _parse_address(text: str) -> IPAddress | None:
+    """An address as a proxy writes it: ``1.2.3.4``, ``1.2.3.4:5678``, ``::1``, ``[::1]:5678``."""
+    text = text.strip()
+    if text.startswith("["):
+        text = text[1 : text.find("]")] if "]" in text else ""
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _is_trusted(address: IPAddress, trusted: Sequence[IPNetwork]) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address.version == network.version and address in network for network in trusted)
+
+
+def _split(values: list[str]) -> list[str]:
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]
+
+
+def forwarded_client(
+    peer: str, forwarded_for: Sequence[str], trusted: Sequence[IPNetwork]
+) -> tuple[str, int | None]:
+    """The client address of a request whose direct peer is ``peer`` and whose
+    X-Forwarded-For entries are ``forwarded_for`` (left to right), and the index of the entry
+    it came from (None: the peer itself).
+
+    The headers are believed only from a trusted peer; then the chain is read from the right,
+    each trusted hop vouching for the entry to its left, and the client is the right-most
+    address that is not a trusted proxy. Entries left of it were written by the client and are
+    ignored, so no header can choose the key of the per-IP rate limit. An entry that is not an
+    address stops the walk at the last hop that vouched for it.
+    """
+    peer_address = _parse_address(peer)
+    if peer_address is None or not _is_trusted(peer_address, trusted):
+        return peer, None
+    chosen, index = peer, None
+    first = max(0, len(forwarded_for) - FORWARDED_HOPS_MAX)
+    for position in range(len(forwarded_for) - 1, first - 1, -1):
+        address = _parse_address(forwarded_for[position])
+        if address is None:
+            return chosen, index
+        chosen, index = str(address), position
+        if not _is_trusted(address, trusted):
+            return chosen, index
+    return chosen, index  # every hop is a trusted proxy: the left-most one read
+
+
+class ProxyHeadersMiddleware:
+    """Behind a trusted load balancer, the client is the address X-Forwarded-For names and the
+    scheme the one X-Forwarded-Proto names (``forwarded_client``); from any other peer both
+    headers are ignored. Rewrites the ASGI scope's ``client`` and ``scheme`` for everything
+    inside (rate limits, logs, redirects)."""
+
+    def __init__(self, app: ASGIApp, *, trusted: Sequence[IPNetwork]) -> None:
+        self.app = app
+        self.trusted = tuple(trusted)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or not self.trusted:
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        peer = str(client[0]) if client else ""
+        headers = scope.get("headers", ())
+        forwarded_for = _split([v.decode("latin-1") for k, v in headers if k == b"x-forwarded-for"])
+        address, index = forwarded_client(peer, forwarded_for, self.trusted)
+        if index is None:
+            await self.app(scope, receive, send)
+            return
+        scope = {**scope, "client": (address, 0)}
+        protos = _split([v.decode("latin-1") for k, v in headers if k == b"x-forwarded-proto"])
+        # One value: the edge's; one per hop: the one written by the proxy the client reached.
+        proto = protos[0] if len(protos) == 1 else None
+        if len(protos) == len(forwarded_for):
+            proto = protos[index]
+        if proto is not None and proto.lower() in _SCHEMES:
+            websocket = scope["type"] == "websocket"
+            scope["scheme"] = (
+                {"http": "ws", "https": "wss"}[proto.lower()] if websocket else proto.lower()
+            )
+        await self.app(scope, receive, send)
+
+
 class RequestContextMiddleware:
     def __init__(
         self,
@@ -55,11 +152,14 @@ class RequestContextMiddleware:
         metrics: Metrics | None,
         body_bytes_max: int,
         tracer: Tracer | None = None,
+        served_by: str = "",
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.body_bytes_max = body_bytes_max
         self.tracer = tracer
+        # INSTANCE_NAME, in X-Served-By on every response (none when empty).
+        self.served_by = [(b"x-served-by", served_by.encode())] if served_by else []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.tracer is None or scope["type"] != "http":
@@ -102,6 +202,7 @@ class RequestContextMiddleware:
         id_headers = [
             (b"x-request-id", request_id.encode()),
             (b"x-trace-id", trace_id.encode()),
+            *self.served_by,
         ]
 
         async def send_wrapper(message: Message) -> None:

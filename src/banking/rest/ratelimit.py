@@ -38,6 +38,9 @@ def rate_limit_headers(decision: RateDecision) -> dict[str, str]:
 
 
 def client_address(scope: Scope) -> str:
+    """The caller's address: the direct peer, or behind a proxy in TRUSTED_PROXIES the address
+    its X-Forwarded-For names (``middleware.ProxyHeadersMiddleware`` rewrote the scope); a
+    header from any other peer never changes it."""
     client = scope.get("client")
     return str(client[0]) if client else "unknown"
 

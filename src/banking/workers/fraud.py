@@ -129,19 +129,6 @@ async def account_history(store: LedgerStore, leg: Transaction) -> list[Movement
     ]
 
 
-async def legs_between(store: LedgerStore, leg: Transaction, *, since: datetime) -> list[Movement]:
-    """The account's finished legs created from ``since`` up to ``leg``, ``leg`` left out."""
-    legs = await store.account_legs(
-        leg.account_id, since=since, until=leg.created_at, limit=HISTORY_LIMIT
-    )
-    return [
-        Movement.of_leg(other)
-        for other in legs
-        if other.transaction_id != leg.transaction_id
-        and other.status is not TransactionStatus.PENDING
-    ]
-
-
 async def waiting_out_outages(call: Callable[[], Awaitable[T]], *, what: str) -> T:
     """``call()``, again with backoff while the database is unavailable (bounded)."""
     loop = asyncio.get_running_loop()
@@ -198,19 +185,15 @@ class FraudWorker:
 
     async def _score(self, message: Message) -> None:
         headers = read_headers(message.headers)
-        transaction_id = _transaction_id(message)
+        transaction_id, account_id, created_at = _leg_of_event(message)
         context.bind(transaction_id=str(transaction_id))
+        # One read: the account's legs up to this one (a redelivered event is recognised by
+        # its stored score when it is written: a leg is scored once, by its primary key).
         async with self._unit_of_work.read() as store:
-            leg = await store.get_transaction(transaction_id)
-            if leg is None:
-                raise PoisonEvent(f"no leg {transaction_id} in the ledger")
-            scored = await store.get_fraud_score(transaction_id)
-            source, late = await self._state_before(store, leg)
+            leg, source, late = await self._state_before(
+                store, transaction_id, account_id, created_at
+            )
         movement = Movement.of_leg(leg)
-        if scored is not None:  # held and scored by the processor, or a redelivery
-            if not late:
-                self.book.observe(movement)
-            return
         started = time.perf_counter()
         features = source.features(movement)
         assessment = self._detector.assess(features)
@@ -251,31 +234,51 @@ class FraudWorker:
                 model_version=score.model_version,
             )
 
-    async def _state_before(self, store: LedgerStore, leg: Transaction) -> tuple[FeatureBook, bool]:
-        """The account's feature state just before ``leg``, and whether ``leg`` is late.
+    async def _state_before(
+        self, store: LedgerStore, transaction_id: UUID, account_id: UUID, created_at: datetime
+    ) -> tuple[Transaction, FeatureBook, bool]:
+        """The leg, its account's feature state just before it, and whether it is late.
 
         The ledger is the truth and the stream its notification: completed and failed legs
         travel on two topics, so an account's events can arrive out of creation order. The
         first time an account is seen its state is loaded from the ledger; after that each
         event first catches up with the account's legs created since the newest one seen
-        (one indexed read), so a leg is scored with every leg created before it. A leg older
-        than that (redelivered after a restart or a rebalance) is scored from the ledger as
-        it was then, and the account's state is left as it is."""
-        account_id = leg.account_id
+        (the same indexed read), so a leg is scored with every leg created before it. A leg
+        older than that (redelivered after a restart or a rebalance) is scored from the
+        ledger as it was then, and the account's state is left as it is."""
         newest = self._newest.get(account_id) if self.book.known(account_id) else None
-        if newest is not None and leg.created_at < newest:
+        late = newest is not None and created_at < newest
+        since = newest if newest is not None and not late else None
+        legs = await store.account_legs(
+            account_id,
+            since=since or created_at - timedelta(days=HISTORY_DAYS),
+            until=created_at,
+            limit=HISTORY_LIMIT,
+        )
+        leg = next(
+            (other for other in reversed(legs) if other.transaction_id == transaction_id), None
+        )
+        if leg is None:
+            raise PoisonEvent(f"no leg {transaction_id} of account {account_id} in the ledger")
+        before = [
+            Movement.of_leg(other)
+            for other in legs
+            if other.transaction_id != transaction_id
+            and other.status is not TransactionStatus.PENDING
+        ]
+        if late:
             then = FeatureBook(max_accounts=1)
-            then.load(account_id, await account_history(store, leg))
-            return then, True
-        if newest is None:
-            self.book.load(account_id, await account_history(store, leg))
+            then.load(account_id, before)
+            return leg, then, True
+        if since is None:
+            self.book.load(account_id, before)
         else:
-            for movement in await legs_between(store, leg, since=newest):
+            for movement in before:
                 self.book.observe(movement)
         if len(self._newest) > 2 * len(self.book) + 1000:  # forget accounts the book let go
             self._newest = {a: t for a, t in self._newest.items() if self.book.known(a)}
-        self._newest[account_id] = leg.created_at
-        return self.book, False
+        self._newest[account_id] = created_at
+        return leg, self.book, False
 
     def _note_model(self, version: str) -> None:
         if version != self._model_version:
@@ -334,7 +337,8 @@ class CommandScreening:
             self._observer.fraud_review_queue(await store.count_held())
 
 
-def _transaction_id(message: Message) -> UUID:
+def _leg_of_event(message: Message) -> tuple[UUID, UUID, datetime]:
+    """The leg id, account and creation time a transaction event names."""
     headers = read_headers(message.headers)
     try:
         fields = decode(
@@ -343,7 +347,10 @@ def _transaction_id(message: Message) -> UUID:
             event_type=headers.event_type or EVENT_TRANSACTION_COMPLETED,
             schema_version=headers.schema_version,
         )
-        return UUID(str(fields["transaction_id"]))
+        created_at = fields["timestamp"]
+        if not isinstance(created_at, datetime) or created_at.tzinfo is None:
+            raise ValueError("the event has no time with a zone")
+        return UUID(str(fields["transaction_id"])), UUID(str(fields["account_id"])), created_at
     except (UndecodableEvent, KeyError, ValueError) as error:
         raise PoisonEvent(f"not a readable transaction event: {error}") from error
 
