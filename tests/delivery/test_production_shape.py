@@ -46,6 +46,8 @@ WORKER_COUNT = 6  # relay processor dlq balance-cache fraud notifications
 PASSWORD = "correct-horse-battery-staple"
 TOKEN_LIMIT = 5  # RATE_LIMIT_TOKEN of this shape, per minute
 CONCURRENCY = 8
+# How long after a SIGKILL an answer already on the wire may still arrive.
+IN_FLIGHT_SECONDS = 0.5
 PHASE_SECONDS = 4.0
 RETRY_ATTEMPTS_MAX = 40
 REQUEST_TIMEOUT_SECONDS = 10.0
@@ -458,10 +460,12 @@ def test_load_balancing_and_an_instance_killed_mid_load(shape: Shape, bank: Bank
 
     # Every client got its transfer applied, retrying with the same reference_id when needed.
     assert not faulted.failures
+    # An answer api-1 had already sent when it was killed may still be read just after: count
+    # only the answers that arrived more than a moment after the kill.
     after_kill = [
         who
         for at, who in zip(faulted.answered_at, faulted.served_by, strict=True)
-        if at > killed_at[0]
+        if at > killed_at[0] + IN_FLIGHT_SECONDS
     ]
     assert after_kill and set(after_kill) == {"api-2"}
     # nginx stopped routing to the dead instance: after the first refused connections marked
