@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
+from banking.domain.errors import InvariantViolated
 from banking.domain.roles import Actor, Role
 
 
@@ -99,6 +100,24 @@ class TransferRequest:
     currency: str
     description: str | None = None
     reference_id: str | None = None
+
+
+def request_of(leg: Transaction) -> DebitOrCredit | TransferRequest:
+    """The request an initiating leg stands for (what its command carries)."""
+    if leg.transaction_type is TransactionType.TRANSFER_OUT:
+        if leg.counterparty_account_id is None:
+            raise InvariantViolated("a transfer leg has its destination account")
+        return TransferRequest(
+            leg.account_id,
+            leg.counterparty_account_id,
+            leg.amount,
+            leg.currency,
+            leg.description,
+            leg.reference_id,
+        )
+    return DebitOrCredit(
+        leg.account_id, leg.amount, leg.currency, leg.description, leg.reference_id
+    )
 
 
 @dataclass(frozen=True, slots=True)

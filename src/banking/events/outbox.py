@@ -25,7 +25,6 @@ from banking.domain.records import (
     Command,
     CommandHeld,
     CommandSubmitted,
-    DebitOrCredit,
     FraudAlert,
     LedgerEvent,
     LegsRecorded,
@@ -34,6 +33,7 @@ from banking.domain.records import (
     TransactionStatus,
     TransactionType,
     TransferRequest,
+    request_of,
 )
 from banking.domain.roles import Actor
 from banking.events import topics
@@ -164,22 +164,7 @@ def command_payload(command: Command, *, at: datetime) -> dict[str, Any]:
 
 def command_event(leg: Transaction, actor: Actor, *, trace_id: str | None) -> dict[str, Any]:
     """The command of an asynchronous movement (its pending leg), for the processor."""
-    request: DebitOrCredit | TransferRequest
-    if leg.transaction_type is TransactionType.TRANSFER_OUT:
-        if leg.counterparty_account_id is None:
-            raise InvariantViolated("a pending transfer leg has its destination account")
-        request = TransferRequest(
-            leg.account_id,
-            leg.counterparty_account_id,
-            leg.amount,
-            leg.currency,
-            leg.description,
-            leg.reference_id,
-        )
-    else:
-        request = DebitOrCredit(
-            leg.account_id, leg.amount, leg.currency, leg.description, leg.reference_id
-        )
+    request = request_of(leg)
     command = Command(leg.transaction_id, leg.transaction_type, request, actor, trace_id)
     return _row(
         topic=topics.TRANSACTIONS_SUBMITTED,

@@ -35,7 +35,6 @@ from banking.domain.records import (
     Command,
     CommandHeld,
     CommandOutcome,
-    DebitOrCredit,
     FraudScore,
     JournalEntry,
     LegsRecorded,
@@ -43,8 +42,7 @@ from banking.domain.records import (
     ReviewDecision,
     Transaction,
     TransactionStatus,
-    TransactionType,
-    TransferRequest,
+    request_of,
 )
 from banking.domain.roles import Actor, Role
 from banking.ledger.checks import check_movement
@@ -244,25 +242,9 @@ def command_of(
 ) -> Command:
     """The command a pending leg stands for; its requester is the user who submitted it
     (re-read from the users table when it is applied)."""
-    request: DebitOrCredit | TransferRequest
-    if leg.transaction_type is TransactionType.TRANSFER_OUT:
-        if leg.counterparty_account_id is None:
-            raise ValidationFailed("a pending transfer has no destination")
-        request = TransferRequest(
-            leg.account_id,
-            leg.counterparty_account_id,
-            leg.amount,
-            leg.currency,
-            leg.description,
-            leg.reference_id,
-        )
-    else:
-        request = DebitOrCredit(
-            leg.account_id, leg.amount, leg.currency, leg.description, leg.reference_id
-        )
     # Only the id is taken from the leg: the name and role are read again when it is applied.
     requester = Actor(requester_id, "", Role.CUSTOMER) if requester_id else reviewer
-    return Command(leg.transaction_id, leg.transaction_type, request, requester, trace_id)
+    return Command(leg.transaction_id, leg.transaction_type, request_of(leg), requester, trace_id)
 
 
 @dataclass(frozen=True, slots=True)
