@@ -28,6 +28,8 @@ LAYERS: dict[str, int] = {
     "observability": 2,
     "auth": 2,
     "notifications": 2,
+    "audit": 2,
+    "analytics": 2,
     "container": 3,
     "rest": 4,
     "grpc": 4,

@@ -161,6 +161,29 @@ class Settings(BaseSettings):
     # Networks a webhook may target although private, loopback or link-local (CIDRs; SSRF).
     webhook_allowed_networks: list[str] = Field(default_factory=list)
 
+    # Audit trail (README "Audit trail"): every published event is recorded once in the
+    # append-only audit store by `banking worker audit` (in-process in `banking serve` when no
+    # Kafka is configured).
+    audit_enabled: bool = True
+
+    # Analytics sink (README "Analytics"): a directory or a pyarrow.fs URL (s3://bucket/path)
+    # for the partitioned Parquet dataset; empty: no sink. `banking worker analytics` writes it
+    # (in-process in `banking serve` when no Kafka is configured and this is set).
+    analytics_location: str = ""
+    # Rows per Parquet row group (and per file at most), and the longest a received event
+    # waits before its rows are flushed.
+    analytics_row_group_rows: int = Field(default=10_000, ge=1, le=1_000_000)
+    analytics_flush_seconds: float = Field(default=10.0, gt=0, le=3600)
+
+    # Read replicas (README "Read replicas"): reads that may be slightly behind go to a
+    # replica whose replay lag is under REPLICA_LAG_MAX_SECONDS (checked every
+    # REPLICA_CHECK_SECONDS); a caller's reads within REPLICA_STICKY_SECONDS of their own
+    # write, and everything that decides money, stay on the primary.
+    database_replica_urls: list[str] = Field(default_factory=list)
+    replica_lag_max_seconds: float = Field(default=1.0, gt=0, le=3600)
+    replica_check_seconds: float = Field(default=0.5, gt=0, le=60)
+    replica_sticky_seconds: float = Field(default=5.0, gt=0, le=3600)
+
     cors_allow_origins: list[str] = Field(default_factory=list)
     trusted_hosts: list[str] = Field(default_factory=lambda: ["*"])
     # Load balancers whose X-Forwarded-For / X-Forwarded-Proto are believed (JSON list of
@@ -207,6 +230,21 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"WEBHOOK_ALLOWED_NETWORKS: {network!r} is not a network like 127.0.0.1/32"
                 ) from error
+        return self
+
+    @model_validator(mode="after")
+    def _replicas_keep_read_your_write(self) -> Settings:
+        # A caller's reads stay on the primary for the sticky window after their write; a
+        # replica serves reads only while its lag (checked every REPLICA_CHECK_SECONDS) is under
+        # the bound, so the window must outlast both for a read never to miss one's own write.
+        if self.replica_sticky_seconds <= self.replica_lag_max_seconds + self.replica_check_seconds:
+            raise ValueError(
+                "REPLICA_STICKY_SECONDS must be above REPLICA_LAG_MAX_SECONDS + "
+                "REPLICA_CHECK_SECONDS (read-your-write)"
+            )
+        for url in self.database_replica_urls:
+            if not url.startswith(("postgresql", "postgres")):
+                raise ValueError("DATABASE_REPLICA_URLS: replicas are PostgreSQL URLs")
         return self
 
     @model_validator(mode="after")

@@ -9,6 +9,9 @@ ACCOUNT_BALANCES: Final = "banking.accounts.balances"
 FRAUD_ALERTS: Final = "banking.fraud.alerts"
 TRANSACTIONS_HELD: Final = "banking.transactions.held"
 NOTIFICATIONS: Final = "banking.notifications"
+# Staff actions that move no money (user created, account frozen, hold released, webhook
+# created, signing key rotated), written through the outbox for the audit trail.
+AUDIT_ACTIONS: Final = "banking.audit.actions"
 TRANSACTIONS_DLQ: Final = "banking.transactions.dlq"
 TRANSACTIONS_PERMANENT_DLQ: Final = "banking.transactions.permanent.dlq"
 # The event schemas, keyed by schema id (compacted: the latest record per schema is kept).
@@ -22,6 +25,7 @@ ALL_TOPICS: Final = (
     FRAUD_ALERTS,
     TRANSACTIONS_HELD,
     NOTIFICATIONS,
+    AUDIT_ACTIONS,
     TRANSACTIONS_DLQ,
     TRANSACTIONS_PERMANENT_DLQ,
     SCHEMAS,

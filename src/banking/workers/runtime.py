@@ -43,6 +43,21 @@ CONSUMER_GROUPS: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
         "banking-fraud-detector",
         (topics.TRANSACTIONS_COMPLETED, topics.TRANSACTIONS_FAILED),
     ),
+    # Every topic the service publishes events on (the schema records are not events).
+    "audit": (
+        "banking-audit",
+        tuple(topic for topic in topics.ALL_TOPICS if topic != topics.SCHEMAS),
+    ),
+    "analytics": (
+        "banking-analytics",
+        (
+            topics.TRANSACTIONS_COMPLETED,
+            topics.TRANSACTIONS_FAILED,
+            topics.ACCOUNT_BALANCES,
+            topics.TRANSACTIONS_HELD,
+            topics.FRAUD_ALERTS,
+        ),
+    ),
 }
 WORKER_NAMES: Final = ("relay", *CONSUMER_GROUPS)
 
