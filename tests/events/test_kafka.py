@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import uuid
@@ -17,13 +18,13 @@ import pyarrow as pa
 import pytest
 from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
 from cloudevents.core.formats.json import JSONFormat
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from banking.domain.errors import ValidationFailed
 from banking.domain.records import DebitOrCredit, TransferRequest
 from banking.domain.roles import Actor, Role
 from banking.events import envelope, topics
-from banking.events.relay import OutboxRelay
+from banking.events.relay import RELAY_LOCK_KEY, OutboxRelay
 from banking.events.serialization import ARROW_BATCH_CONTENT_TYPE, EventFormat, decode, encode
 from banking.events.signing import development_keyring
 from banking.events.transport import KafkaConsumerLoop, KafkaPublisher, Message
@@ -496,6 +497,141 @@ async def test_relay_killed_mid_batch_loses_nothing(
         by_id[message.headers["ce_id"]].add(message.value)
     assert set(by_id) == expected  # none lost
     assert all(len(values) == 1 for values in by_id.values())  # a duplicate is the same event
+
+
+def _relay_log(path: Path) -> list[dict[str, Any]]:
+    """The relay's JSON log lines that say who led and who published, in the file's order."""
+    wanted = {"relay_leader", "relay_leadership_lost", "relay_batch_published"}
+    lines = []
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("event") in wanted:
+            lines.append(entry)
+    return lines
+
+
+@pytest.mark.postgres
+async def test_one_relay_publishes_when_the_leaders_session_is_terminated(
+    pg_kbank: Bank, postgres_url: str, prefix: str, tmp_path: Path
+) -> None:
+    """Two relays; the lock holder's database session is killed twice while movements commit.
+    The leader notices at its next statement and stops; a batch is only ever marked published
+    by the relay holding the lock; every event arrives and each account's balance versions
+    arrive in order, complete."""
+    bank = pg_kbank
+    _, staff = await bank.user(Role.TELLER)
+    owner_id, _ = await bank.user(Role.CUSTOMER)
+    teller = Actor(uuid.uuid4(), "teller", Role.TELLER)
+    accounts = [uuid.UUID(await bank.account(owner_id, staff)) for _ in range(6)]
+    env = worker_env(bank, postgres_url) | {"LOG_LEVEL": "DEBUG", "LOG_JSON": "true"}
+    logs = {name: tmp_path / f"relay-{name}.log" for name in ("a", "b")}
+    relays = {"a": worker_process("relay", env, logs["a"])}
+
+    async def lock_holder() -> int | None:
+        async with bank.container.database.read() as connection:
+            pid = (
+                await connection.execute(
+                    text(
+                        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' "
+                        "AND objid = :key AND granted"
+                    ),
+                    {"key": RELAY_LOCK_KEY},
+                )
+            ).scalar_one_or_none()
+        return int(pid) if pid is not None else None
+
+    async def a_leader() -> bool:
+        return await lock_holder() is not None
+
+    async def terminate_leader() -> None:
+        pid = await lock_holder()
+        assert pid is not None, "no relay held the lock"
+        async with bank.container.database.read() as connection:
+            assert (
+                await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            ).scalar_one()
+
+    credits = 600
+    try:
+        await wait_for(a_leader, timeout_seconds=60, what="relay a to take the lock")
+        relays["b"] = worker_process("relay", env, logs["b"])
+        for start in range(0, credits, 20):
+            await asyncio.gather(
+                *[
+                    bank.container.movements.credit(
+                        teller,
+                        DebitOrCredit(
+                            accounts[i % len(accounts)], Decimal("1.00"), "USD", f"f-{i}"
+                        ),
+                    )
+                    for i in range(start, start + 20)
+                ]
+            )
+            if start in (credits // 3, 2 * credits // 3):
+                await terminate_leader()
+                await wait_for(a_leader, timeout_seconds=30, what="a relay to take over")
+        await wait_for(
+            lambda: _drained(bank), timeout_seconds=SETTLE_TIMEOUT_SECONDS, what="the outbox"
+        )
+    finally:
+        for process in relays.values():
+            process.terminate()
+            process.wait(timeout=20)
+
+    entries = sorted(
+        (
+            (entry["timestamp"], name, entry["event"])
+            for name in relays
+            for entry in _relay_log(logs[name])
+        ),
+    )
+    assert sum(event == "relay_leadership_lost" for _, _, event in entries) == 2
+    # Single publisher: every batch was marked by the relay that took the lock last (the one
+    # that lost it may log so a moment after the next one took it, but marks nothing more).
+    holder: str | None = None
+    published_by: set[str] = set()
+    for _, name, event in entries:
+        if event == "relay_leader":
+            holder = name
+        elif event == "relay_batch_published":
+            assert holder == name, f"relay {name} marked a batch while relay {holder} led"
+            published_by.add(name)
+    assert published_by  # the check above saw batches
+
+    total, _ = await outbox_counts(bank)
+    async with bank.container.database.read() as connection:
+        expected = {str(e) for e in (await connection.execute(select(outbox.c.event_id))).scalars()}
+    raw: list[Message] = []
+    for topic in (topics.TRANSACTIONS_COMPLETED, topics.ACCOUNT_BALANCES):
+        raw += await consume(
+            kafka_bootstrap(),
+            topic,
+            prefix=prefix,
+            until=lambda ms: len({m.headers["ce_id"] for m in ms}) >= credits,
+        )
+    assert {m.headers["ce_id"] for m in raw} == expected  # none lost
+    versions: dict[str | None, list[int]] = defaultdict(list)
+    seen: set[str] = set()
+    for message in raw:
+        if message.topic != topics.ACCOUNT_BALANCES or message.headers["ce_id"] in seen:
+            continue
+        seen.add(message.headers["ce_id"])
+        fields = decode(
+            message.value,
+            content_type=message.headers["content-type"],
+            event_type="balance.updated",
+        )
+        versions[message.key].append(int(fields["version"]))
+    assert len(versions) == len(accounts)
+    for key, account_versions in versions.items():
+        # in order and complete: the version after the account's first credit onwards
+        assert account_versions == list(
+            range(account_versions[0], account_versions[0] + credits // len(accounts))
+        ), f"balance events of {key} out of order or missing"
+    assert total == 2 * credits
 
 
 @pytest.mark.postgres

@@ -5,8 +5,20 @@ returns only when every message is acknowledged (idempotent producer, acks=all),
 marked published. A crash between the two re-sends the batch: consumers see the same event
 ids (``ce_id``) again and skip them. On PostgreSQL only one relay publishes at a time (an
 advisory lock), so per-account order holds with several relay processes running for
-availability. Each message is one CloudEvent in Kafka binary mode (``events.envelope``); the
-event schemas go to ``banking.schemas`` before the first (``events.registry``).
+availability.
+
+Leadership is fenced by the lock's session: the leader reads and marks its batches on the very
+connection that holds the lock, so every batch it marks published was marked while it held the
+lock (a statement that succeeds on that session proves the session, and so the lock, is
+alive). When the session dies (``pg_terminate_backend``, a restart, a network cut) the next
+statement fails, the relay stops publishing and competes for the lock again. At most the one
+batch in flight at that moment reaches Kafka unmarked; the next leader re-sends it from the
+oldest unpublished row, so consumers see duplicates (same ``ce_id``), never an account's events
+out of order: each relay sends the oldest unpublished rows in ``outbox_id`` order, and one
+account's rows are numbered in its commit order.
+
+Each message is one CloudEvent in Kafka binary mode (``events.envelope``); the event schemas go
+to ``banking.schemas`` before the first (``events.registry``).
 """
 
 from __future__ import annotations
@@ -14,8 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Sequence
-from typing import Any, Final, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, Protocol, TypeVar
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -30,6 +42,8 @@ from banking.storage import repositories as repo
 from banking.storage.database import Database, is_outage
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
 
 RELAY_LOCK_KEY: Final = 0x62616E6B  # "bank": the advisory lock every relay process competes for
 BATCH_SIZE_MAX: Final = 500
@@ -74,6 +88,10 @@ def message_of(
     return Message(row.topic, row.event_key, value, headers)
 
 
+class LeadershipLost(ConnectionError):
+    """The session holding the relay lock ended: another relay may be the leader now."""
+
+
 class RelayObserver(Protocol):
     def relay_published(self, count: int) -> None: ...
 
@@ -114,14 +132,15 @@ class OutboxRelay:
         # the topic is compacted), so every event's schema is resolvable when it arrives.
         self._schemas_pending = publish_schemas
         self._observer: RelayObserver = observer or _Unobserved()
+        # The leader's lock session (PostgreSQL): batches are read and marked on it.
+        self._session: AsyncConnection | None = None
 
     async def publish_batch(self) -> int:
         """Publish the oldest unpublished rows once; the number published."""
         if self._schemas_pending:
             await self._publisher.publish(registry.schema_messages())
             self._schemas_pending = False
-        async with self._database.read() as connection:
-            rows = await repo.fetch_unpublished(connection, self._batch_size)
+        rows = await self._fetch()
         if not rows:
             return 0
         await self._publisher.publish(
@@ -129,13 +148,44 @@ class OutboxRelay:
         )
         await self._mark([row.outbox_id for row in rows])
         self._observer.relay_published(len(rows))
+        log.debug(
+            "relay_batch_published",
+            count=len(rows),
+            first_outbox_id=rows[0].outbox_id,
+            last_outbox_id=rows[-1].outbox_id,
+        )
         return len(rows)
+
+    async def _fetch(self) -> list[Any]:
+        if self._session is not None:
+            return await self._on_session(
+                lambda session: repo.fetch_unpublished(session, self._batch_size)
+            )
+        async with self._database.read() as connection:
+            return await repo.fetch_unpublished(connection, self._batch_size)
 
     async def _mark(self, outbox_ids: Sequence[int]) -> None:
         async def work(connection: AsyncConnection) -> None:
             await repo.mark_published(connection, outbox_ids, utc_now())
 
+        if self._session is not None:
+            await self._on_session(work)
+            return
         await self._database.run_in_transaction(work)
+
+    async def _on_session(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run ``work`` in one transaction on the lock session; LeadershipLost if it is gone."""
+        session = self._session
+        assert session is not None
+        try:
+            result = await work(session)
+            await session.commit()
+        except Exception as error:
+            if session.invalidated or session.closed or is_outage(error):
+                raise LeadershipLost(f"the relay lock's session ended: {error}") from error
+            await session.rollback()
+            raise
+        return result
 
     async def drain(self) -> int:
         """Publish until nothing is left (used at shutdown and by tests)."""
@@ -170,6 +220,8 @@ class OutboxRelay:
                     await self.report_backlog()
                 published = await self.publish_batch()
                 failures = 0
+            except LeadershipLost:
+                raise  # not ours to publish any more: compete for the lock again
             except Exception as error:  # noqa: BLE001 - Kafka or the database is down: retry
                 failures += 1
                 self._observer.relay_failed()
@@ -202,13 +254,23 @@ class OutboxRelay:
                         await _sleep_or_stop(stop, STANDBY_POLL_SECONDS)
                         continue
                     log.info("relay_leader")
+                    self._session = connection
                     try:
                         await self._loop(stop)
                     finally:
-                        await connection.execute(
-                            text("SELECT pg_advisory_unlock(:key)"), {"key": RELAY_LOCK_KEY}
-                        )
-                        await connection.commit()
+                        self._session = None
+                    await connection.execute(
+                        text("SELECT pg_advisory_unlock(:key)"), {"key": RELAY_LOCK_KEY}
+                    )
+                    await connection.commit()
+            except LeadershipLost as error:
+                self._observer.relay_failed()
+                log.warning(
+                    "relay_leadership_lost",
+                    error=str(error)[:300],
+                    retry_in_seconds=STANDBY_POLL_SECONDS,
+                )
+                await _sleep_or_stop(stop, STANDBY_POLL_SECONDS)
             except Exception as error:  # noqa: BLE001 - database down: wait and compete again
                 self._observer.relay_failed()
                 log.warning(
