@@ -1,5 +1,6 @@
-"""The benchmarks' entry point: ``banking bench [--events | --fraud] [--output FILE]`` calls
-``run``, and ``python -m benchmarks`` is the same command without the service's CLI."""
+"""The benchmarks' entry point: ``banking bench [--events | --fraud | --replicas]
+[--output FILE]`` calls ``run``, and ``python -m benchmarks`` is the same command without the
+service's CLI."""
 
 from __future__ import annotations
 
@@ -10,20 +11,31 @@ from pathlib import Path
 from benchmarks.events import run_event_benchmark
 from benchmarks.fraud_notifications import DEFAULT_OUTPUT as DEFAULT_FRAUD_OUTPUT
 from benchmarks.fraud_notifications import run_fraud_benchmark
+from benchmarks.replicas import DEFAULT_OUTPUT as DEFAULT_REPLICAS_OUTPUT
+from benchmarks.replicas import run_replica_benchmark
 from benchmarks.runner import run_benchmark
 
 DEFAULT_OUTPUT = Path("bench-results/latest.json")
 DEFAULT_EVENTS_OUTPUT = Path("bench-results/events.json")
 
 
-def run(*, events: bool = False, fraud: bool = False, output: Path | None = None) -> int:
+def run(
+    *,
+    events: bool = False,
+    fraud: bool = False,
+    replicas: bool = False,
+    output: Path | None = None,
+) -> int:
     """The REST benchmark against pgbench, or (``events``) the event backbone's figures, or
-    (``fraud``) fraud scoring's cost and webhook latency with their defaults; the exit code
+    (``fraud``) fraud scoring's cost and webhook latency with their defaults, or (``replicas``)
+    the read replicas' share of reads and the primary's CPU without and with them; the exit code
     (0 ok, 1 failed, 2 could not start, 130 interrupted)."""
     if events:
         return run_event_benchmark(output or DEFAULT_EVENTS_OUTPUT)
     if fraud:
         return run_fraud_benchmark(output or DEFAULT_FRAUD_OUTPUT)
+    if replicas:
+        return run_replica_benchmark(output or DEFAULT_REPLICAS_OUTPUT)
     return run_benchmark(output or DEFAULT_OUTPUT)
 
 
@@ -46,5 +58,16 @@ def main(arguments: Sequence[str] | None = None) -> int:
         help="fraud scoring's cost on the REST path and webhook delivery latency "
         "(python -m benchmarks.fraud_notifications for its sizes)",
     )
+    parser.add_argument(
+        "--replicas",
+        action="store_true",
+        help="share of reads on read replicas and the primary's CPU without and with them "
+        "(python -m benchmarks.replicas for its sizes)",
+    )
     options = parser.parse_args(arguments)
-    return run(events=options.events, fraud=options.fraud, output=options.output)
+    return run(
+        events=options.events,
+        fraud=options.fraud,
+        replicas=options.replicas,
+        output=options.output,
+    )

@@ -189,6 +189,7 @@ async def _watch(
         group_id=None,
         auto_offset_reset="latest",
         metadata_max_age_ms=1000,
+        isolation_level="read_committed",  # as the service's consumers read
     )
     await consumer.start()
     try:

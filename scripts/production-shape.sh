@@ -49,7 +49,7 @@ REDIS_DB=${BANKING_SHAPE_REDIS_DB:-1}
 TOPIC_PREFIX=${BANKING_SHAPE_TOPIC_PREFIX:-production-shape.}
 WAIT_SECONDS=${BANKING_SHAPE_WAIT_SECONDS:-60}
 STOP_GRACE_SECONDS=15
-WORKERS=(relay processor dlq balance-cache fraud notifications)
+WORKERS=(relay processor dlq balance-cache fraud notifications audit analytics)
 BANKING=$REPO_ROOT/.venv/bin/banking
 NGINX=${BANKING_SHAPE_NGINX:-/usr/sbin/nginx}
 
@@ -256,6 +256,7 @@ write_env() {
         cat >"$ENV_FILE" <<EOF
 BANKING_ENV='production'
 DATABASE_URL='${pg_url%/*}/$DATABASE'
+DATABASE_REPLICA_URLS='${BANKING_PG_REPLICA_URLS//\/banking_test\"/\/$DATABASE\"}'
 REDIS_URL='${redis_url%/*}/$REDIS_DB'
 KAFKA_BOOTSTRAP_SERVERS='$kafka'
 KAFKA_TOPIC_PREFIX='$TOPIC_PREFIX'
@@ -263,6 +264,7 @@ JWT_SECRET='$JWT_SECRET'
 COMMAND_SIGNING_KEYS='$COMMAND_SIGNING_KEYS'
 COMMAND_SIGNING_KID='shape'
 DATA_DIR='$STATE/data'
+ANALYTICS_LOCATION='$STATE/analytics'
 TRUSTED_PROXIES='["$PROXY_ADDRESS/32"]'
 EOF
     )
@@ -280,12 +282,13 @@ load_env() {
 start_services() {
     local s exports
     touch "$STARTED_SERVICES"
-    for s in postgres redis kafka; do
-        if ! bash "$SERVICES/$s.sh" status >/dev/null 2>&1; then
+    # postgres-replicas: two streaming read replicas of postgres (docs/replicas.md)
+    for s in postgres postgres-replicas redis kafka; do
+        if ! bash "$SERVICES/all.sh" status "$s" >/dev/null 2>&1; then
             grep -qx "$s" "$STARTED_SERVICES" || echo "$s" >>"$STARTED_SERVICES"
         fi
     done
-    exports=$(bash "$SERVICES/all.sh" start postgres redis kafka) || die "scripts/services could not start"
+    exports=$(bash "$SERVICES/all.sh" start postgres postgres-replicas redis kafka) || die "scripts/services could not start"
     eval "$exports"
 }
 
@@ -412,9 +415,9 @@ cmd_down() {
     BANKING_SERVICES_DIR=$STATE/services BANKING_PROMETHEUS_PORT=$PROMETHEUS_PORT \
         bash "$SERVICES/prometheus.sh" stop 2>/dev/null || true
     if [[ -s $STARTED_SERVICES ]]; then
-        for s in kafka redis postgres; do
+        for s in kafka redis postgres-replicas postgres; do
             if grep -qx "$s" "$STARTED_SERVICES"; then
-                bash "$SERVICES/$s.sh" stop || true
+                bash "$SERVICES/all.sh" stop "$s" || true
             fi
         done
     fi

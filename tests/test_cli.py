@@ -154,6 +154,17 @@ def test_production_refuses_default_or_missing_secret(data_dir: Path) -> None:
         assert secret == "" or secret not in result.stderr
 
 
+def test_serve_refuses_replicas_with_several_workers_and_no_redis(data_dir: Path) -> None:
+    """Each worker would keep its own record of who just wrote: a client could read its own
+    write stale from a replica. Refused before anything starts or is written."""
+    env = _env(data_dir, DATABASE_REPLICA_URLS='["postgresql://banking@127.0.0.1:1/banking"]')
+    env.pop("REDIS_URL", None)
+    result = _run(["serve", "--port", str(free_port()), "--workers", "2"], env)
+    assert result.returncode == 2
+    assert "DATABASE_REPLICA_URLS with --workers > 1 needs REDIS_URL" in result.stderr
+    assert not data_dir.exists()  # no database was made
+
+
 def test_users_create_reads_the_password_from_stdin(data_dir: Path) -> None:
     env = _env(data_dir)
     created = _run(

@@ -2,7 +2,9 @@
 # Start, stop or describe several of the project's native services at once.
 #
 # Usage: scripts/services/all.sh {start|stop|restart|status|env} [SERVICE...]
-#   SERVICE is one of: postgres redis kafka prometheus (each is scripts/services/SERVICE.sh)
+#   SERVICE is one of: postgres redis kafka prometheus (each is scripts/services/SERVICE.sh),
+#   or postgres-replicas: two streaming replicas of postgres (postgres.sh start-replicas;
+#   name it after postgres)
 #   With no SERVICE: the default set, ${BANKING_SERVICES:-postgres redis kafka}.
 #
 #   start    start each in order; stdout gets all their `export ...` lines, for
@@ -16,7 +18,7 @@ SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 readonly SCRIPT_DIR
 
 DEFAULT_SERVICES=${BANKING_SERVICES:-postgres redis kafka}
-KNOWN_SERVICES=(postgres redis kafka prometheus)
+KNOWN_SERVICES=(postgres redis kafka prometheus postgres-replicas)
 
 log() { printf 'services: %s\n' "$*" >&2; }
 
@@ -35,8 +37,23 @@ else
     read -r -a services <<<"$DEFAULT_SERVICES"
 fi
 
+# service ACTION NAME: run ACTION (start, stop, status, env) of one service.
+service() {
+    if [[ $2 == postgres-replicas ]]; then
+        case $1 in
+            start) bash "$SCRIPT_DIR/postgres.sh" start-replicas ;;
+            stop) bash "$SCRIPT_DIR/postgres.sh" stop-replicas ;;
+            status) bash "$SCRIPT_DIR/postgres.sh" replicas-status ;;
+            env) bash "$SCRIPT_DIR/postgres.sh" env | grep '^export BANKING_PG_REPLICA_URLS=' ;;
+        esac
+        return
+    fi
+    bash "$SCRIPT_DIR/$2.sh" "$1"
+}
+
 for s in "${services[@]}"; do
-    if [[ ! -f $SCRIPT_DIR/$s.sh || " ${KNOWN_SERVICES[*]} " != *" $s "* ]]; then
+    script=$SCRIPT_DIR/${s%-replicas}.sh
+    if [[ ! -f $script || " ${KNOWN_SERVICES[*]} " != *" $s "* ]]; then
         log "unknown service '$s' (known: ${KNOWN_SERVICES[*]})"
         exit 2
     fi
@@ -52,13 +69,13 @@ reversed() {
 case $action in
     start)
         for s in "${services[@]}"; do
-            bash "$SCRIPT_DIR/$s.sh" start
+            service start "$s"
         done
         ;;
     stop)
         rc=0
         while read -r s; do
-            bash "$SCRIPT_DIR/$s.sh" stop || rc=1
+            service stop "$s" || rc=1
         done < <(reversed)
         exit "$rc"
         ;;
@@ -69,13 +86,13 @@ case $action in
     status)
         rc=0
         for s in "${services[@]}"; do
-            bash "$SCRIPT_DIR/$s.sh" status || rc=3
+            service status "$s" || rc=3
         done
         exit "$rc"
         ;;
     env)
         for s in "${services[@]}"; do
-            bash "$SCRIPT_DIR/$s.sh" env
+            service env "$s"
         done
         ;;
     *) usage ;;

@@ -16,6 +16,8 @@ from typing import Any, Final
 from fastapi import FastAPI
 from opentelemetry.sdk.trace import TracerProvider
 
+from banking.audit.keys import KEY_COMMANDS, KEY_TOKENS, record_key_rotations
+from banking.audit.service import AuditService
 from banking.auth.current_users import CurrentUsers
 from banking.auth.keys import KeyRing
 from banking.auth.passwords import Passwords
@@ -24,6 +26,7 @@ from banking.auth.users import UserService
 from banking.cache.invalidation import InvalidatingMovements
 from banking.cache.locks import LockedMovements
 from banking.cache.services import build_cache_services
+from banking.cache.sticky import RecordingWriters, build_recent_writers
 from banking.config import Settings
 from banking.container import Container
 from banking.events.outbox import outbox_rows
@@ -40,6 +43,7 @@ from banking.observability.movements import MeasuredMovements
 from banking.rest.app import create_app
 from banking.storage.database import Database, create_engine
 from banking.storage.ledger_store import SqlUnitOfWork
+from banking.storage.replicas import ReplicaReads, build_replica_router
 from banking.workers.runtime import EmbeddedEvents
 
 log = get_logger("banking")
@@ -66,10 +70,18 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
         ),
     )
     cache = build_cache_services(settings, metrics)
+    # Read replicas (docs/replicas.md): reads that may lag go there, except a caller's own
+    # within the sticky window after their write, which RecordingWriters marks.
+    recent_writers = build_recent_writers(settings, cache.redis)
+    router = build_replica_router(settings, database, metrics)
+    replicas = None if router is None else ReplicaReads(router, recent_writers)
+    unit_of_work.replicas = replicas
     # Innermost first: the core; the cache drops changed balances right after each commit;
     # metrics count each outcome; the optional per-account lock (ACCOUNT_LOCKS) is outermost,
     # so a request that waited for it is measured once it runs.
     movements: Movements = MovementService(unit_of_work)
+    if replicas is not None:
+        movements = RecordingWriters(movements, recent_writers)
     if cache.balances is not None:
         movements = InvalidatingMovements(movements, cache.balances)
     movements = MeasuredMovements(movements, metrics)
@@ -99,6 +111,12 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
         review=ReviewService(unit_of_work, page_size_max=settings.page_size_max),
         cache=cache,
         webhooks=WebhookService(database, settings),
+        audit=AuditService(
+            database,
+            page_size_default=settings.page_size_default,
+            page_size_max=settings.page_size_max,
+        ),
+        replicas=replicas,
     )
 
 
@@ -151,6 +169,7 @@ async def serve_rest_and_grpc(
         proxy_headers=False,
     )
     rest = uvicorn.Server(config)
+    await record_signing_keys(container)
     grpc_server = await start_server(container, host=host, port=grpc_port)
 
     async def stop_grpc_with_rest() -> None:
@@ -167,6 +186,19 @@ async def serve_rest_and_grpc(
         rest.should_exit = True  # also when REST failed to start
         await stopper
         await container.close()
+
+
+async def record_signing_keys(container: Container) -> int:
+    """Audit a signing key rotation (``staff.key_rotated``, key ids only) when this start's
+    token or command signing key id is not the last one recorded."""
+    settings = container.settings
+    return await record_key_rotations(
+        container.database,
+        {
+            KEY_TOKENS: settings.token_keys().signing_kid,
+            KEY_COMMANDS: settings.command_keys().signing_kid,
+        },
+    )
 
 
 @contextmanager

@@ -86,10 +86,19 @@ def serve(
     import uvicorn
 
     from banking.cache.services import memory_cache_goes_stale
+    from banking.cache.sticky import replicas_need_shared_marks
     from banking.observability.logging import configure_logging, get_logger
 
     settings = _settings()
     configure_logging(level=settings.log_level, json_output=settings.log_json)
+    if replicas_need_shared_marks(settings, processes=workers):
+        typer.echo(
+            "DATABASE_REPLICA_URLS with --workers > 1 needs REDIS_URL: each worker would keep "
+            "its own record of who just wrote, and a client could read its own write stale "
+            "from a replica (docs/replicas.md)",
+            err=True,
+        )
+        raise typer.Exit(2)
     if run_migrations if run_migrations is not None else settings.is_embedded_database:
         _migrate(settings)
     _require_current_schema(settings)
@@ -260,7 +269,7 @@ app.add_typer(dlq_app, name="dlq")
 def worker(
     name: Annotated[
         str,
-        typer.Argument(help="relay, processor, dlq, balance-cache, fraud or notifications."),
+        typer.Argument(help="relay, processor, dlq, balance-cache, fraud, notifications or audit."),
     ],
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus /metrics on this port (default: off).")
@@ -286,6 +295,9 @@ def worker(
             "inside `banking serve`",
             err=True,
         )
+        raise typer.Exit(2)
+    if name == "analytics" and not settings.analytics_location:
+        typer.echo(_NO_ANALYTICS_LOCATION, err=True)
         raise typer.Exit(2)
     _require_current_schema(settings)
 
@@ -589,6 +601,92 @@ def reconcile() -> None:
     raise typer.Exit(asyncio.run(run()))
 
 
+analytics_app = typer.Typer(
+    help="The analytics Parquet dataset (ANALYTICS_LOCATION): DuckDB queries, reconciliation.",
+    no_args_is_help=True,
+)
+app.add_typer(analytics_app, name="analytics")
+_NO_ANALYTICS_LOCATION = (
+    "ANALYTICS_LOCATION is not set: give the directory or pyarrow.fs URL (s3://bucket/path) "
+    "of the analytics Parquet dataset (docs/analytics.md)"
+)
+
+
+def _analytics_location() -> str:
+    settings = _settings()
+    if not settings.analytics_location:
+        typer.echo(_NO_ANALYTICS_LOCATION, err=True)
+        raise typer.Exit(2)
+    return settings.analytics_location
+
+
+@analytics_app.command("query")
+def analytics_query(
+    sql: Annotated[str, typer.Argument(help="One SQL statement (DuckDB) over the views.")],
+    output_format: Annotated[
+        str, typer.Option("--format", help="table (aligned, default), csv or json.")
+    ] = "table",
+) -> None:
+    """Run SQL over the dataset: views transactions, balances, fraud_alerts and held, with
+    the partition columns event_type and date (docs/analytics.md). Decimals print exactly."""
+    from banking.analytics.query import FORMATS, QueryFailed, render, run
+
+    if output_format not in FORMATS:
+        typer.echo(f"unknown format {output_format!r}; choose from {', '.join(FORMATS)}", err=True)
+        raise typer.Exit(2)
+    location = _analytics_location()
+    try:
+        result = run(location, sql)
+    except QueryFailed as error:
+        typer.echo(f"query failed: {error}", err=True)
+        raise typer.Exit(1) from error
+    typer.echo(render(result, output_format))
+
+
+@analytics_app.command("reconcile")
+def analytics_reconcile() -> None:
+    """Per currency and day, completed credits and transfers in minus debits and transfers
+    out in the dataset against the ledger; exit 1 and name every difference."""
+    from banking.analytics.reconcile import reconcile_dataset
+    from banking.bootstrap import build_container
+
+    location = _analytics_location()
+    settings = _settings()
+
+    async def run() -> int:
+        container = build_container(settings)
+        try:
+            report = await reconcile_dataset(location, container.database)
+        finally:
+            await container.close()
+        days = sorted(set(report.dataset) | set(report.ledger))
+        typer.echo(
+            json.dumps(
+                {
+                    "clean": report.clean,
+                    "days": [
+                        {
+                            "currency": currency,
+                            "date": day.isoformat(),
+                            "dataset_net": _net_text(report.dataset.get((currency, day))),
+                            "ledger_net": _net_text(report.ledger.get((currency, day))),
+                        }
+                        for currency, day in days
+                    ],
+                    "problems": report.problems,
+                },
+                indent=2,
+            )
+        )
+        return 0 if report.clean else 1
+
+    raise typer.Exit(asyncio.run(run()))
+
+
+def _net_text(totals: tuple[Any, int] | None) -> str | None:
+    return None if totals is None else format(totals[0], "f")
+
+
 @app.command()
 def bench(
     output: Annotated[Path | None, typer.Option(help="Where to write the figures (JSON).")] = None,
@@ -599,10 +697,15 @@ def bench(
         bool,
         typer.Option("--fraud", help="Fraud scoring's cost on the REST path; webhook latency."),
     ] = False,
+    replicas: Annotated[
+        bool,
+        typer.Option("--replicas", help="Reads served by read replicas; primary CPU without/with."),
+    ] = False,
 ) -> None:
     """Benchmark the REST API on PostgreSQL against pgbench on the same server, or (--events)
     the event backbone under that load, or (--fraud) the cost of the fraud worker and the
-    latency of webhook deliveries."""
+    latency of webhook deliveries, or (--replicas) the share of reads the read replicas serve and
+    the primary's CPU without and with them."""
     try:
         from benchmarks.cli import run as run_bench
     except ModuleNotFoundError as error:
@@ -616,11 +719,71 @@ def bench(
         )
         raise typer.Exit(2) from error
 
-    raise typer.Exit(run_bench(events=events, fraud=fraud, output=output))
+    raise typer.Exit(run_bench(events=events, fraud=fraud, replicas=replicas, output=output))
 
 
 # What `banking bench` imports beyond the service's own dependencies (the `bench` extra).
 _BENCH_MODULES = frozenset({"benchmarks", "aiohttp", "mirakuru", "port_for", "psutil"})
+
+
+audit_app = typer.Typer(
+    help="The audit trail: every published event, recorded once (docs/audit.md).",
+    no_args_is_help=True,
+)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("gaps")
+def audit_gaps(
+    grace_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0, help="Leave out events published this recently (the consumer may be behind)."
+        ),
+    ] = 60.0,
+    limit: Annotated[int, typer.Option(min=1, help="Name at most this many gaps.")] = 10_000,
+) -> None:
+    """Name every published outbox event (on a topic the audit consumer reads) that has no
+    audit record: one JSON line each with event id, topic, type and time. Exit 1 when there
+    is any, 0 otherwise. The outbox is bounded by OUTBOX_RETENTION_HOURS: events older than
+    that are gone from it and cannot be checked."""
+    from banking.audit.gaps import find_gaps
+    from banking.storage.database import Database, create_engine
+    from banking.workers.runtime import CONSUMER_GROUPS
+
+    settings = _settings()
+    _require_current_schema(settings)
+    # Only the outbox rows a consumer sees as events (the audit consumer's topics).
+    audited_topics = CONSUMER_GROUPS["audit"][1]
+
+    async def run() -> list[Any]:
+        database = Database(create_engine(settings))
+        try:
+            return await find_gaps(
+                database, topics=audited_topics, grace_seconds=grace_seconds, limit=limit
+            )
+        finally:
+            await database.dispose()
+
+    gaps = asyncio.run(run())
+    for gap in gaps:
+        typer.echo(
+            json.dumps(
+                {
+                    "event_id": str(gap.event_id),
+                    "topic": gap.topic,
+                    "event_type": gap.event_type,
+                    "created_at": gap.created_at.isoformat(),
+                    "published_at": gap.published_at.isoformat() if gap.published_at else None,
+                }
+            )
+        )
+    typer.echo(
+        f"{len(gaps)} event(s) missing from the audit trail"
+        + (" (at the --limit)" if len(gaps) >= limit else ""),
+        err=True,
+    )
+    raise typer.Exit(1 if gaps else 0)
 
 
 def main() -> None:

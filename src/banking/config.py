@@ -168,7 +168,7 @@ class Settings(BaseSettings):
 
     # Analytics sink (README "Analytics"): a directory or a pyarrow.fs URL (s3://bucket/path)
     # for the partitioned Parquet dataset; empty: no sink. `banking worker analytics` writes it
-    # (in-process in `banking serve` when no Kafka is configured and this is set).
+    # (Kafka only: not run inside `banking serve`, see docs/analytics.md).
     analytics_location: str = ""
     # Rows per Parquet row group (and per file at most), and the longest a received event
     # waits before its rows are flushed.

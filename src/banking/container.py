@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from banking.audit.service import AuditService
 from banking.auth.tokens import TokenService
 from banking.auth.users import UserService
 from banking.cache.balances import MemoryBalanceCache, RedisBalanceCache
@@ -17,6 +18,7 @@ from banking.ledger.review import ReviewService
 from banking.notifications.webhooks import WebhookService
 from banking.observability.metrics import Metrics
 from banking.storage.database import Database
+from banking.storage.replicas import ReplicaReads
 
 
 @dataclass
@@ -33,6 +35,8 @@ class Container:
     review: ReviewService
     cache: CacheServices
     webhooks: WebhookService
+    audit: AuditService
+    replicas: ReplicaReads | None = None  # None: no DATABASE_REPLICA_URLS
 
     @property
     def balance_cache(self) -> MemoryBalanceCache | RedisBalanceCache | None:
@@ -40,5 +44,7 @@ class Container:
         return self.cache.balances
 
     async def close(self) -> None:
+        if self.replicas is not None:
+            await self.replicas.close()
         await self.cache.close()
         await self.database.dispose()

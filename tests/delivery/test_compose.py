@@ -47,6 +47,8 @@ COMPOSE_ONLY_VARIABLES = {"POSTGRES_PASSWORD", "REDIS_PASSWORD", "GRAFANA_ADMIN_
 # The environment of each third-party container, exactly (their images' documented names).
 THIRD_PARTY_ENVIRONMENT = {
     "postgres": {"POSTGRES_USER", "POSTGRES_DB", "POSTGRES_PASSWORD"},
+    "postgres-replica-1": {"PGPASSWORD", "REPLICA_SLOT"},
+    "postgres-replica-2": {"PGPASSWORD", "REPLICA_SLOT"},
     "redis": {"REDISCLI_AUTH"},
     "kafka": {
         "CLUSTER_ID",

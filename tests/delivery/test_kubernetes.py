@@ -43,6 +43,12 @@ BANKING_COMPONENTS = {"api", "grpc", "worker", "migrate"}
 # The Secret banking-secrets (made by the operator, never committed) as the README makes it.
 SECRET_VALUES = {
     "DATABASE_URL": "postgresql://banking:p@banking-postgres:5432/banking",
+    "DATABASE_REPLICA_URLS": json.dumps(
+        [
+            f"postgresql://banking:p@banking-postgres-replica-{i}.banking-postgres-replicas:5432/banking"
+            for i in (0, 1)
+        ]
+    ),
     "REDIS_URL": "redis://:p@banking-redis:6379/0",
     "JWT_SECRET": "j" * 48,
     "COMMAND_SIGNING_KEYS": "bank:" + "c" * 48,
@@ -51,6 +57,8 @@ SECRET_VALUES = {
 # The environment of each third-party container, exactly (their images' documented names).
 THIRD_PARTY_ENVIRONMENT = {
     "postgres": {"POSTGRES_USER", "POSTGRES_DB", "POSTGRES_PASSWORD", "PGDATA"},
+    "postgres-replica": {"PGDATA"},
+    "basebackup": {"PGDATA", "PGPASSWORD", "POD_NAME"},
     "redis": {"REDISCLI_AUTH"},
     "kafka": {
         "CLUSTER_ID",
@@ -281,7 +289,13 @@ def test_the_self_contained_overlay_runs_three_kraft_brokers_postgres_and_redis(
     built: dict[str, list[dict[str, Any]]],
 ) -> None:
     stateful = _named(built["self-contained"], "StatefulSet")
-    assert set(stateful) == {"banking-kafka", "banking-postgres", "banking-redis", "prometheus"}
+    assert set(stateful) == {
+        "banking-kafka",
+        "banking-postgres",
+        "banking-postgres-replica",
+        "banking-redis",
+        "prometheus",
+    }
     kafka = stateful["banking-kafka"]
     assert kafka["spec"]["replicas"] == 3
     environment = {e["name"]: e.get("value") for e in _containers(kafka)[0]["env"]}
@@ -549,7 +563,12 @@ def test_only_the_banking_processes_reach_the_data_stores(
     def labels(name: str) -> dict[str, str]:
         return dict(stateful[name]["spec"]["template"]["metadata"]["labels"])
 
-    assert _allowed_to_reach(documents, labels("banking-postgres"), 5432) == banking
+    assert _allowed_to_reach(documents, labels("banking-postgres"), 5432) == banking | {
+        "banking-postgres-replica"
+    }
+    assert _allowed_to_reach(documents, labels("banking-postgres-replica"), 5432) == banking - {
+        "banking-migrate"
+    }
     assert _allowed_to_reach(documents, labels("banking-redis"), 6379) == banking - {
         "banking-migrate"
     }

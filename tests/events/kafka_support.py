@@ -54,6 +54,7 @@ async def consume_records(
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
+        isolation_level="read_committed",
         metadata_max_age_ms=1000,
     )
     await consumer.start()

@@ -56,6 +56,27 @@ def test_the_cloudevents_sdk_reads_the_headers_as_a_valid_event() -> None:
     assert headers["ce_time"] == "2026-11-25T12:00:00.123456Z"
 
 
+def test_the_sequence_extension_is_a_valid_cloudevents_attribute() -> None:
+    headers = envelope.write_headers(
+        event_id=EVENT_ID,
+        event_type="transaction.completed",
+        content_type="application/json",
+        time=COMMITTED,
+        subject=ACCOUNT,
+        trace_id=None,
+        schema="transaction.v2",
+        sequence=12,
+    )
+    message = KafkaMessage(
+        headers={name: value.encode() for name, value in headers.items()},
+        key=ACCOUNT.encode(),
+        value=b"{}",
+    )
+    assert from_binary(message, JSONFormat()).get_extension("sequence") == "00000000000000000012"
+    for unreadable in ("-1", "1e3", "٣", "1" * 21, ""):
+        assert envelope.read_headers(headers | {"ce_sequence": unreadable}).sequence is None
+
+
 def test_traceparent_carries_the_requests_trace_id() -> None:
     headers = _headers(W3C_TRACE)
     version, trace_id, parent_id, flags = headers["traceparent"].split("-")
@@ -210,6 +231,7 @@ def _outbox_row(version: int) -> SimpleNamespace:
         payload=json.dumps(payload),
         trace_id=W3C_TRACE,
         created_at=COMMITTED,
+        outbox_id=4711,
     )
 
 
@@ -236,3 +258,5 @@ def test_the_relay_publishes_an_outbox_row_in_its_schema_version(
     )
     assert str(fields["current_balance"]) == "10.00"
     assert (read.trace_id, read.time, read.schema_version) == (W3C_TRACE, COMMITTED, version)
+    assert message.headers["ce_sequence"] == "00000000000000004711"  # compares as text too
+    assert read.sequence == 4711

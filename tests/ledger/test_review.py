@@ -117,7 +117,8 @@ async def test_reject_fails_the_leg_with_fraud_rejected_and_moves_nothing(core: 
     assert result.transaction.status is TransactionStatus.FAILED
     assert result.transaction.failure_code == "FRAUD_REJECTED"
     assert after.balances == before.balances
-    assert after.event_types()[-1] == "transaction.failed"
+    # the failed leg, and the reviewer's decision for the audit trail
+    assert after.event_types()[-2:] == ["transaction.failed", "staff.hold_rejected"]
     assert (await core.reconcile()).clean
 
 

@@ -37,6 +37,7 @@ from banking.domain.roles import Role
 from banking.events import topics
 from banking.storage.migrate import upgrade
 from banking.workers.admin import create_topics
+from banking.workers.runtime import WORKER_NAMES
 from tests.events.kafka_support import kafka_bootstrap, produce_raw
 from tests.support.processes import ServerProcess, free_port
 
@@ -47,7 +48,7 @@ JWT_SECRET = "observability-test-secret-0123456789-abcdef"
 PASSWORD = "customer-password-1"
 STARTUP_TIMEOUT_SECONDS = 60
 SCRAPE_INTERVAL = "1s"
-WORKERS = ("relay", "processor", "dlq", "balance-cache", "notifications", "fraud")
+WORKERS = WORKER_NAMES  # every worker, each its own process as in production
 
 
 def _redis_url() -> str:
@@ -137,6 +138,8 @@ asyncio.run(main())
         "LOG_LEVEL": "INFO",
         "LOG_JSON": "true",
         "DLQ_BACKOFF_SECONDS": "0.2",
+        "ANALYTICS_LOCATION": str(tmp / "analytics"),
+        "ANALYTICS_FLUSH_SECONDS": "1",
     }
     settings = Settings(**{k.lower(): v for k, v in env.items()})
     seeded = asyncio.run(_seed(settings))

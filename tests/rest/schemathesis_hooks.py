@@ -65,6 +65,13 @@ RULES_THE_SCHEMA_CANNOT_EXPRESS: dict[str, list[Rule]] = {
     ],
     # The review queue's cursor is opaque too.
     "GET /api/v1/transactions": [("VALIDATION_ERROR", "cursor", "cursor is not valid")],
+    # The audit trail's cursor is opaque; from must be before to; times within years 1-9999 UTC.
+    "GET /api/v1/audit": [
+        ("VALIDATION_ERROR", "cursor", "cursor is not valid"),
+        ("VALIDATION_ERROR", "from", "is out of range"),
+        ("VALIDATION_ERROR", "to", "is out of range"),
+        ("VALIDATION_ERROR", "from", "from must be before to"),
+    ],
     # A webhook's URL must resolve to an address it may reach (SSRF); a user has a bounded
     # number of webhooks.
     "POST /api/v1/webhooks": [

@@ -389,6 +389,7 @@ class MemoryUnitOfWork:
         self.books = books or MemoryBooks()
         self._writer = asyncio.Lock()
         self.runs = 0
+        self.lagging_reads_by: list[UUID] = []  # the caller of each read_may_lag
 
     async def run(self, work: Callable[[MemoryLedgerStore], Awaitable[T]]) -> T:
         async with self._writer:
@@ -402,3 +403,11 @@ class MemoryUnitOfWork:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[MemoryLedgerStore]:
         yield MemoryLedgerStore(self.books)
+
+    async def read_may_lag(
+        self, caller: UUID, work: Callable[[MemoryLedgerStore], Awaitable[T]]
+    ) -> T:
+        """No replicas here: the books as they are, on a copy (a read that writes changes
+        nothing, as on a hot standby, which refuses writes)."""
+        self.lagging_reads_by.append(caller)
+        return await work(MemoryLedgerStore(self.books.snapshot()))

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
+from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -23,11 +24,15 @@ from banking.domain.errors import (
     UserNotFound,
     ValidationFailed,
 )
+from banking.domain.records import StaffAction, StaffActionType
 from banking.domain.roles import Actor, Role
+from banking.events.outbox import staff_action_event
 from banking.ledger.access import require_manages_users
+from banking.observability import context
 from banking.observability.logging import get_logger
 from banking.storage import repositories as repo
 from banking.storage.database import Database, is_unique_violation
+from banking.storage.tables import outbox
 
 log = get_logger("banking.auth")
 
@@ -98,8 +103,20 @@ class UserService:
             "last_login": None,
         }
 
+        # Audited in the same transaction (no password, no hash: who, whom, which role).
+        action = StaffAction(
+            action_id=uuid4(),
+            action=StaffActionType.USER_CREATED,
+            actor=actor,
+            created_at=user.created_at,
+            trace_id=context.current("trace_id"),
+            user_id=user.user_id,
+            details={"username": user.username, "role": role.value},
+        )
+
         async def work(connection: AsyncConnection) -> None:
             await repo.insert_user(connection, values)
+            await connection.execute(insert(outbox), [staff_action_event(action)])
 
         try:
             await self._database.run_in_transaction(work)

@@ -279,7 +279,41 @@ class Notification:
     created_at: datetime
 
 
-LedgerEvent = LegsRecorded | CommandSubmitted | CommandRejected | CommandHeld | FraudAlert
+class StaffActionType(StrEnum):
+    """Staff actions that move no money, audited on ``banking.audit.actions`` (their event
+    type is ``staff.<value>``)."""
+
+    USER_CREATED = "user_created"
+    ACCOUNT_FROZEN = "account_frozen"
+    ACCOUNT_UNFROZEN = "account_unfrozen"
+    HOLD_RELEASED = "hold_released"
+    HOLD_REJECTED = "hold_rejected"
+    WEBHOOK_CREATED = "webhook_created"
+    WEBHOOK_DELETED = "webhook_deleted"
+    KEY_ROTATED = "key_rotated"
+
+
+@dataclass(frozen=True, slots=True)
+class StaffAction:
+    """One staff action, written to the outbox in the transaction that did it. ``actor`` is
+    None for the operator's command line or the service itself (a key rotation at start-up).
+    ``details`` never holds a secret (no password, no webhook secret, no key material)."""
+
+    action_id: UUID
+    action: StaffActionType
+    actor: Actor | None
+    created_at: datetime
+    trace_id: str | None = None
+    account_id: UUID | None = None
+    user_id: UUID | None = None
+    transaction_id: UUID | None = None
+    webhook_id: UUID | None = None
+    details: dict[str, Any] | None = None
+
+
+LedgerEvent = (
+    LegsRecorded | CommandSubmitted | CommandRejected | CommandHeld | FraudAlert | StaffAction
+)
 
 
 @dataclass(frozen=True, slots=True)

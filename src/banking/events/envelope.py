@@ -15,7 +15,13 @@ carries, as Kafka headers:
   outbox row is written), flags ``01``. A trace id that is not 32 hex digits (a client's own
   ``X-Trace-ID``) cannot be a W3C trace id: the traceparent then gets one derived from it and
   the original travels in the ``ce_traceid`` extension, so the workers log the same id as the
-  API did.
+  API did;
+- ``ce_sequence`` (the CloudEvents sequence extension): the event's outbox position, 20 digits
+  zero-padded so that it also compares as text. On the transaction and balance topics an
+  account's rows are numbered while its balance row is locked, so per account it grows in
+  commit order: a consumer that sees a sequence not above the last one it saw for that key has
+  the event already (a re-sent batch). Sequences are not contiguous (other accounts' events
+  take the numbers in between).
 
 Readers also accept the headers written before schema v2 (``event_id``, ``event_type``,
 ``schema_version``, ``content_type``, ``trace_id``, ``created_at``) when a message has no
@@ -44,6 +50,7 @@ CE_TIME: Final = "ce_time"
 CE_SUBJECT: Final = "ce_subject"
 CE_DATASCHEMA: Final = "ce_dataschema"
 CE_TRACEID: Final = "ce_traceid"  # extension: a trace id that is not a W3C one
+CE_SEQUENCE: Final = "ce_sequence"  # extension: the outbox position (see the module's text)
 CONTENT_TYPE: Final = "content-type"
 TRACEPARENT: Final = "traceparent"
 DATASCHEMA_PREFIX: Final = "urn:banking:schema:"
@@ -120,8 +127,10 @@ def write_headers(
     subject: str | None,
     trace_id: str | None,
     schema: str | None,
+    sequence: int | None = None,
 ) -> dict[str, str]:
-    """The Kafka headers of one event (binary content mode); ``schema`` is its schema id."""
+    """The Kafka headers of one event (binary content mode); ``schema`` is its schema id and
+    ``sequence`` its outbox position."""
     headers = {
         CE_SPECVERSION: SPEC_VERSION,
         CE_ID: str(event_id),
@@ -135,6 +144,8 @@ def write_headers(
         headers[CE_SUBJECT] = subject
     if schema is not None:
         headers[CE_DATASCHEMA] = dataschema(schema)
+    if sequence is not None:
+        headers[CE_SEQUENCE] = f"{sequence:020d}"
     headers[TRACEPARENT] = traceparent(trace_id, event_id)
     if trace_id and _w3c_trace_id(trace_id) != trace_id:
         headers[CE_TRACEID] = trace_id
@@ -158,6 +169,7 @@ class EventHeaders:
     time: datetime | None = None
     subject: str | None = None
     trace_id: str | None = None
+    sequence: int | None = None
     legacy: bool = False
 
 
@@ -178,6 +190,7 @@ def read_headers(headers: Mapping[str, str]) -> EventHeaders:
         time=_time(headers.get(CE_TIME)),
         subject=headers.get(CE_SUBJECT),
         trace_id=trace_id,
+        sequence=_sequence(headers.get(CE_SEQUENCE)),
     )
 
 
@@ -234,6 +247,10 @@ def _time(text: str | None) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo is not None else None
+
+
+def _sequence(text: str | None) -> int | None:
+    return int(text) if text and text.isascii() and text.isdigit() and len(text) <= 20 else None
 
 
 def _safe_trace_id(text: str | None) -> str | None:

@@ -29,13 +29,15 @@ from banking.domain.records import (
     LedgerEvent,
     LegsRecorded,
     Notification,
+    StaffAction,
+    StaffActionType,
     Transaction,
     TransactionStatus,
     TransactionType,
     TransferRequest,
     request_of,
 )
-from banking.domain.roles import Actor
+from banking.domain.roles import SYSTEM_ACTOR_NAME, Actor
 from banking.events import topics
 from banking.events.schemas import BALANCE_V1, TRANSACTION_V1
 
@@ -328,6 +330,59 @@ def notification_event(notification: Notification, *, trace_id: str | None) -> d
     )
 
 
+STAFF_ACTION_SCHEMA_VERSION: Final = 1
+STAFF_EVENT_PREFIX: Final = "staff."
+# Every staff action's event type: ``staff.user_created``, ``staff.account_frozen``, ...
+STAFF_EVENT_TYPES: Final = tuple(STAFF_EVENT_PREFIX + action.value for action in StaffActionType)
+
+
+def staff_event_type(action: StaffActionType) -> str:
+    return STAFF_EVENT_PREFIX + action.value
+
+
+def staff_action_payload(action: StaffAction) -> dict[str, Any]:
+    """The payload of a staff action (``events.schemas.STAFF_ACTION_SCHEMA_V1``)."""
+    actor = action.actor
+
+    def text(value: UUID | None) -> str | None:
+        return str(value) if value is not None else None
+
+    return {
+        "action_id": str(action.action_id),
+        "action": action.action.value,
+        "actor_user_id": text(actor.user_id) if actor else None,
+        "actor_username": actor.username if actor else SYSTEM_ACTOR_NAME,
+        "actor_role": actor.role.value if actor else None,
+        "account_id": text(action.account_id),
+        "user_id": text(action.user_id),
+        "transaction_id": text(action.transaction_id),
+        "webhook_id": text(action.webhook_id),
+        "details": json.dumps(action.details or {}, separators=(",", ":"), sort_keys=True),
+        "timestamp": action.created_at.isoformat(),
+    }
+
+
+def staff_action_event(action: StaffAction) -> dict[str, Any]:
+    """A staff action on ``banking.audit.actions``, keyed by what it acted on (the account,
+    else the user, the webhook or the held transaction; the action itself when none)."""
+    key = (
+        action.account_id
+        or action.user_id
+        or action.webhook_id
+        or action.transaction_id
+        or action.action_id
+    )
+    return _row(
+        topic=topics.AUDIT_ACTIONS,
+        key=key,
+        event_type=staff_event_type(action.action),
+        version=STAFF_ACTION_SCHEMA_VERSION,
+        payload=staff_action_payload(action),
+        trace_id=action.trace_id,
+        at=action.created_at,
+    )
+
+
 def outbox_rows(event: LedgerEvent) -> list[dict[str, Any]]:
     """The outbox rows of one ledger event (the store writes them in the movement's unit of
     work): the one place that turns what the ledger decided into what the relay publishes."""
@@ -339,4 +394,6 @@ def outbox_rows(event: LedgerEvent) -> list[dict[str, Any]]:
         return [held_event(event)]
     if isinstance(event, FraudAlert):
         return [fraud_alert_event(event)]
+    if isinstance(event, StaffAction):
+        return [staff_action_event(event)]
     return [rejection_event(event.command, event.code, event.message)]

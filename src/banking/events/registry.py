@@ -10,8 +10,8 @@ how an Arrow value is framed:
   (``application/vnd.apache.arrow.recordbatch``, ``events.arrow_ipc``): a reader needs the
   schema, found by the schema id. The JSON encoding is the same in both versions.
 
-The schemas that came later (fraud alerts, held commands, notifications) were framed as
-record batches from their v1.
+The schemas that came later (fraud alerts, held commands, notifications, staff actions) were
+framed as record batches from their v1.
 
 The schemas are published on the compacted topic ``banking.schemas``, keyed by schema id,
 each as an Arrow IPC stream holding only the schema (``pyarrow.ipc.read_schema`` or
@@ -40,6 +40,7 @@ from banking.events.schemas import (
     FRAUD_ALERT_SCHEMA_V1,
     HELD_SCHEMA_V1,
     NOTIFICATION_SCHEMA_V1,
+    STAFF_ACTION_SCHEMA_V1,
     TRANSACTION_SCHEMA_V1,
 )
 from banking.events.transport import Message
@@ -175,6 +176,11 @@ _FAMILIES: Final = {
         NOTIFICATION_SCHEMA_V1,
         (outbox.EVENT_NOTIFICATION,),
         outbox.NOTIFICATION_SCHEMA_VERSION,
+    ),
+    "staff_action": (
+        STAFF_ACTION_SCHEMA_V1,
+        outbox.STAFF_EVENT_TYPES,
+        outbox.STAFF_ACTION_SCHEMA_VERSION,
     ),
 }
 _STREAMED_V1: Final = frozenset({"transaction", "balance", "command"})

@@ -7,15 +7,17 @@ ids (``ce_id``) again and skip them. On PostgreSQL only one relay publishes at a
 advisory lock), so per-account order holds with several relay processes running for
 availability.
 
-Leadership is fenced by the lock's session: the leader reads and marks its batches on the very
-connection that holds the lock, so every batch it marks published was marked while it held the
-lock (a statement that succeeds on that session proves the session, and so the lock, is
-alive). When the session dies (``pg_terminate_backend``, a restart, a network cut) the next
-statement fails, the relay stops publishing and competes for the lock again. At most the one
-batch in flight at that moment reaches Kafka unmarked; the next leader re-sends it from the
-oldest unpublished row, so consumers see duplicates (same ``ce_id``), never an account's events
-out of order: each relay sends the oldest unpublished rows in ``outbox_id`` order, and one
-account's rows are numbered in its commit order.
+Leadership is fenced twice. In the database: the leader reads and marks its batches on the
+very connection that holds the lock, so a batch is marked published only while the lock is
+held (a statement that succeeds on that session proves the session, and so the lock, is
+alive); when the session dies (``pg_terminate_backend``, a restart, a network cut) the next
+statement fails, and the relay stops and competes for the lock again. In Kafka: every relay
+publishes each batch as one transaction under one transactional id
+(``relay_transactional_id``), so the next leader's producer fences the one before it, whose
+open transaction is aborted, and consumers read committed messages only. So a batch is seen
+whole or not at all, and never from a relay that lost the lock to a newer leader; a batch
+committed to Kafka but not marked (a crash in between) is sent again from the oldest
+unpublished row, and consumers skip it by ``ce_id``.
 
 Each message is one CloudEvent in Kafka binary mode (``events.envelope``); the event schemas go
 to ``banking.schemas`` before the first (``events.registry``).
@@ -36,7 +38,7 @@ from banking.domain.clock import utc_now
 from banking.events import envelope, registry, signing
 from banking.events.outbox import EVENT_TRANSACTION_SUBMITTED
 from banking.events.serialization import JSON_CONTENT_TYPE, EventFormat, encode
-from banking.events.transport import Message, Publisher
+from banking.events.transport import Message, Publisher, PublisherFenced
 from banking.observability.logging import get_logger
 from banking.storage import repositories as repo
 from banking.storage.database import Database, is_outage
@@ -55,7 +57,7 @@ BACKLOG_REPORT_SECONDS: Final = 5.0
 
 def headers_of(row: Any, content_type: str) -> dict[str, str]:
     """The CloudEvents headers of an outbox row (``events.envelope``): its id, type, commit
-    time (consumers measure their lag from it), account, schema and trace."""
+    time (consumers measure their lag from it), account, schema, trace and outbox position."""
     schema = registry.lookup(row.event_type, row.schema_version)
     return envelope.write_headers(
         event_id=row.event_id,
@@ -65,6 +67,7 @@ def headers_of(row: Any, content_type: str) -> dict[str, str]:
         subject=row.event_key,
         trace_id=row.trace_id,
         schema=schema.schema_id if schema is not None else None,
+        sequence=row.outbox_id,
     )
 
 
@@ -86,6 +89,11 @@ def message_of(
             str(row.event_id), row.event_type, row.event_key, value
         )
     return Message(row.topic, row.event_key, value, headers)
+
+
+def relay_transactional_id(topic_prefix: str) -> str:
+    """The Kafka transactional id every relay of one environment publishes with."""
+    return f"{topic_prefix}banking-relay"
 
 
 class LeadershipLost(ConnectionError):
@@ -132,20 +140,29 @@ class OutboxRelay:
         # the topic is compacted), so every event's schema is resolvable when it arrives.
         self._schemas_pending = publish_schemas
         self._observer: RelayObserver = observer or _Unobserved()
-        # The leader's lock session (PostgreSQL): batches are read and marked on it.
+        # The leader's lock session (PostgreSQL): batches are read and marked on it, one at a
+        # time (``drain`` may run beside ``run``; a connection runs one statement at a time).
         self._session: AsyncConnection | None = None
+        self._batch_lock = asyncio.Lock()
 
     async def publish_batch(self) -> int:
         """Publish the oldest unpublished rows once; the number published."""
+        async with self._batch_lock:
+            return await self._publish_batch()
+
+    async def _publish_batch(self) -> int:
         if self._schemas_pending:
             await self._publisher.publish(registry.schema_messages())
             self._schemas_pending = False
         rows = await self._fetch()
         if not rows:
             return 0
-        await self._publisher.publish(
-            [message_of(row, self._event_format, self._keyring) for row in rows]
-        )
+        try:
+            await self._publisher.publish(
+                [message_of(row, self._event_format, self._keyring) for row in rows]
+            )
+        except PublisherFenced as error:
+            raise LeadershipLost(f"another relay's producer took over: {error}") from error
         await self._mark([row.outbox_id for row in rows])
         self._observer.relay_published(len(rows))
         log.debug(
@@ -264,6 +281,7 @@ class OutboxRelay:
                     )
                     await connection.commit()
             except LeadershipLost as error:
+                await self._publisher.reset()  # a fenced producer cannot send again
                 self._observer.relay_failed()
                 log.warning(
                     "relay_leadership_lost",

@@ -242,3 +242,21 @@ NOTIFICATION_SCHEMA_V1: Final = pa.schema(
         ("timestamp", TIME),
     ]
 )
+# A staff action that moves no money (``domain.records.StaffAction``), on
+# ``banking.audit.actions``: flat, the actor as three columns, each target id its own column,
+# the details as JSON text (never a secret). One schema for every ``staff.*`` event type.
+STAFF_ACTION_SCHEMA_V1: Final = pa.schema(
+    [
+        ("action_id", pa.string()),
+        ("action", pa.string()),
+        ("actor_user_id", pa.string()),
+        ("actor_username", pa.string()),
+        ("actor_role", pa.string()),
+        ("account_id", pa.string()),
+        ("user_id", pa.string()),
+        ("transaction_id", pa.string()),
+        ("webhook_id", pa.string()),
+        ("details", pa.string()),
+        ("timestamp", TIME),
+    ]
+)

@@ -8,6 +8,7 @@ counts as consumed (the Kafka offset is committed only after the handler returne
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
 
 from banking.events.envelope import event_time
 from banking.observability.logging import get_logger
@@ -44,43 +45,83 @@ class Publisher(Protocol):
     async def publish(self, messages: Sequence[Message]) -> None:
         """Send every message; return only when all are acknowledged (else raise)."""
 
+    async def reset(self) -> None:
+        """Forget the connection's state (a relay that lost its leadership calls it)."""
+
+
+class PublisherFenced(ConnectionError):
+    """A newer producer with the same transactional id started: this one may not publish."""
+
 
 class KafkaPublisher:
-    """An idempotent producer (acks=all): retries never duplicate or reorder within a partition."""
+    """An idempotent producer (acks=all): retries never duplicate or reorder within a partition.
+
+    With a ``transactional_id`` each ``publish`` is one Kafka transaction: consumers reading
+    committed messages (every consumer of this service does) see the whole batch or none of it,
+    and a producer started with the same id fences this one (``PublisherFenced``; its open
+    transaction is aborted). The relay uses this so that only the current leader's batches
+    count. ``reset`` drops a fenced producer; the next ``publish`` starts a new one.
+    """
 
     def __init__(
-        self, bootstrap_servers: str, *, client_id: str = "banking", topic_prefix: str = ""
+        self,
+        bootstrap_servers: str,
+        *,
+        client_id: str = "banking",
+        topic_prefix: str = "",
+        transactional_id: str | None = None,
     ) -> None:
+        self._bootstrap_servers = bootstrap_servers
+        self._client_id = client_id
         self._topic_prefix = topic_prefix
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers,
-            client_id=client_id,
-            enable_idempotence=True,
-            acks="all",
-            linger_ms=5,
-            request_timeout_ms=15000,
-        )
-        self._started = False
+        self._transactional_id = transactional_id
+        self._producer: AIOKafkaProducer | None = None
         self._start_lock = asyncio.Lock()
 
-    async def start(self) -> None:
+    async def start(self) -> AIOKafkaProducer:
         # Several senders (the relay, the DLQ) may make the first send at once: start once.
         async with self._start_lock:
-            if not self._started:
-                await self._producer.start()
-                self._started = True
+            if self._producer is None:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self._bootstrap_servers,
+                    client_id=self._client_id,
+                    enable_idempotence=True,
+                    acks="all",
+                    linger_ms=5,
+                    request_timeout_ms=15000,
+                    transactional_id=self._transactional_id,
+                )
+                await producer.start()
+                self._producer = producer
+            return self._producer
 
     async def stop(self) -> None:
-        if self._started:
-            await self._producer.stop()
-            self._started = False
+        async with self._start_lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+    async def reset(self) -> None:
+        """Stop the producer (for example a fenced one); the next publish starts another."""
+        with contextlib.suppress(KafkaError):
+            await self.stop()
 
     async def publish(self, messages: Sequence[Message]) -> None:
-        await self.start()
+        producer = await self.start()
+        if self._transactional_id is None:
+            await self._send(producer, messages)
+            return
+        try:
+            async with producer.transaction():
+                await self._send(producer, messages)
+        except (ProducerFenced, InvalidProducerEpoch) as error:
+            raise PublisherFenced(str(error)) from error
+
+    async def _send(self, producer: AIOKafkaProducer, messages: Sequence[Message]) -> None:
         pending = []
         for message in messages:
             pending.append(
-                await self._producer.send(
+                await producer.send(
                     self._topic_prefix + message.topic,
                     value=message.value,
                     key=message.key.encode() if message.key is not None else None,
@@ -151,6 +192,9 @@ class KafkaConsumerLoop:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=CONSUMER_BATCH_MAX,
+            # The relay publishes in transactions: an aborted batch (a fenced relay's, one cut
+            # by a crash) is never handled.
+            isolation_level="read_committed",
         )
         self._handler = handler
         self.group_id = group_id
@@ -248,6 +292,9 @@ class InProcessBus:
         for message in messages:
             for handler in self._handlers.get(message.topic, ()):
                 await handler(message)
+
+    async def reset(self) -> None:
+        pass  # nothing is kept between batches in-process
 
     async def close(self) -> None:
         for task in self._tasks:

@@ -8,7 +8,7 @@ from uuid import UUID, uuid4
 from banking.domain.clock import utc_now
 from banking.domain.errors import AccountNotFound, InvariantViolated, ValidationFailed
 from banking.domain.money import normalize_currency
-from banking.domain.records import Account, Balance
+from banking.domain.records import Account, Balance, StaffAction, StaffActionType
 from banking.domain.roles import Actor, Role
 from banking.ledger.access import require_manages_accounts, require_visible
 from banking.ledger.ports import BalanceCache, LedgerStore, NoBalanceCache, UnitOfWork
@@ -110,34 +110,70 @@ class AccountService:
                 customer_id=customer_id, limit=min(limit, ACCOUNTS_LISTED_MAX)
             )
 
-    async def set_active(self, actor: Actor, account_id: UUID, *, is_active: bool) -> Account:
-        """Freeze or re-open an account (teller or admin). A frozen account moves no money."""
+    async def set_active(
+        self, actor: Actor, account_id: UUID, *, is_active: bool, trace_id: str | None = None
+    ) -> Account:
+        """Freeze or re-open an account (teller or admin). A frozen account moves no money.
+        A change is audited (``staff.account_frozen`` / ``staff.account_unfrozen``) in the
+        same transaction; setting the state it already has changes and audits nothing."""
         require_manages_accounts(actor)
 
         async def work(store: LedgerStore) -> Account:
-            require_visible(actor, await store.get_account(account_id))
-            await store.set_account_active(account_id, is_active=is_active, at=utc_now())
+            before = require_visible(actor, await store.get_account(account_id))
+            now = utc_now()
+            await store.set_account_active(account_id, is_active=is_active, at=now)
             updated = await store.get_account(account_id)
             if updated is None:
                 raise AccountNotFound("account not found")
+            if before.is_active != is_active:
+                await store.add_events(
+                    [
+                        StaffAction(
+                            action_id=uuid4(),
+                            action=(
+                                StaffActionType.ACCOUNT_UNFROZEN
+                                if is_active
+                                else StaffActionType.ACCOUNT_FROZEN
+                            ),
+                            actor=actor,
+                            created_at=now,
+                            trace_id=trace_id,
+                            account_id=account_id,
+                            user_id=updated.customer_id,
+                            details={"is_active": is_active},
+                        )
+                    ]
+                )
             return updated
 
         return await self._unit_of_work.run(work)
 
     async def balance(self, actor: Actor, account_id: UUID) -> Balance:
         """The balance to show, through the balance cache (never used to decide money). The
-        cache is keyed by account only: who may see it is checked on every read."""
+        cache is keyed by account only: who may see it is checked on every read.
 
-        async def load() -> tuple[Account, Balance]:
-            async with self._unit_of_work.read() as store:
-                account = await store.get_account(account_id)
-                if account is None:
-                    raise AccountNotFound("account not found")
-                balance = await store.get_balance(account_id)
+        Without a cache the balance may come from a read replica (``read_may_lag``: never
+        behind the caller's own writes). With one, a miss loads from the primary: the cache's
+        generation check only guarantees that a value it keeps was read after the account's
+        last invalidation, which a replica read is not (it may replay that commit later), so a
+        replica value could stay cached, stale, for the whole TTL."""
+
+        async def read(store: LedgerStore) -> tuple[Account, Balance]:
+            account = await store.get_account(account_id)
+            if account is None:
+                raise AccountNotFound("account not found")
+            balance = await store.get_balance(account_id)
             if balance is None:
                 raise InvariantViolated(f"account {account_id} has no balance row")
             return account, balance
 
-        account, balance = await self._balance_cache.read_through(account_id, load)
+        async def load() -> tuple[Account, Balance]:
+            async with self._unit_of_work.read() as store:
+                return await read(store)
+
+        if isinstance(self._balance_cache, NoBalanceCache):
+            account, balance = await self._unit_of_work.read_may_lag(actor.user_id, read)
+        else:
+            account, balance = await self._balance_cache.read_through(account_id, load)
         require_visible(actor, account)
         return balance

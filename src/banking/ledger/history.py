@@ -12,7 +12,7 @@ from banking.domain.errors import ValidationFailed
 from banking.domain.records import HistoryFilter, HistoryPage, Transaction
 from banking.domain.roles import Actor
 from banking.ledger.access import require_visible
-from banking.ledger.ports import UnitOfWork
+from banking.ledger.ports import LedgerStore, UnitOfWork
 
 
 def encode_cursor(leg: Transaction) -> str:
@@ -72,9 +72,13 @@ class HistoryService:
             created_from=_in_utc(history.created_from, "from"),
             created_to=_in_utc(history.created_to, "to"),
         )
-        async with self._unit_of_work.read() as store:
+
+        async def read(store: LedgerStore) -> list[Transaction]:
             require_visible(actor, await store.get_account(account_id))
-            legs = await store.list_transactions(account_id, history, after=after, limit=size + 1)
+            return await store.list_transactions(account_id, history, after=after, limit=size + 1)
+
+        # History may be slightly behind (a replica), never behind the caller's own writes.
+        legs = await self._unit_of_work.read_may_lag(actor.user_id, read)
         has_more = len(legs) > size
         legs = legs[:size]
         return HistoryPage(legs, encode_cursor(legs[-1]) if has_more and legs else None)

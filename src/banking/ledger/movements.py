@@ -81,7 +81,7 @@ class MovementService:
         return await decide(self._unit_of_work, actor, transaction_id, trace_id=trace_id)
 
     async def get_transaction(self, actor: Actor, transaction_id: UUID) -> Transaction:
-        async with self._unit_of_work.read() as store:
+        async def read(store: LedgerStore) -> Transaction:
             leg = await store.get_transaction(transaction_id)
             if leg is None:
                 raise TransactionNotFound("transaction not found")
@@ -89,7 +89,10 @@ class MovementService:
                 require_visible(actor, await store.get_account(leg.account_id))
             except AccountNotFound as error:
                 raise TransactionNotFound("transaction not found") from error
-        return leg
+            return leg
+
+        # A lookup may be slightly behind (a replica), never behind the caller's own writes.
+        return await self._unit_of_work.read_may_lag(actor.user_id, read)
 
     async def _move(
         self,

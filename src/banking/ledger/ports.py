@@ -178,6 +178,27 @@ class UnitOfWork(Protocol):
         """A read-only view (no write lock), rolled back at the end."""
         ...
 
+    async def read_may_lag(self, caller: UUID, work: Callable[[LedgerStore], Awaitable[T]]) -> T:
+        """Run the read-only ``work`` on a view that may be slightly behind the primary (a read
+        replica within the configured lag bound), for ``caller``: never behind their own
+        writes (``RecentWriters``), and on the primary when no replica may serve. ``work`` may
+        run twice (on a replica, then on the primary), so it must only read. Never for a read
+        that decides money: those run inside ``run``."""
+        ...
+
+
+class RecentWriters(Protocol):
+    """Who wrote within the sticky window (``REPLICA_STICKY_SECONDS``): their reads stay on the
+    primary (``banking.cache.sticky``: memory or Redis)."""
+
+    async def record(self, user_id: UUID) -> None:
+        """``user_id`` has just written (called after the write's commit)."""
+        ...
+
+    async def wrote_recently(self, user_id: UUID) -> bool:
+        """True within the sticky window after ``record``, and whenever it cannot tell."""
+        ...
+
 
 class Movements(Protocol):
     """The movement service's interface: what the doors call, and what decorators wrap."""

@@ -40,6 +40,8 @@ from banking.domain.records import (
     LegsRecorded,
     MovementResult,
     ReviewDecision,
+    StaffAction,
+    StaffActionType,
     Transaction,
     TransactionStatus,
     request_of,
@@ -57,6 +59,10 @@ REJECTED_MESSAGE = "rejected by a fraud reviewer"
 
 
 HOLD_REASON: Final = "held for fraud review"
+_REVIEW_ACTIONS: Final = {
+    ReviewDecision.RELEASED: StaffActionType.HOLD_RELEASED,
+    ReviewDecision.REJECTED: StaffActionType.HOLD_REJECTED,
+}
 
 
 def hold_reason_of(score: FraudScore) -> str:
@@ -217,6 +223,26 @@ async def _record_review(
     if journal:
         metadata = {"review": decision, "trace_id": trace_id, "status": leg.status.value}
         await store.add_journal([_entry(leg, decision, reviewer.username, metadata, at=now)])
+    # The decision is a staff action of its own on the audit trail (the movement's events,
+    # if any, are the ledger's).
+    await store.add_events(
+        [
+            StaffAction(
+                action_id=uuid4(),
+                action=_REVIEW_ACTIONS[ReviewDecision(decision)],
+                actor=reviewer,
+                created_at=now,
+                trace_id=trace_id,
+                account_id=leg.account_id,
+                transaction_id=leg.transaction_id,
+                details={
+                    "decision": decision,
+                    "status": leg.status.value,
+                    "failure_code": leg.failure_code,
+                },
+            )
+        ]
+    )
 
 
 def _entry(

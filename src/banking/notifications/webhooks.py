@@ -13,7 +13,7 @@ import base64
 import binascii
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 from uuid import UUID, uuid4
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -21,7 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from banking.config import Settings
 from banking.domain.clock import utc_now
 from banking.domain.errors import BankingError, ValidationFailed
+from banking.domain.records import StaffAction, StaffActionType
 from banking.domain.roles import Actor, Role
+from banking.events.outbox import staff_action_event
 from banking.notifications import store
 from banking.notifications.model import (
     EVENT_TYPES,
@@ -37,6 +39,7 @@ from banking.notifications.ssrf import (
     parse_networks,
     system_resolver,
 )
+from banking.observability import context
 from banking.observability.logging import get_logger
 from banking.storage.database import Database
 
@@ -90,6 +93,23 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         raise ValidationFailed("cursor is not valid", field="cursor") from error
 
 
+def _audited(
+    action: StaffActionType, actor: Actor, webhook_id: UUID, details: dict[str, Any]
+) -> dict[str, Any]:
+    """The outbox row of a webhook change on the audit trail (no secret in ``details``)."""
+    return staff_action_event(
+        StaffAction(
+            action_id=uuid4(),
+            action=action,
+            actor=actor,
+            created_at=utc_now(),
+            trace_id=context.current("trace_id"),
+            webhook_id=webhook_id,
+            details=details,
+        )
+    )
+
+
 class WebhookService:
     def __init__(
         self, database: Database, settings: Settings, *, resolver: Resolver = system_resolver
@@ -141,6 +161,18 @@ class WebhookService:
                     "disabled_reason": None,
                 },
             )
+            # Audited with the URL and event types; never the secret.
+            await store.add_outbox_rows(
+                connection,
+                [
+                    _audited(
+                        StaffActionType.WEBHOOK_CREATED,
+                        actor,
+                        webhook.webhook_id,
+                        {"url": url, "event_types": list(types), "owner_id": str(actor.user_id)},
+                    )
+                ],
+            )
 
         await self._database.run_in_transaction(work)
         log.info(
@@ -171,6 +203,11 @@ class WebhookService:
             ):
                 raise WebhookNotFound("webhook not found")
             await store.delete_webhook(connection, webhook_id)
+            details = {"url": webhook.url, "owner_id": str(webhook.owner_id)}
+            await store.add_outbox_rows(
+                connection,
+                [_audited(StaffActionType.WEBHOOK_DELETED, actor, webhook_id, details)],
+            )
 
         await self._database.run_in_transaction(work)
         log.info("webhook_deleted", webhook_id=str(webhook_id), by_user_id=str(actor.user_id))

@@ -54,6 +54,12 @@ NOTIFICATION_EVENT_TYPES = (
     "transaction.completed", "transaction.failed", "transaction.rejected", "transaction.held",
     "fraud.alert", "webhook.disabled",
 )  # fmt: skip
+# What the analytics sink stores (banking.analytics.rows.EVENT_TYPES) and why it skips one.
+ANALYTICS_EVENT_TYPES = (
+    "transaction.completed", "transaction.failed", "transaction.rejected", "balance.updated",
+    "fraud.alert", "transaction.held",
+)  # fmt: skip
+ANALYTICS_SKIP_REASONS = ("already_written", "duplicate_event", "unreadable")
 WEBHOOK_DELIVERY_RESULTS = ("succeeded", "retrying", "failed", "refused")
 OTHER_LABEL = "other"
 
@@ -137,6 +143,28 @@ class Metrics:
         self.db_retries = Counter(
             "banking_db_transaction_retries_total",
             "Database transactions retried after a deadlock or serialization failure.",
+            registry=r,
+        )
+        # Read replicas (storage/replicas.py): counted only when DATABASE_REPLICA_URLS is set.
+        self.db_reads = Counter(
+            "banking_db_reads_total",
+            "Reads that may be slightly behind (history, lookups, balances), by where they were "
+            "served: replica, or primary (sticky window, no replica within the lag bound, a "
+            "replica failure or not-found retried there).",
+            ["target"],
+            registry=r,
+        )
+        self.db_replica_lag = Gauge(
+            "banking_db_replica_lag_seconds",
+            "A read replica's replay lag at its last check (+Inf: down, or replay paused behind "
+            "the primary).",
+            ["replica"],
+            registry=r,
+        )
+        self.db_replica_healthy = Gauge(
+            "banking_db_replica_healthy",
+            "1 while a read replica may serve reads (lag under REPLICA_LAG_MAX_SECONDS), else 0.",
+            ["replica"],
             registry=r,
         )
         # Redis (balance cache, rate limits, account locks): never on the money path.
@@ -323,6 +351,53 @@ class Metrics:
             "Webhooks disabled after failing every retry up to the bound.",
             registry=r,
         )
+        # The audit trail (banking.audit): its topic label takes only the topics the audit
+        # consumer group subscribes to (a fixed list).
+        self.audit_records = Counter(
+            "banking_audit_records_total",
+            "Events recorded in the audit trail, by topic.",
+            ["topic"],
+            registry=r,
+        )
+        self.audit_duplicates = Counter(
+            "banking_audit_duplicates_skipped_total",
+            "Redelivered events the audit trail already held (nothing written), by topic.",
+            ["topic"],
+            registry=r,
+        )
+
+        # The analytics sink (banking.analytics): event_type takes only ANALYTICS_EVENT_TYPES.
+        self.analytics_rows = Counter(
+            "banking_analytics_rows_written_total",
+            "Event rows made durable in the analytics Parquet dataset, by event type.",
+            ["event_type"],
+            registry=r,
+        )
+        self.analytics_files = Counter(
+            "banking_analytics_files_written_total",
+            "Parquet files written to the analytics dataset, by event type.",
+            ["event_type"],
+            registry=r,
+        )
+        self.analytics_bytes = Counter(
+            "banking_analytics_bytes_written_total",
+            "Bytes of Parquet written to the analytics dataset, by event type.",
+            ["event_type"],
+            registry=r,
+        )
+        self.analytics_skips = Counter(
+            "banking_analytics_messages_skipped_total",
+            "Messages the analytics sink did not store: already_written (re-read after a "
+            "restart), duplicate_event (an event id stored before), unreadable.",
+            ["reason"],
+            registry=r,
+        )
+        self.analytics_flush_lag_seconds = Histogram(
+            "banking_analytics_flush_lag_seconds",
+            "Time from an event's commit (ce_time) to the flush that made its row durable.",
+            buckets=EVENT_LAG_BUCKETS_SECONDS,
+            registry=r,
+        )
 
         self._expose_known_labels()
 
@@ -352,6 +427,16 @@ class Metrics:
             self.notifications.labels(event_type)
         for result in WEBHOOK_DELIVERY_RESULTS:
             self.webhook_deliveries.labels(result)
+        for target in ("primary", "replica"):
+            self.db_reads.labels(target)
+
+    # ReplicaObserver (storage.replicas)
+    def read_served(self, target: str) -> None:
+        self.db_reads.labels(target).inc()
+
+    def replica_measured(self, replica: str, lag_seconds: float, healthy: bool) -> None:
+        self.db_replica_lag.labels(replica).set(lag_seconds)
+        self.db_replica_healthy.labels(replica).set(1 if healthy else 0)
 
     # RelayObserver
     def relay_published(self, count: int) -> None:
@@ -447,6 +532,13 @@ class Metrics:
     def fraud_review_queue(self, held: int) -> None:
         self.fraud_review_queue_size.set(held)
 
+    # AuditObserver (audit.consumer)
+    def audit_recorded(self, topic: str) -> None:
+        self.audit_records.labels(topic).inc()
+
+    def audit_duplicate(self, topic: str) -> None:
+        self.audit_duplicates.labels(topic).inc()
+
     # Notifications and webhooks (workers.notifications)
     def notification_published(self, event_type: str) -> None:
         self.notifications.labels(_known(event_type, NOTIFICATION_EVENT_TYPES)).inc()
@@ -461,6 +553,19 @@ class Metrics:
 
     def webhook_disabled(self) -> None:
         self.webhooks_disabled.inc()
+
+    # SinkObserver (analytics.sink)
+    def analytics_file_written(self, event_type: str, rows: int, size_bytes: int) -> None:
+        label = _known(event_type, ANALYTICS_EVENT_TYPES)
+        self.analytics_rows.labels(label).inc(rows)
+        self.analytics_files.labels(label).inc()
+        self.analytics_bytes.labels(label).inc(size_bytes)
+
+    def analytics_flush_lag(self, lag_seconds: float) -> None:
+        self.analytics_flush_lag_seconds.observe(max(0.0, lag_seconds))
+
+    def analytics_skipped(self, reason: str) -> None:
+        self.analytics_skips.labels(_known(reason, ANALYTICS_SKIP_REASONS)).inc()
 
 
 def _known(value: str, known: tuple[str, ...]) -> str:

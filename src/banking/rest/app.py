@@ -22,6 +22,7 @@ from banking.rest.openapi import install_openapi, operation_id
 from banking.rest.ratelimit import RateLimitMiddleware
 from banking.rest.routes import (
     accounts,
+    audit,
     methods_by_path,
     system,
     transactions,
@@ -89,6 +90,7 @@ def create_app(
         accounts.router,
         transactions.router,
         webhooks.router,
+        audit.router,
         system.router,
     )
     for router in routers:

@@ -40,6 +40,7 @@ from banking.domain.records import (
 )
 from banking.domain.roles import Role
 from banking.storage.database import Database, constraint_of, is_unique_violation
+from banking.storage.replicas import ReplicaReads
 from banking.storage.tables import (
     REFERENCE_KEY,
     REFERENCE_KEY_SQLITE_COLUMNS,
@@ -573,11 +574,20 @@ def _is_reference_taken(error: IntegrityError) -> bool:
 
 class SqlUnitOfWork:
     """``UnitOfWork`` on the database: one transaction per ``run``, retried when safe (see
-    ``Database.run_in_transaction``), a used idempotency key raised as a domain error."""
+    ``Database.run_in_transaction``), a used idempotency key raised as a domain error.
+    ``read_may_lag`` goes through ``replicas`` when there are read replicas (PostgreSQL);
+    without them (and always on SQLite) it reads on the primary like ``read``."""
 
-    def __init__(self, database: Database, encode_events: OutboxEncoder) -> None:
+    def __init__(
+        self,
+        database: Database,
+        encode_events: OutboxEncoder,
+        *,
+        replicas: ReplicaReads | None = None,
+    ) -> None:
         self._database = database
         self._encode_events = encode_events
+        self.replicas = replicas
 
     async def run(self, work: Callable[[SqlLedgerStore], Awaitable[T]]) -> T:
         async def in_transaction(connection: AsyncConnection) -> T:
@@ -594,3 +604,16 @@ class SqlUnitOfWork:
     async def read(self) -> AsyncIterator[SqlLedgerStore]:
         async with self._database.read() as connection:
             yield SqlLedgerStore(connection, self._encode_events)
+
+    async def read_may_lag(self, caller: UUID, work: Callable[[SqlLedgerStore], Awaitable[T]]) -> T:
+        async def on_primary() -> T:
+            async with self.read() as store:
+                return await work(store)
+
+        if self.replicas is None:
+            return await on_primary()
+
+        async def on_replica(connection: AsyncConnection) -> T:
+            return await work(SqlLedgerStore(connection, self._encode_events))
+
+        return await self.replicas.run(caller, on_replica, on_primary)

@@ -271,3 +271,50 @@ webhook_attempts = Table(
     Column("succeeded", Boolean, nullable=False),
     Index("ix_webhook_attempts_delivery_id", "delivery_id"),
 )
+
+# --- the audit trail (banking.audit; docs/audit.md) -------------------------------------------
+
+# Append-only (migration 0003 adds triggers that refuse UPDATE and DELETE): one row per event
+# consumed, in the order recorded (``audit_id``, also the API's cursor). A dead-letter copy
+# keeps its event id and gets its own row per attempt (``delivery``: the DLQ ``attempts``
+# header, 0 on the other topics), so a redelivered message inserts nothing.
+audit_records = Table(
+    "audit_records",
+    metadata,
+    Column(
+        "audit_id",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("event_id", Uuid, nullable=False),
+    # Whether the event id was derived (the message had no ce_id, or one that is no UUID:
+    # then uuid5 of what identifies it), and the ce_id header as it came.
+    Column("event_id_derived", Boolean, nullable=False),
+    Column("ce_id", String(255), nullable=True),
+    Column("topic", String(128), nullable=False),
+    Column("delivery", Integer, nullable=False),
+    Column("event_type", String(64), nullable=True),
+    Column("source", String(255), nullable=True),
+    Column("specversion", String(16), nullable=True),
+    Column("event_time", UTCDateTime, nullable=True),
+    Column("subject", String(255), nullable=True),
+    Column("dataschema", String(255), nullable=True),
+    Column("content_type", String(128), nullable=True),
+    Column("event_key", String(255), nullable=True),
+    Column("kafka_partition", Integer, nullable=True),
+    Column("kafka_offset", BigInteger, nullable=True),
+    Column("account_id", Uuid, nullable=True),
+    Column("actor_id", String(64), nullable=True),
+    Column("actor_name", String(64), nullable=False),
+    Column("trace_id", String(128), nullable=True),
+    # The payload as JSON text, amounts as exact decimal strings; None when unreadable.
+    Column("payload", Text, nullable=True),
+    # Why the payload could not be read (the message is recorded all the same).
+    Column("unreadable_reason", String(500), nullable=True),
+    Column("recorded_at", UTCDateTime, nullable=False),
+    Index("uq_audit_records_event", "event_id", "topic", "delivery", unique=True),
+    Index("ix_audit_records_account", "account_id", "audit_id"),
+    Index("ix_audit_records_actor", "actor_name", "audit_id"),
+    Index("ix_audit_records_time", "event_time"),
+)

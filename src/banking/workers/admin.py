@@ -86,6 +86,7 @@ async def read_published_schemas(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=None,
         enable_auto_commit=False,
+        isolation_level="read_committed",
         auto_offset_reset="earliest",
     )
     await consumer.start()
@@ -123,6 +124,7 @@ async def replay_dead_letters(settings: Settings, *, limit: int = REPLAY_MESSAGE
         bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=prefix + "banking-dlq-replay",
         enable_auto_commit=False,
+        isolation_level="read_committed",
         auto_offset_reset="earliest",
     )
     await consumer.start()

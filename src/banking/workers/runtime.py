@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 from typing import Final
 
+from banking.analytics.consumer import consumer_of as analytics_consumer_of
+from banking.audit.consumer import AuditRecorder
 from banking.container import Container
 from banking.events import topics
 from banking.events.envelope import read_headers
-from banking.events.relay import OutboxRelay
+from banking.events.relay import OutboxRelay, relay_transactional_id
 from banking.events.retention import OutboxRetention
 from banking.events.serialization import EventFormat
 from banking.events.signing import keyring_of
@@ -93,6 +95,8 @@ def _handlers(container: Container, dead_letters: DeadLetters) -> dict[str, Hand
             container.unit_of_work, detector, dead_letters, observer=container.metrics
         )
         handlers["fraud"] = worker.handle
+    if settings.audit_enabled:
+        handlers["audit"] = AuditRecorder(container.database, observer=container.metrics).handle
     return handlers
 
 
@@ -114,10 +118,25 @@ async def run_kafka_worker(name: str, container: Container, stop: asyncio.Event)
     settings = container.settings
     if not settings.uses_kafka:
         raise ValueError("KAFKA_BOOTSTRAP_SERVERS is not set; workers run inside `banking serve`")
+    if name == "analytics":  # its own loop (commits after each flush); it publishes nothing
+        group_id, topic_names = CONSUMER_GROUPS[name]
+        await analytics_consumer_of(
+            settings,
+            group_id=group_id,
+            topics=topic_names,
+            observer=container.metrics,
+            consumer_observer=container.metrics,
+        ).run(stop)
+        return
     publisher = KafkaPublisher(
         settings.kafka_bootstrap_servers,
         client_id=f"banking-{name}",
         topic_prefix=settings.kafka_topic_prefix,
+        # Every relay process shares one transactional id: the leader's producer fences the
+        # one before it, so a relay that lost its lock cannot add to the topics any more.
+        transactional_id=relay_transactional_id(settings.kafka_topic_prefix)
+        if name == "relay"
+        else None,
     )
     try:
         if name == "relay":
@@ -176,6 +195,13 @@ class EmbeddedEvents:
 
     def __init__(self, container: Container) -> None:
         self.bus = InProcessBus()
+        if container.settings.analytics_location:
+            # Not in-process: the bus marks an outbox row published when its handlers return,
+            # before the sink's buffered rows are durable, so a crash could lose them.
+            log.warning(
+                "analytics_sink_not_embedded",
+                reason="the analytics sink runs only as `banking worker analytics` on Kafka",
+            )
         dead_letters = DeadLetters(self.bus, container.metrics)
         handlers = _handlers(container, dead_letters)
         self.bus.subscribe(topics.TRANSACTIONS_SUBMITTED, handlers["processor"])
@@ -189,6 +215,11 @@ class EmbeddedEvents:
         notifications, self.delivery = _notifications(container, dead_letters)
         for topic in NOTIFICATION_TOPICS:
             self.bus.subscribe(topic, notifications.handle)
+        if "audit" in handlers:
+            # Last on every topic, the permanent DLQ included: the others see what they saw
+            # before, and a message is recorded after they handled it.
+            for topic in CONSUMER_GROUPS["audit"][1]:
+                self.bus.subscribe(topic, handlers["audit"])
         # Nothing crosses a wire in-process: the outbox's JSON is passed as it is.
         self.relay = OutboxRelay(
             container.database,

@@ -8,7 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from banking.domain.records import HistoryFilter, TransactionStatus, TransactionType
-from banking.rest.dependencies import ContainerDep, CurrentActor
+from banking.rest.dependencies import ContainerDep, CurrentActor, trace_id_of
 from banking.rest.errors import ErrorCode
 from banking.rest.openapi import body_link, header, link, responses
 from banking.rest.routes import Route
@@ -123,10 +123,16 @@ async def get_account(
     "/{account_id}", response_model=AccountRead, responses=responses(*_READ_ERRORS, E.FORBIDDEN)
 )
 async def update_account(
-    account_id: UUID, body: AccountPatchBody, actor: CurrentActor, container: ContainerDep
+    account_id: UUID,
+    body: AccountPatchBody,
+    actor: CurrentActor,
+    container: ContainerDep,
+    request: Request,
 ) -> AccountRead:
     """Freeze (``is_active: false``) or re-open an account: tellers and admins."""
-    account = await container.accounts.set_active(actor, account_id, is_active=body.is_active)
+    account = await container.accounts.set_active(
+        actor, account_id, is_active=body.is_active, trace_id=trace_id_of(request)
+    )
     return AccountRead.of(account)
 
 
