@@ -1,4 +1,4 @@
-"""The benchmarks' entry point: ``banking bench [--events | --fraud | --replicas]
+"""The benchmarks' entry point: ``banking bench [--events | --fraud | --replicas | --topology]
 [--output FILE]`` calls ``run``, and ``python -m benchmarks`` is the same command without the
 service's CLI."""
 
@@ -14,6 +14,8 @@ from benchmarks.fraud_notifications import run_fraud_benchmark
 from benchmarks.replicas import DEFAULT_OUTPUT as DEFAULT_REPLICAS_OUTPUT
 from benchmarks.replicas import run_replica_benchmark
 from benchmarks.runner import run_benchmark
+from benchmarks.topology import DEFAULT_OUTPUT as DEFAULT_TOPOLOGY_OUTPUT
+from benchmarks.topology import run_topology_benchmark
 
 DEFAULT_OUTPUT = Path("bench-results/latest.json")
 DEFAULT_EVENTS_OUTPUT = Path("bench-results/events.json")
@@ -24,11 +26,13 @@ def run(
     events: bool = False,
     fraud: bool = False,
     replicas: bool = False,
+    topology: bool = False,
     output: Path | None = None,
 ) -> int:
     """The REST benchmark against pgbench, or (``events``) the event backbone's figures, or
     (``fraud``) fraud scoring's cost and webhook latency with their defaults, or (``replicas``)
-    the read replicas' share of reads and the primary's CPU without and with them; the exit code
+    the read replicas' share of reads and the primary's CPU without and with them, or
+    (``topology``) the audit trail's and the analytics sink's lag and Parquet bytes; the exit code
     (0 ok, 1 failed, 2 could not start, 130 interrupted)."""
     if events:
         return run_event_benchmark(output or DEFAULT_EVENTS_OUTPUT)
@@ -36,11 +40,13 @@ def run(
         return run_fraud_benchmark(output or DEFAULT_FRAUD_OUTPUT)
     if replicas:
         return run_replica_benchmark(output or DEFAULT_REPLICAS_OUTPUT)
+    if topology:
+        return run_topology_benchmark(output or DEFAULT_TOPOLOGY_OUTPUT)
     return run_benchmark(output or DEFAULT_OUTPUT)
 
 
 def main(arguments: Sequence[str] | None = None) -> int:
-    """``python -m benchmarks [--events | --fraud] [--output FILE]``."""
+    """``python -m benchmarks [--events | --fraud | --replicas | --topology] [--output FILE]``."""
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Benchmark the REST API on PostgreSQL against pgbench on the same server, "
@@ -64,10 +70,17 @@ def main(arguments: Sequence[str] | None = None) -> int:
         help="share of reads on read replicas and the primary's CPU without and with them "
         "(python -m benchmarks.replicas for its sizes)",
     )
+    parser.add_argument(
+        "--topology",
+        action="store_true",
+        help="audit and analytics lag behind the commit and Parquet bytes per event "
+        "(python -m benchmarks.topology for its sizes)",
+    )
     options = parser.parse_args(arguments)
     return run(
         events=options.events,
         fraud=options.fraud,
         replicas=options.replicas,
+        topology=options.topology,
         output=options.output,
     )

@@ -701,11 +701,16 @@ def bench(
         bool,
         typer.Option("--replicas", help="Reads served by read replicas; primary CPU without/with."),
     ] = False,
+    topology: Annotated[
+        bool,
+        typer.Option("--topology", help="Audit and analytics lag behind the commit; Parquet size."),
+    ] = False,
 ) -> None:
     """Benchmark the REST API on PostgreSQL against pgbench on the same server, or (--events)
     the event backbone under that load, or (--fraud) the cost of the fraud worker and the
     latency of webhook deliveries, or (--replicas) the share of reads the read replicas serve and
-    the primary's CPU without and with them."""
+    the primary's CPU without and with them, or (--topology) how far the audit trail and the
+    analytics dataset are behind the commit and what an event costs in Parquet."""
     try:
         from benchmarks.cli import run as run_bench
     except ModuleNotFoundError as error:
@@ -719,7 +724,9 @@ def bench(
         )
         raise typer.Exit(2) from error
 
-    raise typer.Exit(run_bench(events=events, fraud=fraud, replicas=replicas, output=output))
+    raise typer.Exit(
+        run_bench(events=events, fraud=fraud, replicas=replicas, topology=topology, output=output)
+    )
 
 
 # What `banking bench` imports beyond the service's own dependencies (the `bench` extra).

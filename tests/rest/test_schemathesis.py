@@ -53,6 +53,7 @@ WITH_RULES_BEYOND_THE_SCHEMA = [
     "listHeldTransactions",
     "createWebhook",
     "listWebhookDeliveries",
+    "listAuditRecords",
 ]
 CONFIG = f"""
 hooks = "tests.rest.schemathesis_hooks"

@@ -48,6 +48,7 @@ from banking.events.serialization import EventFormat
 from banking.events.transport import InProcessBus, Message
 from banking.grpc.client import BankingClient, BankingClientError
 from banking.ledger.reconcile import reconcile
+from banking.storage import database as database_module
 from banking.storage import repositories as repo
 from banking.storage.database import (
     Database,
@@ -724,3 +725,34 @@ async def test_workers_wait_out_an_outage_and_never_park_it(
         await container.close()
         if not pg.is_running():
             pg.start()
+
+
+@pytest.mark.postgres
+async def test_a_connection_that_sat_idle_through_a_restart_is_replaced_not_failed(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process with no traffic while the database restarted answers its first read after it
+    (a read outside the unit of work, which is not retried): the idle pooled connection is
+    pinged and replaced. Found by the fault suite (a 503 long after PostgreSQL was back)."""
+    monkeypatch.setattr(database_module, "IDLE_PING_SECONDS", 0.2)
+    database = Database(create_engine(make_settings(postgres_url)))
+    try:
+        async with database.read() as connection:
+            server_pid = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar()
+        # The server side of the pooled connection goes, as in a restart.
+        admin = create_async_engine(postgres_url)
+        async with admin.connect() as connection:
+            assert (
+                await connection.execute(
+                    text("SELECT pg_terminate_backend(:pid)"), {"pid": server_pid}
+                )
+            ).scalar()
+        await admin.dispose()
+        await asyncio.sleep(0.5)  # idle for longer than IDLE_PING_SECONDS
+        async with database.read() as connection:
+            assert (await connection.execute(text("SELECT 1"))).scalar() == 1
+            assert (await connection.execute(text("SELECT pg_backend_pid()"))).scalar() != (
+                server_pid
+            )
+    finally:
+        await database.dispose()
