@@ -124,6 +124,15 @@ class Settings(BaseSettings):
     account_lock_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     account_lock_wait_seconds: float = Field(default=2.0, ge=0, le=60)
     kafka_bootstrap_servers: str = ""
+    # Transport security to Kafka (docs/transport-security.md): every producer, consumer and
+    # admin client gets these through events.security.kafka_security.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = Field(default=SecretStr(""))
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
     event_format: Literal["arrow", "json"] = "arrow"
     # Prepended to every topic and consumer group: several environments on one cluster.
     kafka_topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]{0,100}$")
@@ -267,6 +276,30 @@ class Settings(BaseSettings):
     @property
     def effective_fraud_model_dir(self) -> Path:
         return self.fraud_model_dir or self.data_dir / "fraud-models"
+
+    @model_validator(mode="after")
+    def _kafka_security_is_consistent(self) -> Settings:
+        sasl = self.kafka_security_protocol == "SASL_SSL"
+        has_credentials = bool(
+            self.kafka_sasl_username or self.kafka_sasl_password.get_secret_value()
+        )
+        if sasl and not (self.kafka_sasl_username and self.kafka_sasl_password.get_secret_value()):
+            raise ValueError(
+                "KAFKA_SECURITY_PROTOCOL=SASL_SSL needs KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD"
+            )
+        if has_credentials and not sasl:
+            # A SASL password is never sent over a connection that would not use it.
+            raise ValueError(
+                "KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD are set but "
+                f"KAFKA_SECURITY_PROTOCOL is {self.kafka_security_protocol}, not SASL_SSL"
+            )
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise ValueError("KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together")
+        if self.kafka_security_protocol == "PLAINTEXT" and (
+            self.kafka_ssl_cafile or self.kafka_ssl_certfile
+        ):
+            raise ValueError("KAFKA_SSL_* files are set but KAFKA_SECURITY_PROTOCOL is PLAINTEXT")
+        return self
 
     @model_validator(mode="after")
     def _redis_settings_are_usable(self) -> Settings:

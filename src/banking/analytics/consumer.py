@@ -12,7 +12,7 @@ messages are read again once the filesystem is back.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaError
 from banking.analytics.dataset import ParquetDataset
 from banking.analytics.sink import AnalyticsSink, Flushed, SinkObserver
 from banking.config import Settings
+from banking.events.security import kafka_security
 from banking.events.transport import ConsumerObserver, message_of, seconds_since_commit
 from banking.observability.logging import get_logger
 
@@ -54,6 +55,7 @@ class AnalyticsConsumer:
         topics: Sequence[str],
         topic_prefix: str = "",
         observer: ConsumerObserver | None = None,
+        security: Mapping[str, Any] | None = None,
     ) -> None:
         self.sink = sink
         self.group_id = group_id
@@ -67,6 +69,7 @@ class AnalyticsConsumer:
             auto_offset_reset="earliest",
             max_poll_records=RECORDS_PER_POLL_MAX,
             isolation_level="read_committed",  # the relay publishes in transactions
+            **(security or {}),
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -171,4 +174,5 @@ def consumer_of(
         topics=topics,
         topic_prefix=settings.kafka_topic_prefix,
         observer=consumer_observer,
+        security=kafka_security(settings),
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -70,8 +70,11 @@ class KafkaPublisher:
         client_id: str = "banking",
         topic_prefix: str = "",
         transactional_id: str | None = None,
+        security: Mapping[str, Any] | None = None,
     ) -> None:
         self._bootstrap_servers = bootstrap_servers
+        # events.security.kafka_security: protocol, TLS context, SASL credentials
+        self._security = dict(security or {})
         self._client_id = client_id
         self._topic_prefix = topic_prefix
         self._transactional_id = transactional_id
@@ -90,6 +93,7 @@ class KafkaPublisher:
                     linger_ms=5,
                     request_timeout_ms=15000,
                     transactional_id=self._transactional_id,
+                    **self._security,
                 )
                 await producer.start()
                 self._producer = producer
@@ -182,6 +186,7 @@ class KafkaConsumerLoop:
         handler: Handler,
         topic_prefix: str = "",
         observer: ConsumerObserver | None = None,
+        security: Mapping[str, Any] | None = None,
     ) -> None:
         self._topic_prefix = topic_prefix
         self._observer: ConsumerObserver = observer or _Unobserved()
@@ -195,6 +200,7 @@ class KafkaConsumerLoop:
             # The relay publishes in transactions: an aborted batch (a fenced relay's, one cut
             # by a crash) is never handled.
             isolation_level="read_committed",
+            **(security or {}),
         )
         self._handler = handler
         self.group_id = group_id

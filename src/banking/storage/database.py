@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from banking.config import Settings
+from banking.storage.tls import asyncpg_tls
 
 T = TypeVar("T")
 
@@ -90,8 +91,11 @@ def create_engine(settings: Settings) -> AsyncEngine:
     url = settings.effective_database_url
     if url.startswith("sqlite"):
         return _create_sqlite_engine(url, echo=settings.database_echo)
+    # libpq's sslmode / sslrootcert in the URL become asyncpg's ssl argument (storage/tls.py)
+    url, tls_connect_args = asyncpg_tls(url)
     engine = create_async_engine(
         url,
+        connect_args=tls_connect_args,
         echo=settings.database_echo,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_pool_overflow,

@@ -15,6 +15,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
+from banking.storage.tls import asyncpg_tls
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -112,7 +114,8 @@ def database_schema_revision(database_url: str) -> SchemaRevision:
             return SchemaRevision((), needed_revisions())
 
     async def read() -> SchemaRevision:
-        engine = create_async_engine(database_url)
+        url, tls_connect_args = asyncpg_tls(database_url)
+        engine = create_async_engine(url, connect_args=tls_connect_args)
         try:
             async with engine.connect() as connection:
                 return await schema_revision(connection)

@@ -46,6 +46,7 @@ from banking.config import Settings, normalize_database_url
 from banking.domain.errors import AccountNotFound, TransactionNotFound
 from banking.ledger.ports import RecentWriters
 from banking.storage.database import Database, DatabaseUnavailable
+from banking.storage.tls import asyncpg_tls
 
 T = TypeVar("T")
 
@@ -302,8 +303,10 @@ def build_replica_router(
         raise ValueError("DATABASE_REPLICA_URLS needs a PostgreSQL DATABASE_URL (the primary)")
     replicas = []
     for url in settings.database_replica_urls:
+        replica_url, tls_connect_args = asyncpg_tls(normalize_database_url(url))
         engine = create_async_engine(
-            normalize_database_url(url),
+            replica_url,
+            connect_args=tls_connect_args,
             pool_size=min(settings.database_pool_size, REPLICA_POOL_SIZE_MAX),
             max_overflow=settings.database_pool_overflow,
             pool_pre_ping=False,

@@ -12,6 +12,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from banking.config import Settings
 from banking.events import registry, topics
+from banking.events.security import kafka_security
 from banking.events.transport import KafkaPublisher, message_of
 from banking.workers.dead_letters import as_original
 
@@ -23,7 +24,9 @@ SCHEMAS_READ_TIMEOUT_SECONDS = 30.0
 async def create_topics(settings: Settings) -> list[str]:
     """Create every topic of DESIGN.md section 7 that does not exist yet, and the compacted
     ``banking.schemas``, then publish the event schemas on it; the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers, **kafka_security(settings)
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -60,6 +63,7 @@ async def publish_schemas(settings: Settings) -> None:
         settings.kafka_bootstrap_servers,
         client_id="banking-schemas",
         topic_prefix=settings.kafka_topic_prefix,
+        security=kafka_security(settings),
     )
     try:
         await publisher.publish(registry.schema_messages())
@@ -73,7 +77,9 @@ async def read_published_schemas(
     """The latest record of each key on ``banking.schemas``: schema id -> Arrow IPC stream
     (empty when the topic does not exist: it is not created by reading)."""
     topic = settings.kafka_topic_prefix + topics.SCHEMAS
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers, **kafka_security(settings)
+    )
     await admin.start()
     try:
         if topic not in await admin.list_topics():
@@ -88,6 +94,7 @@ async def read_published_schemas(
         enable_auto_commit=False,
         isolation_level="read_committed",
         auto_offset_reset="earliest",
+        **kafka_security(settings),
     )
     await consumer.start()
     published: dict[str, bytes] = {}
@@ -117,7 +124,10 @@ async def replay_dead_letters(settings: Settings, *, limit: int = REPLAY_MESSAGE
     the replay consumer group's committed offset remembers what was already replayed."""
     prefix = settings.kafka_topic_prefix
     publisher = KafkaPublisher(
-        settings.kafka_bootstrap_servers, client_id="banking-dlq-replay", topic_prefix=prefix
+        settings.kafka_bootstrap_servers,
+        client_id="banking-dlq-replay",
+        topic_prefix=prefix,
+        security=kafka_security(settings),
     )
     consumer = AIOKafkaConsumer(
         prefix + topics.TRANSACTIONS_PERMANENT_DLQ,
@@ -126,6 +136,7 @@ async def replay_dead_letters(settings: Settings, *, limit: int = REPLAY_MESSAGE
         enable_auto_commit=False,
         isolation_level="read_committed",
         auto_offset_reset="earliest",
+        **kafka_security(settings),
     )
     await consumer.start()
     replayed = 0

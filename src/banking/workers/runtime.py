@@ -13,6 +13,7 @@ from banking.events import topics
 from banking.events.envelope import read_headers
 from banking.events.relay import OutboxRelay, relay_transactional_id
 from banking.events.retention import OutboxRetention
+from banking.events.security import kafka_security
 from banking.events.serialization import EventFormat
 from banking.events.signing import keyring_of
 from banking.events.transport import (
@@ -137,6 +138,7 @@ async def run_kafka_worker(name: str, container: Container, stop: asyncio.Event)
         transactional_id=relay_transactional_id(settings.kafka_topic_prefix)
         if name == "relay"
         else None,
+        security=kafka_security(settings),
     )
     try:
         if name == "relay":
@@ -166,6 +168,7 @@ async def run_kafka_worker(name: str, container: Container, stop: asyncio.Event)
             handler=handlers[name],
             topic_prefix=settings.kafka_topic_prefix,
             observer=container.metrics,
+            security=kafka_security(settings),
         )
         if delivery is not None:  # the consumer and the delivery loop, side by side
             await asyncio.gather(loop.run(stop), delivery.run(stop))

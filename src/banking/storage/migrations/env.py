@@ -9,6 +9,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from banking.storage.tables import metadata
+from banking.storage.tls import asyncpg_tls
 
 config = context.config
 target_metadata = metadata
@@ -29,7 +30,8 @@ async def _run_async() -> None:
     url = config.get_main_option("sqlalchemy.url")
     if url is None:
         raise RuntimeError("sqlalchemy.url is not configured")
-    engine = create_async_engine(url)
+    url, tls_connect_args = asyncpg_tls(url)
+    engine = create_async_engine(url, connect_args=tls_connect_args)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)
