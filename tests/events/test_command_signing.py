@@ -323,6 +323,8 @@ async def test_embedded_a_forged_command_moves_nothing_and_a_signed_one_applies(
         events = EmbeddedEvents(bank.container)
         await events.start()
         try:
+            # What the set-up wrote is handled first (its consumers may write events too).
+            await events.relay.drain()
             before = await counts(bank)
             value = command_value(account_id, actor, "1000.00", "credit")
             forged = crm_headers(account_id, value, secret=secrets.token_hex(32))
