@@ -6,7 +6,7 @@ other, as behind a load balancer), ``banking worker relay`` and ``banking worker
 on a database, topic prefix and Redis database of this test. ``CLIENTS`` concurrent clients send
 random transfers, debits and credits, each with its own idempotency key (``reference_id``),
 while the nemesis, in turn, SIGKILLs an API instance (and starts it again), restarts PostgreSQL
-abruptly (``pg_ctl -m immediate``), (the Kafka broker restart is left out of `make test`, see the schedule)
+abruptly (``pg_ctl -m immediate``) (the Kafka restart is left out of `make test`: see schedule)
 and kills Redis (SIGKILL, then ``redis.sh start``), twice round, recording each fault's window.
 
 Afterwards every unknown outcome (connection error, timeout, 503) is retried with its key until
