@@ -11,13 +11,14 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 from uuid import UUID
 
 from banking.audit import store
 from banking.domain.errors import BankingError, ValidationFailed
 from banking.domain.roles import Actor
+from banking.ledger.history import in_utc
 from banking.storage.database import Database
 
 CURSOR_PREFIX: Final = "audit:"
@@ -94,17 +95,6 @@ def decode_cursor(cursor: str) -> int:
         raise ValidationFailed("cursor is not valid", field="cursor") from error
 
 
-def _in_utc(moment: datetime | None, field: str) -> datetime | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        raise ValidationFailed(f"{field} needs a time zone (for example Z)", field=field)
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError as error:
-        raise ValidationFailed(f"{field} is out of range", field=field) from error
-
-
 def _checked_text(value: str | None, field: str, length_max: int) -> str | None:
     if value is None:
         return None
@@ -169,8 +159,8 @@ class AuditService:
             raise ValidationFailed(
                 f"page_size must be between 1 and {self.page_size_max}", field="page_size"
             )
-        time_from = _in_utc(audit_filter.time_from, "from")
-        time_to = _in_utc(audit_filter.time_to, "to")
+        time_from = in_utc(audit_filter.time_from, "from")
+        time_to = in_utc(audit_filter.time_to, "to")
         if time_from is not None and time_to is not None and time_from >= time_to:
             raise ValidationFailed("from must be before to", field="from")
         query = store.AuditQuery(

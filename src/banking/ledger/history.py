@@ -32,7 +32,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         raise ValidationFailed("cursor is not valid", field="cursor") from error
 
 
-def _in_utc(moment: datetime | None, field: str) -> datetime | None:
+def in_utc(moment: datetime | None, field: str) -> datetime | None:
     """A filter time in UTC; times that fall outside years 1-9999 in UTC are refused."""
     if moment is None:
         return None
@@ -69,8 +69,8 @@ class HistoryService:
         after = decode_cursor(cursor) if cursor else None
         history = replace(
             history,
-            created_from=_in_utc(history.created_from, "from"),
-            created_to=_in_utc(history.created_to, "to"),
+            created_from=in_utc(history.created_from, "from"),
+            created_to=in_utc(history.created_to, "to"),
         )
 
         async def read(store: LedgerStore) -> list[Transaction]:
