@@ -138,12 +138,6 @@ class Services:
     def kill_redis(self) -> None:
         _kill_9(self.redis_pid_file, "redis-server")
 
-    def stop_kafka(self) -> None:
-        """The broker's own stop (a controlled shutdown). A SIGKILL makes the broker recover
-        every partition's log before it answers again: late in `make test`, with every earlier
-        test's topics on it, that took over 5 minutes on the loaded 2-core machine."""
-        self.script("kafka", "stop")
-
     def start(self, service: str) -> None:
         self.script(service, "start")
 
