@@ -233,7 +233,8 @@ cmd_start() {
     fi
     local p
     for p in "$PORT" "$CONTROLLER_PORT"; do
-        require_free_port "$p" "BANKING_KAFKA_PORT / BANKING_KAFKA_CONTROLLER_PORT"
+        # a broker just stopped may hold its listeners a few seconds longer than its pid
+        require_free_port "$p" "BANKING_KAFKA_PORT / BANKING_KAFKA_CONTROLLER_PORT" 30
     done
     rm -f "$PID_FILE"
     write_configs

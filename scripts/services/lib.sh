@@ -24,7 +24,9 @@
 #   require_commands CMD...      missing_dep for the first CMD not on PATH
 #   lock                         take $SERVICES_DIR/.$SERVICE.lock on fd 9 (flock)
 #   port_open HOST PORT          true if something accepts TCP connections there
-#   require_free_port PORT HINT  die unless nothing listens on $HOST:PORT (HINT: what to set)
+#   require_free_port PORT HINT [WAIT]
+#                                die unless nothing listens on $HOST:PORT within WAIT seconds
+#                                (default 0; HINT: what to set)
 #   log_tail N                   the last N lines of $LOG_FILE on stderr
 #   pid_running / pid_alive      the pid in $PID_FILE is a live process (/ and it is ours)
 #   spawn_detached WHAT CMD...   run CMD in the background, detached, its pid in $PID_FILE
@@ -84,9 +86,13 @@ port_open() {
 }
 
 require_free_port() {
-    if port_open "$HOST" "$1"; then
-        die "port $HOST:$1 is already taken by another process; set $2"
-    fi
+    local deadline=$((SECONDS + ${3:-0}))
+    while port_open "$HOST" "$1"; do
+        if ((SECONDS >= deadline)); then
+            die "port $HOST:$1 is already taken by another process; set $2"
+        fi
+        sleep 0.5
+    done
 }
 
 log_tail() {

@@ -1,9 +1,13 @@
-"""The services the fault suite breaks: the PostgreSQL, Redis and Kafka of the environment
-(``scripts/services/all.sh env``), faulted and restarted with the project's own scripts.
+"""The services the fault suite breaks, faulted and restarted with the project's own scripts:
+the PostgreSQL and Redis of the environment (``scripts/services/all.sh env``), and a Kafka broker
+of the suite's own (``kafka.sh`` with a state dir and ports of its own, removed at the end).
 
-Only the instances the scripts describe are touched: the URLs in the environment must point at
-the ports the scripts read (``BANKING_PG_PORT``, ``BANKING_REDIS_PORT``, ``BANKING_KAFKA_PORT``)
-and the state must be in ``BANKING_SERVICES_DIR``, or the suite fails before it breaks anything.
+The broker is private because a shared one, late in `make test`, holds every earlier test's
+topics and needs minutes to recover them after a SIGKILL; the suite's own holds only its topics
+and is back in seconds. Only the PostgreSQL and Redis instances the scripts describe are touched:
+the URLs in the environment must point at the ports the scripts read (``BANKING_PG_PORT``,
+``BANKING_REDIS_PORT``) and the state must be in ``BANKING_SERVICES_DIR``, or the suite fails
+before it breaks anything.
 """
 
 from __future__ import annotations
@@ -21,10 +25,6 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO_ROOT / "scripts" / "services"
 SCRIPT_TIMEOUT_SECONDS = 360
-# A broker SIGKILLed recovers every partition's log before it answers: late in `make test` the
-# cluster holds the topics of every earlier test (each has its own prefix), which on a loaded
-# 2-core machine took 2 min 40 s once. The script's own default (90 s) is for a clean start.
-KAFKA_RECOVERY_TIMEOUT_SECONDS = 300
 KILL_WAIT_SECONDS = 10.0
 
 
@@ -46,32 +46,37 @@ class Services:
     pg_url: str  # postgresql+asyncpg://.../banking_test
     pg_admin_dsn: str
     redis_url: str
-    kafka_bootstrap: str
     services_dir: Path
     pg_bin: Path
+    kafka_dir: Path  # the private broker's BANKING_SERVICES_DIR
+    kafka_port: int
+    kafka_controller_port: int
 
     @classmethod
-    def from_environment(cls) -> Services:
+    def from_environment(cls, kafka_dir: Path, kafka_ports: tuple[int, int]) -> Services:
+        """The environment's PostgreSQL and Redis, and a broker of the suite's own in
+        ``kafka_dir`` on ``kafka_ports`` (client, controller), not started yet."""
         services = cls(
             pg_url=_required("BANKING_PG_URL"),
             pg_admin_dsn=_required("BANKING_PG_ADMIN_DSN"),
             redis_url=_required("BANKING_REDIS_URL"),
-            kafka_bootstrap=_required("BANKING_KAFKA_BOOTSTRAP"),
             services_dir=Path(os.environ.get("BANKING_SERVICES_DIR", "/tmp/banking-services")),
             pg_bin=Path(os.environ.get("BANKING_PG_BIN", "/usr/lib/postgresql/15/bin")),
+            kafka_dir=kafka_dir,
+            kafka_port=kafka_ports[0],
+            kafka_controller_port=kafka_ports[1],
         )
         services._check_they_are_the_scripts_ones()
         return services
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
 
     def _check_they_are_the_scripts_ones(self) -> None:
         expected = {
             "BANKING_PG_URL": (urlsplit(self.pg_url).port, "BANKING_PG_PORT", 55432),
             "BANKING_REDIS_URL": (urlsplit(self.redis_url).port, "BANKING_REDIS_PORT", 56379),
-            "BANKING_KAFKA_BOOTSTRAP": (
-                int(self.kafka_bootstrap.rpartition(":")[2]),
-                "BANKING_KAFKA_PORT",
-                59092,
-            ),
         }
         for url_name, (port, port_name, default) in expected.items():
             script_port = int(os.environ.get(port_name, default))
@@ -82,7 +87,7 @@ class Services:
                     "not use",
                     pytrace=False,
                 )
-        for state in (self.pg_data_dir, self.redis_pid_file, self.kafka_pid_file):
+        for state in (self.pg_data_dir, self.redis_pid_file):
             if not state.exists():
                 pytest.fail(
                     f"{state} does not exist: the services were not started by "
@@ -100,7 +105,7 @@ class Services:
 
     @property
     def kafka_pid_file(self) -> Path:
-        return self.services_dir / "kafka" / "kafka.pid"
+        return self.kafka_dir / "kafka" / "kafka.pid"
 
     def database_url(self, name: str) -> str:
         return f"{self.pg_url.rpartition('/')[0]}/{name}"
@@ -111,14 +116,20 @@ class Services:
     # --- the faults ------------------------------------------------------------------------
 
     def script(self, service: str, action: str) -> None:
-        """``scripts/services/SERVICE.sh ACTION`` with this environment; fails with its output."""
+        """``scripts/services/SERVICE.sh ACTION`` with this environment (the private broker's
+        for ``kafka``); fails with its output."""
+        env = dict(os.environ)
+        if service == "kafka":
+            env["BANKING_SERVICES_DIR"] = str(self.kafka_dir)
+            env["BANKING_KAFKA_PORT"] = str(self.kafka_port)
+            env["BANKING_KAFKA_CONTROLLER_PORT"] = str(self.kafka_controller_port)
         result = subprocess.run(
             ["bash", str(SCRIPTS / f"{service}.sh"), action],
             capture_output=True,
             text=True,
             timeout=SCRIPT_TIMEOUT_SECONDS,
             check=False,
-            env={**os.environ, "BANKING_KAFKA_START_TIMEOUT": str(KAFKA_RECOVERY_TIMEOUT_SECONDS)},
+            env=env,
         )
         assert result.returncode == 0, f"{service}.sh {action}: {result.stderr[-2000:]}"
 
@@ -138,14 +149,17 @@ class Services:
     def kill_redis(self) -> None:
         _kill_9(self.redis_pid_file, "redis-server")
 
+    def kill_kafka(self) -> None:
+        _kill_9(self.kafka_pid_file, "kafka.Kafka")
+
     def start(self, service: str) -> None:
         self.script(service, "start")
 
     def ensure_running(self) -> list[str]:
-        """Start every service again (idempotent), whatever state a failure left; the
+        """Start the shared services again (idempotent), whatever state a failure left; the
         problems, if any, for the report."""
         problems = []
-        for service in ("postgres", "redis", "kafka"):
+        for service in ("postgres", "redis"):
             try:
                 self.start(service)
             except (AssertionError, subprocess.TimeoutExpired) as error:
