@@ -33,6 +33,7 @@ from banking.events.outbox import outbox_rows
 from banking.grpc.server import SHUTDOWN_GRACE_SECONDS, start_server
 from banking.ledger.accounts import AccountService
 from banking.ledger.history import HistoryService
+from banking.ledger.groups import GroupCommit
 from banking.ledger.movements import MovementService
 from banking.ledger.ports import Movements
 from banking.ledger.review import ReviewService
@@ -79,7 +80,14 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
     # Innermost first: the core; the cache drops changed balances right after each commit;
     # metrics count each outcome; the optional per-account lock (ACCOUNT_LOCKS) is outermost,
     # so a request that waited for it is measured once it runs.
-    movements: Movements = MovementService(unit_of_work)
+    group_commit = None
+    if settings.group_commit:
+        group_commit = GroupCommit(
+            unit_of_work,
+            window_seconds=settings.group_commit_window_seconds,
+            max_items=settings.group_commit_items_max,
+        )
+    movements: Movements = MovementService(unit_of_work, group_commit=group_commit)
     if replicas is not None:
         movements = RecordingWriters(movements, recent_writers)
     if cache.balances is not None:

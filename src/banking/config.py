@@ -193,6 +193,17 @@ class Settings(BaseSettings):
     replica_check_seconds: float = Field(default=0.5, gt=0, le=60)
     replica_sticky_seconds: float = Field(default=5.0, gt=0, le=3600)
 
+    # Group commit (README "Group commit and batches"): concurrent movements of one process
+    # arriving within GROUP_COMMIT_WINDOW_SECONDS of the first, at most GROUP_COMMIT_ITEMS_MAX,
+    # are decided in one transaction and one commit, each with its own outcome.
+    group_commit: bool = False
+    group_commit_window_seconds: float = Field(default=0.001, gt=0, le=0.05)
+    group_commit_items_max: int = Field(default=64, ge=2, le=1000)
+    # POST /api/v1/transactions/batch and gRPC BatchMovements: items per batch, and the
+    # request body limit of that route (the other routes keep REQUEST_BODY_BYTES_MAX).
+    batch_items_max: int = Field(default=1000, ge=1, le=1000)
+    batch_body_bytes_max: int = Field(default=1024 * 1024, ge=1024, le=16 * 1024 * 1024)
+
     cors_allow_origins: list[str] = Field(default_factory=list)
     trusted_hosts: list[str] = Field(default_factory=lambda: ["*"])
     # Load balancers whose X-Forwarded-For / X-Forwarded-Proto are believed (JSON list of

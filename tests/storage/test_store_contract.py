@@ -28,6 +28,7 @@ from tests.ledger import test_commands as commands
 from tests.ledger import test_credits as credits
 from tests.ledger import test_debits as debits
 from tests.ledger import test_declines as declines
+from tests.ledger import test_groups as groups
 from tests.ledger import test_history as history
 from tests.ledger import test_idempotency as idempotency
 from tests.ledger import test_reconcile as reconciliation
@@ -136,6 +137,12 @@ SCENARIOS = [
     scenario(history.test_a_history_holds_only_its_accounts_legs),
     scenario(history.test_a_leg_in_the_history_is_the_leg_that_was_answered),
     scenario(reconciliation.test_the_books_balance_after_random_movements, seed=7, operations=80),
+    # Groups: what PostgreSQL decides in one call must match the reference decisions.
+    *[
+        scenario(getattr(groups, name))
+        for name in dir(groups)
+        if name.startswith("test_") and callable(getattr(groups, name))
+    ],
 ]
 
 

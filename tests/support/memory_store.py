@@ -35,6 +35,7 @@ from banking.domain.records import (
     TransactionStatus,
     TransactionType,
 )
+from banking.ledger.groups import Decided, GroupItem, decide_each
 
 T = TypeVar("T")
 _ZERO = Decimal("0.00")
@@ -151,6 +152,18 @@ class MemoryLedgerStore:
         )
         self.books.balances[balance.account_id] = updated
         return BalanceAfter(updated.available_balance, updated.version)
+
+    async def decide_movements(self, items: Sequence[GroupItem]) -> list[Decided]:
+        return await decide_each(self, items)
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        saved = self.books.snapshot()
+        try:
+            yield
+        except BaseException:
+            self.books.__dict__.update(saved.__dict__)
+            raise
 
     async def insert_legs(
         self, legs: Sequence[Transaction], *, fingerprint: str, created_by: UUID | None

@@ -140,6 +140,18 @@ class ReferenceAlreadyUsed(BankingError):
     code = "IDEMPOTENCY_CONFLICT"
 
 
+class BatchItemFailed(BankingError):
+    """An atomic batch was not applied: item ``index`` failed with ``error`` (a decline, which
+    was not stored either, or a refusal), so no item was."""
+
+    code = "BATCH_ITEM_FAILED"
+
+    def __init__(self, index: int, error: BankingError) -> None:
+        super().__init__(f"item {index}: {error.message}", index=index)
+        self.index = index
+        self.error = error
+
+
 class DeclineReason(StrEnum):
     """Why a movement was declined and stored as a ``failed`` leg (its ``failure_code``)."""
 

@@ -102,6 +102,14 @@ class TransferRequest:
     reference_id: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """One movement of a batch: a debit or credit (``DebitOrCredit``) or a transfer."""
+
+    kind: TransactionType
+    request: DebitOrCredit | TransferRequest
+
+
 def request_of(leg: Transaction) -> DebitOrCredit | TransferRequest:
     """The request an initiating leg stands for (what its command carries)."""
     if leg.transaction_type is TransactionType.TRANSFER_OUT:

@@ -34,7 +34,12 @@ async def run_once(
 async def replay(unit_of_work: UnitOfWork, checked: CheckedMovement) -> Transaction:
     """The leg that holds the key of ``checked``, if it was made from the same parameters."""
     async with unit_of_work.read() as store:
-        found = await store.find_initiating_leg(checked.account_id, checked.reference_id)
+        return await matching_leg(store, checked)
+
+
+async def matching_leg(store: LedgerStore, checked: CheckedMovement) -> Transaction:
+    """``replay`` on an open view of the books (a group's own unit of work)."""
+    found = await store.find_initiating_leg(checked.account_id, checked.reference_id)
     if found is None:
         raise InvariantViolated("the idempotency key is taken but no leg holds it")
     leg, fingerprint = found

@@ -9,10 +9,18 @@ Locks, metrics and cache invalidation wrap this service with the same ``Movement
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from uuid import UUID
 
-from banking.domain.errors import AccountNotFound, TransactionNotFound
+from banking.domain.errors import (
+    AccountNotFound,
+    BankingError,
+    BatchItemFailed,
+    TransactionNotFound,
+    ValidationFailed,
+)
 from banking.domain.records import (
+    BatchItem,
     Command,
     CommandOutcome,
     DebitOrCredit,
@@ -27,16 +35,24 @@ from banking.domain.roles import Actor
 from banking.ledger import commands, review
 from banking.ledger.access import require_visible
 from banking.ledger.checks import check_movement, require_may_move
-from banking.ledger.decisions import DECISIONS
-from banking.ledger.idempotency import outcome, run_once
+from banking.ledger.groups import GroupCommit, GroupItem, ItemResult, run_atomic, run_group
+from banking.ledger.idempotency import outcome
 from banking.ledger.ports import LedgerStore, UnitOfWork
+
+# The most items one batch may hold (the doors may allow fewer: BATCH_ITEMS_MAX).
+BATCH_ITEMS_MAX = 1000
 
 
 class MovementService:
-    """Implements ``banking.ledger.ports.Movements`` on a unit of work."""
+    """Implements ``banking.ledger.ports.Movements`` on a unit of work. With ``group_commit``
+    a synchronous movement is decided together with the others that arrive with it
+    (``groups.GroupCommit``); without, in a unit of work of its own."""
 
-    def __init__(self, unit_of_work: UnitOfWork) -> None:
+    def __init__(
+        self, unit_of_work: UnitOfWork, *, group_commit: GroupCommit | None = None
+    ) -> None:
         self._unit_of_work = unit_of_work
+        self._group_commit = group_commit
 
     async def debit(
         self, actor: Actor, request: DebitOrCredit, *, trace_id: str | None = None
@@ -62,6 +78,40 @@ class MovementService:
         trace_id: str | None = None,
     ) -> MovementResult:
         return await commands.submit(self._unit_of_work, actor, kind, request, trace_id=trace_id)
+
+    async def batch(
+        self,
+        actor: Actor,
+        items: Sequence[BatchItem],
+        *,
+        atomic: bool,
+        trace_id: str | None = None,
+    ) -> list[ItemResult]:
+        if not items:
+            raise ValidationFailed("a batch needs at least one item", field="items")
+        if len(items) > BATCH_ITEMS_MAX:
+            raise ValidationFailed(f"a batch has at most {BATCH_ITEMS_MAX} items", field="items")
+        results: list[ItemResult | None] = [None] * len(items)
+        group: list[GroupItem] = []
+        positions: list[int] = []
+        for index, item in enumerate(items):
+            try:
+                require_may_move(actor, item.kind)
+                checked = check_movement(item.kind, item.request)
+            except BankingError as error:
+                if atomic:
+                    raise BatchItemFailed(index, error) from None
+                results[index] = error
+                continue
+            group.append(GroupItem(actor, checked, trace_id))
+            positions.append(index)
+        if atomic:
+            decided: list[ItemResult] = list(await run_atomic(self._unit_of_work, group))
+        else:
+            decided = await run_group(self._unit_of_work, group)
+        for index, result in zip(positions, decided, strict=True):
+            results[index] = _as_answered(result)
+        return [result for result in results if result is not None]
 
     async def apply_command(self, command: Command) -> CommandOutcome:
         return await commands.apply_command(self._unit_of_work, command)
@@ -102,10 +152,22 @@ class MovementService:
         trace_id: str | None,
     ) -> MovementResult:
         require_may_move(actor, kind)
-        checked = check_movement(kind, request)
-        decide = DECISIONS[kind]
+        item = GroupItem(actor, check_movement(kind, request), trace_id)
+        if self._group_commit is not None:
+            result = await self._group_commit.run(item)
+        else:
+            (result,) = await run_group(self._unit_of_work, [item])
+        if isinstance(result, BankingError):
+            raise result
+        return outcome(result)
 
-        async def work(store: LedgerStore) -> Transaction:
-            return await decide(store, actor, checked, None, trace_id)
 
-        return outcome(await run_once(self._unit_of_work, checked, work))
+def _as_answered(result: ItemResult) -> ItemResult:
+    """A batch item's result as a single request would answer it: a declined leg is its
+    error (naming the stored leg)."""
+    if isinstance(result, BankingError):
+        return result
+    try:
+        return outcome(result)
+    except BankingError as error:
+        return error

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from decimal import Decimal
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 from uuid import UUID
 
 from banking.domain.records import (
@@ -21,6 +21,7 @@ from banking.domain.records import (
     AccountMismatch,
     Balance,
     BalanceAfter,
+    BatchItem,
     Command,
     CommandOutcome,
     DebitOrCredit,
@@ -36,6 +37,9 @@ from banking.domain.records import (
     TransferRequest,
 )
 from banking.domain.roles import Actor
+
+if TYPE_CHECKING:
+    from banking.ledger.groups import Decided, GroupItem, ItemResult
 
 T = TypeVar("T")
 
@@ -76,6 +80,23 @@ class LedgerStore(Protocol):
         self, account_id: UUID, amount: Decimal, at: datetime
     ) -> BalanceAfter | None:
         """Add ``amount``; None when the balance would reach the 10^16 limit."""
+        ...
+
+    async def decide_movements(self, items: Sequence[GroupItem]) -> list[Decided]:
+        """Decide synchronous debits, credits and transfers in this unit of work, in order,
+        with the rules of ``banking.ledger.decisions``: each item's initiating leg as stored,
+        or the error that refused it, its writes undone (a used key: ``ReferenceAlreadyUsed``).
+        For several items the balances of all their accounts are locked first, in account-id
+        order. ``banking.ledger.groups.decide_each`` is the reference; a store may decide the
+        group in one call of its own (PostgreSQL), and the contract tests hold it to the same
+        outcomes, rows and events. A single item may leave a refusal's writes behind: its
+        caller rolls the unit of work back."""
+        ...
+
+    def savepoint(self) -> AbstractAsyncContextManager[None]:
+        """A nested unit: when the block raises, its writes are undone and the rest of the
+        unit of work goes on; a used idempotency key inside is raised as
+        ``ReferenceAlreadyUsed``."""
         ...
 
     async def insert_legs(
@@ -224,6 +245,21 @@ class Movements(Protocol):
         trace_id: str | None = None,
     ) -> MovementResult: ...
 
+    async def batch(
+        self,
+        actor: Actor,
+        items: Sequence[BatchItem],
+        *,
+        atomic: bool,
+        trace_id: str | None = None,
+    ) -> list[ItemResult]:
+        """Debits, credits and transfers in one unit of work and one commit, each authorized
+        and checked like a single request. Each item's result in order: its completed leg
+        (``MovementResult``, a replay included) or the error a single request would have
+        raised (a decline's names its stored leg). ``atomic``: every item completes or nothing
+        is stored, and ``BatchItemFailed`` names the first that did not."""
+        ...
+
     async def apply_command(self, command: Command) -> CommandOutcome: ...
 
     async def hold_command(self, command: Command, score: FraudScore) -> CommandOutcome:
@@ -293,6 +329,16 @@ class MovementsDecorator:
         trace_id: str | None = None,
     ) -> MovementResult:
         return await self._inner.submit(actor, kind, request, trace_id=trace_id)
+
+    async def batch(
+        self,
+        actor: Actor,
+        items: Sequence[BatchItem],
+        *,
+        atomic: bool,
+        trace_id: str | None = None,
+    ) -> list[ItemResult]:
+        return await self._inner.batch(actor, items, atomic=atomic, trace_id=trace_id)
 
     async def apply_command(self, command: Command) -> CommandOutcome:
         return await self._inner.apply_command(command)

@@ -39,6 +39,7 @@ from banking.domain.records import (
     TransactionType,
 )
 from banking.domain.roles import Role
+from banking.ledger.groups import Decided, GroupItem, decide_each
 from banking.storage.database import Database, constraint_of, is_unique_violation
 from banking.storage.replicas import ReplicaReads
 from banking.storage.tables import (
@@ -269,6 +270,19 @@ class SqlLedgerStore:
         )
         row = result.first()
         return BalanceAfter(row.available_balance, row.version) if row else None
+
+    async def decide_movements(self, items: Sequence[GroupItem]) -> list[Decided]:
+        return await decide_each(self, items)
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        try:
+            async with self.connection.begin_nested():
+                yield
+        except IntegrityError as error:
+            if _is_reference_taken(error):
+                raise ReferenceAlreadyUsed("the idempotency key is already used") from error
+            raise
 
     async def insert_legs(
         self, legs: Sequence[Transaction], *, fingerprint: str, created_by: UUID | None
