@@ -32,8 +32,8 @@ from banking.container import Container
 from banking.events.outbox import outbox_rows
 from banking.grpc.server import SHUTDOWN_GRACE_SECONDS, start_server
 from banking.ledger.accounts import AccountService
-from banking.ledger.history import HistoryService
 from banking.ledger.groups import GroupCommit
+from banking.ledger.history import HistoryService
 from banking.ledger.movements import MovementService
 from banking.ledger.ports import Movements
 from banking.ledger.review import ReviewService
@@ -86,6 +86,7 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
             unit_of_work,
             window_seconds=settings.group_commit_window_seconds,
             max_items=settings.group_commit_items_max,
+            on_group=metrics.group_commit_items.observe,
         )
     movements: Movements = MovementService(unit_of_work, group_commit=group_commit)
     if replicas is not None:

@@ -22,7 +22,7 @@ included, and ``BatchItemFailed`` names the first item that did not complete.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -211,10 +211,18 @@ class GroupCommit:
     answered with its own result (``run_group``). Several groups may be in flight at once, each
     on its own connection; they lock their accounts in the one order."""
 
-    def __init__(self, unit_of_work: UnitOfWork, *, window_seconds: float, max_items: int) -> None:
+    def __init__(
+        self,
+        unit_of_work: UnitOfWork,
+        *,
+        window_seconds: float,
+        max_items: int,
+        on_group: Callable[[int], None] | None = None,
+    ) -> None:
         self._unit_of_work = unit_of_work
         self._window_seconds = window_seconds
         self._max_items = max_items
+        self._on_group = on_group  # told each group's size (a metric)
         self._waiting: list[tuple[GroupItem, asyncio.Future[ItemResult]]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._running: set[asyncio.Task[None]] = set()
@@ -237,6 +245,8 @@ class GroupCommit:
             self._timer = None
         waiting, self._waiting = self._waiting, []
         if waiting:
+            if self._on_group is not None:
+                self._on_group(len(waiting))
             task = asyncio.get_running_loop().create_task(self._decide(waiting))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
@@ -252,8 +262,3 @@ class GroupCommit:
         for (_, future), result in zip(waiting, results, strict=True):
             if not future.done():
                 future.set_result(result)
-
-    async def drain(self) -> None:
-        """Decide what is waiting now and wait for every group in flight (at shutdown)."""
-        self._flush()
-        await asyncio.gather(*self._running, return_exceptions=True)

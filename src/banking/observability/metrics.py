@@ -33,6 +33,7 @@ _STATEMENT_KINDS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "BEGIN", "
 EVENT_LAG_BUCKETS_SECONDS = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 )  # fmt: skip
+GROUP_ITEMS_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000)
 LATENCY_BUCKETS_SECONDS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
@@ -190,6 +191,12 @@ class Metrics:
             "banking_account_lock_wait_seconds",
             "Time spent acquiring the optional per-account locks (ACCOUNT_LOCKS).",
             buckets=LATENCY_BUCKETS_SECONDS,
+            registry=r,
+        )
+        self.group_commit_items = Histogram(
+            "banking_group_commit_items",
+            "Movements decided in one transaction by group commit (GROUP_COMMIT), per group.",
+            buckets=GROUP_ITEMS_BUCKETS,
             registry=r,
         )
         self.redis_errors = Counter(
