@@ -19,5 +19,7 @@ Modules, by responsibility:
 - ``accounting``: CPU per party from /proc;
 - ``report``: the JSON report, ``history.jsonl`` and the table;
 - ``events``: ``banking bench --events`` (wire formats, the relay's rate and lag on Kafka);
+- ``money_path``: ``banking bench --money-path`` (REST and gRPC single, group commit, batches,
+  SQLite, peak RSS, next to pgbench: issue 14's scenarios);
 - ``load/``: protocol-level load tools (ghz, wrk, a seeder) and the Redis figures.
 """

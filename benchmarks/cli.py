@@ -1,6 +1,6 @@
-"""The benchmarks' entry point: ``banking bench [--events | --fraud | --replicas | --topology]
-[--output FILE]`` calls ``run``, and ``python -m benchmarks`` is the same command without the
-service's CLI."""
+"""The benchmarks' entry point: ``banking bench [--events | --fraud | --replicas | --topology |
+--money-path] [--output FILE]`` calls ``run``, and ``python -m benchmarks`` is the same command
+without the service's CLI."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from pathlib import Path
 from benchmarks.events import run_event_benchmark
 from benchmarks.fraud_notifications import DEFAULT_OUTPUT as DEFAULT_FRAUD_OUTPUT
 from benchmarks.fraud_notifications import run_fraud_benchmark
+from benchmarks.money_path import DEFAULT_OUTPUT as DEFAULT_MONEY_PATH_OUTPUT
+from benchmarks.money_path import run_money_path_benchmark
 from benchmarks.replicas import DEFAULT_OUTPUT as DEFAULT_REPLICAS_OUTPUT
 from benchmarks.replicas import run_replica_benchmark
 from benchmarks.runner import run_benchmark
@@ -27,13 +29,17 @@ def run(
     fraud: bool = False,
     replicas: bool = False,
     topology: bool = False,
+    money_path: bool = False,
     output: Path | None = None,
 ) -> int:
     """The REST benchmark against pgbench, or (``events``) the event backbone's figures, or
     (``fraud``) fraud scoring's cost and webhook latency with their defaults, or (``replicas``)
     the read replicas' share of reads and the primary's CPU without and with them, or
-    (``topology``) the audit trail's and the analytics sink's lag and Parquet bytes; the exit code
-    (0 ok, 1 failed, 2 could not start, 130 interrupted)."""
+    (``topology``) the audit trail's and the analytics sink's lag and Parquet bytes, or
+    (``money_path``) issue 14's scenarios (REST and gRPC, single, group commit, batches, SQLite)
+    next to pgbench; the exit code (0 ok, 1 failed, 2 could not start, 130 interrupted)."""
+    if money_path:
+        return run_money_path_benchmark(output or DEFAULT_MONEY_PATH_OUTPUT)
     if events:
         return run_event_benchmark(output or DEFAULT_EVENTS_OUTPUT)
     if fraud:
@@ -46,7 +52,8 @@ def run(
 
 
 def main(arguments: Sequence[str] | None = None) -> int:
-    """``python -m benchmarks [--events | --fraud | --replicas | --topology] [--output FILE]``."""
+    """``python -m benchmarks [--events | --fraud | --replicas | --topology | --money-path]
+    [--output FILE]``."""
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Benchmark the REST API on PostgreSQL against pgbench on the same server, "
@@ -76,11 +83,18 @@ def main(arguments: Sequence[str] | None = None) -> int:
         help="audit and analytics lag behind the commit and Parquet bytes per event "
         "(python -m benchmarks.topology for its sizes)",
     )
+    parser.add_argument(
+        "--money-path",
+        action="store_true",
+        help="REST and gRPC transfers (single, group commit, batches of 100), the embedded "
+        "SQLite default and pgbench at 32 clients (python -m benchmarks.money_path for its sizes)",
+    )
     options = parser.parse_args(arguments)
     return run(
         events=options.events,
         fraud=options.fraud,
         replicas=options.replicas,
         topology=options.topology,
+        money_path=options.money_path,
         output=options.output,
     )

@@ -187,9 +187,15 @@ class ServerSettings:
     workers: int
     pool_size: int
     port: int
+    # Set: `--grpc-port` (one worker serves gRPC too; without it, the default port 50051).
+    grpc_port: int | None = None
+    # Applied last: e.g. GROUP_COMMIT, or the embedded default's BANKING_ENV, DATABASE_URL=""
+    # and DATA_DIR (``banking bench --money-path``).
+    extra_environment: tuple[tuple[str, str], ...] = ()
 
     def environment(self) -> dict[str, str]:
-        """The process environment: the caller's, plus the operator's production settings."""
+        """The process environment: the caller's, plus the operator's production settings
+        (and ``extra_environment`` over them)."""
         return {
             **os.environ,
             "BANKING_ENV": Environment.PRODUCTION.value,
@@ -204,6 +210,7 @@ class ServerSettings:
             "LOG_JSON": str(SERVER_LOG_JSON).lower(),
             "METRICS_ENABLED": str(SERVER_METRICS_ENABLED).lower(),
             "RATE_LIMIT_DEFAULT": SERVER_RATE_LIMIT_DEFAULT,
+            **dict(self.extra_environment),
         }
 
     def command(self) -> list[str]:
@@ -220,6 +227,7 @@ class ServerSettings:
             "--workers",
             str(self.workers),
             "--no-migrate",
+            *([] if self.grpc_port is None else ["--grpc-port", str(self.grpc_port)]),
         ]
 
 

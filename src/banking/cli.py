@@ -705,12 +705,20 @@ def bench(
         bool,
         typer.Option("--topology", help="Audit and analytics lag behind the commit; Parquet size."),
     ] = False,
+    money_path: Annotated[
+        bool,
+        typer.Option(
+            "--money-path",
+            help="REST/gRPC single, group commit and batches, SQLite, next to pgbench.",
+        ),
+    ] = False,
 ) -> None:
     """Benchmark the REST API on PostgreSQL against pgbench on the same server, or (--events)
     the event backbone under that load, or (--fraud) the cost of the fraud worker and the
     latency of webhook deliveries, or (--replicas) the share of reads the read replicas serve and
     the primary's CPU without and with them, or (--topology) how far the audit trail and the
-    analytics dataset are behind the commit and what an event costs in Parquet."""
+    analytics dataset are behind the commit and what an event costs in Parquet, or
+    (--money-path) the money path's scenarios of issue 14 next to pgbench."""
     try:
         from benchmarks.cli import run as run_bench
     except ModuleNotFoundError as error:
@@ -725,7 +733,14 @@ def bench(
         raise typer.Exit(2) from error
 
     raise typer.Exit(
-        run_bench(events=events, fraud=fraud, replicas=replicas, topology=topology, output=output)
+        run_bench(
+            events=events,
+            fraud=fraud,
+            replicas=replicas,
+            topology=topology,
+            money_path=money_path,
+            output=output,
+        )
     )
 
 

@@ -70,6 +70,7 @@ async def test_v1_reflection_lists_and_describes_every_service(grpc_bank: GrpcBa
         "CreditAccount",
         "TransferBetweenAccounts",
         "GetTransaction",
+        "BatchMovements",
     }
     assert service.methods_by_name["DebitAccount"].input_type.fields_by_name["amount"].type == (
         descriptor_pb2.FieldDescriptorProto.TYPE_STRING

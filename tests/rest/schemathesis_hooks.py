@@ -49,6 +49,12 @@ RULES_THE_SCHEMA_CANNOT_EXPRESS: dict[str, list[Rule]] = {
         *_MOVEMENT,
         ("VALIDATION_ERROR", "destination_account_id", "must be different"),
     ],
+    # An atomic batch that fails answers its failing item's error (the item's field, and its
+    # index in details); a batch without `atomic` answers such items in its 200.
+    "POST /api/v1/transactions/batch": [
+        *_MOVEMENT,
+        ("VALIDATION_ERROR", "destination_account_id", "must be different"),
+    ],
     # Staff must name an active customer; a customer may name only themselves.
     "POST /api/v1/accounts": [
         ("VALIDATION_ERROR", "customer_id", "customer_id is required"),

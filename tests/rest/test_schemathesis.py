@@ -46,6 +46,7 @@ WITH_RULES_BEYOND_THE_SCHEMA = [
     "debitAccount",
     "creditAccount",
     "transferBetweenAccounts",
+    "batchMovements",
     "openAccount",
     "listAccounts",
     "listAccountTransactions",

@@ -7,11 +7,12 @@ raise: the money has already moved (the caches log and retry their own failures)
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 from uuid import UUID
 
 from banking.domain.records import (
+    BatchItem,
     Command,
     CommandOutcome,
     DebitOrCredit,
@@ -22,6 +23,7 @@ from banking.domain.records import (
     TransferRequest,
 )
 from banking.domain.roles import Actor
+from banking.ledger.groups import ItemResult
 from banking.ledger.ports import Movements, MovementsDecorator
 
 
@@ -76,6 +78,25 @@ class InvalidatingMovements(MovementsDecorator):
     ) -> MovementResult:
         call = self._inner.review(actor, transaction_id, decision, trace_id=trace_id)
         return await self._after(await call)
+
+    async def batch(
+        self,
+        actor: Actor,
+        items: Sequence[BatchItem],
+        *,
+        atomic: bool,
+        trace_id: str | None = None,
+    ) -> list[ItemResult]:
+        """One drop for every account a completed item changed (a batch commits once)."""
+        results = await self._inner.batch(actor, items, atomic=atomic, trace_id=trace_id)
+        changed = {
+            account_id
+            for result in results
+            if isinstance(result, MovementResult) and not result.replayed
+            for account_id in changed_accounts(result.transaction)
+        }
+        await self._drop(sorted(changed))
+        return results
 
     async def _after(self, result: MovementResult) -> MovementResult:
         if not result.replayed:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 from uuid import UUID
@@ -27,8 +27,9 @@ from redis.exceptions import LockError
 
 from banking.cache.redis_connection import RedisConnection, RedisUnavailable
 from banking.domain.errors import AccountBusy
-from banking.domain.records import DebitOrCredit, MovementResult, TransferRequest
+from banking.domain.records import BatchItem, DebitOrCredit, MovementResult, TransferRequest
 from banking.domain.roles import Actor
+from banking.ledger.groups import ItemResult
 from banking.ledger.ports import Movements, MovementsDecorator
 from banking.observability.logging import get_logger
 from banking.observability.metrics import Metrics
@@ -173,8 +174,10 @@ class MemoryAccountLocks:
 
 class LockedMovements(MovementsDecorator):
     """``Movements`` with each synchronous debit, credit and transfer run under its accounts'
-    locks. Asynchronous commands are not guarded: a busy lock must never turn into a final
-    rejection of a command."""
+    locks, and a batch under the locks of all its accounts (taken in account-id order, like
+    the database's, so a batch and a transfer never wait for each other in a cycle; a busy one
+    answers the whole batch ``ACCOUNT_BUSY`` before anything is done). Asynchronous commands
+    are not guarded: a busy lock must never turn into a final rejection of a command."""
 
     def __init__(self, inner: Movements, locks: AccountLocks) -> None:
         super().__init__(inner)
@@ -198,3 +201,25 @@ class LockedMovements(MovementsDecorator):
         accounts = [request.source_account_id, request.destination_account_id]
         async with self._locks.hold(accounts):
             return await self._inner.transfer(actor, request, trace_id=trace_id)
+
+    async def batch(
+        self,
+        actor: Actor,
+        items: Sequence[BatchItem],
+        *,
+        atomic: bool,
+        trace_id: str | None = None,
+    ) -> list[ItemResult]:
+        async with self._locks.hold(_batch_accounts(items)):
+            return await self._inner.batch(actor, items, atomic=atomic, trace_id=trace_id)
+
+
+def _batch_accounts(items: Sequence[BatchItem]) -> set[UUID]:
+    accounts: set[UUID] = set()
+    for item in items:
+        request = item.request
+        if isinstance(request, TransferRequest):
+            accounts.update((request.source_account_id, request.destination_account_id))
+        else:
+            accounts.add(request.account_id)
+    return accounts

@@ -11,6 +11,7 @@ and goes to the primary: not knowing never sends a read to a replica.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any, Final
 from uuid import UUID
 
@@ -19,6 +20,7 @@ import redis.asyncio as aioredis
 from banking.cache.redis_connection import RedisConnection, RedisUnavailable
 from banking.config import Settings
 from banking.domain.records import (
+    BatchItem,
     Command,
     CommandOutcome,
     DebitOrCredit,
@@ -29,6 +31,7 @@ from banking.domain.records import (
     TransferRequest,
 )
 from banking.domain.roles import Actor
+from banking.ledger.groups import ItemResult
 from banking.ledger.ports import Movements, MovementsDecorator, RecentWriters
 from banking.observability.logging import get_logger
 
@@ -146,6 +149,19 @@ class RecordingWriters(MovementsDecorator):
     ) -> MovementResult:
         try:
             return await self._inner.submit(actor, kind, request, trace_id=trace_id)
+        finally:
+            await self._writers.record(actor.user_id)
+
+    async def batch(
+        self,
+        actor: Actor,
+        items: Sequence[BatchItem],
+        *,
+        atomic: bool,
+        trace_id: str | None = None,
+    ) -> list[ItemResult]:
+        try:
+            return await self._inner.batch(actor, items, atomic=atomic, trace_id=trace_id)
         finally:
             await self._writers.record(actor.user_id)
 

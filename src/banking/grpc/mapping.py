@@ -9,7 +9,8 @@ reads a message into one of the client's dataclasses by that dataclass's field t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
 from datetime import datetime
 from decimal import Decimal
@@ -19,8 +20,9 @@ from uuid import UUID
 
 from google.protobuf.message import Message
 
+from banking.domain.errors import BankingError, Declined, ValidationFailed
 from banking.domain.money import format_amount
-from banking.domain.records import Account, Balance, Transaction
+from banking.domain.records import Account, Balance, MovementResult, Transaction
 from banking.grpc.gen import accounts_pb2, transactions_pb2
 
 _Message = TypeVar("_Message", bound=Message)
@@ -42,6 +44,52 @@ def transaction_message(leg: Transaction) -> transactions_pb2.Transaction:
 def movement_message(leg: Transaction) -> transactions_pb2.TransactionResponse:
     """A completed movement: its initiating leg and the balance after it."""
     return _message(transactions_pb2.TransactionResponse, leg, MOVEMENT_FIELDS)
+
+
+def batch_message(
+    results: Sequence[MovementResult | BankingError], *, atomic: bool
+) -> transactions_pb2.BatchMovementsResponse:
+    """A batch's results (``Movements.batch``), each item as the single call would answer it:
+    ``completed`` with its movement, ``failed`` (a decline, stored as a failed leg) or
+    ``rejected`` (refused, nothing stored) with its error."""
+    items = [_batch_item_message(index, result) for index, result in enumerate(results)]
+    counts = Counter(item.status for item in items)
+    return transactions_pb2.BatchMovementsResponse(
+        atomic=atomic,
+        completed=counts[BATCH_COMPLETED],
+        failed=counts[BATCH_FAILED],
+        rejected=counts[BATCH_REJECTED],
+        items=items,
+    )
+
+
+BATCH_COMPLETED: Final = "completed"
+BATCH_FAILED: Final = "failed"
+BATCH_REJECTED: Final = "rejected"
+
+
+def _batch_item_message(
+    index: int, result: MovementResult | BankingError
+) -> transactions_pb2.BatchItemResult:
+    if isinstance(result, MovementResult):
+        return transactions_pb2.BatchItemResult(
+            index=index,
+            status=BATCH_COMPLETED,
+            replayed=result.replayed,
+            transaction=movement_message(result.transaction),
+        )
+    error = transactions_pb2.BatchItemError(
+        code=result.code,
+        message=result.message,
+        transaction_id=str(result.transaction_id) if result.transaction_id else "",
+        field=(result.field or "") if isinstance(result, ValidationFailed) else "",
+    )
+    return transactions_pb2.BatchItemResult(
+        index=index,
+        status=BATCH_FAILED if isinstance(result, Declined) else BATCH_REJECTED,
+        replayed=result.replayed,
+        error=error,
+    )
 
 
 def account_message(account: Account) -> accounts_pb2.Account:

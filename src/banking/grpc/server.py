@@ -66,8 +66,12 @@ def build_server(container: Container) -> tuple[grpc.aio.Server, health.aio.Heal
             AuthInterceptor(container.tokens, container.cache.rate_limiter),
         ],
         options=[
-            # The same bound on a request as REST's body limit (larger: RESOURCE_EXHAUSTED).
-            ("grpc.max_receive_message_length", settings.request_body_bytes_max),
+            # The same bound on a request as REST's body limits (larger: RESOURCE_EXHAUSTED):
+            # one per server, so the larger of the single calls' and BatchMovements'.
+            (
+                "grpc.max_receive_message_length",
+                max(settings.request_body_bytes_max, settings.batch_body_bytes_max),
+            ),
             # Fail loudly when the port is taken instead of sharing it with another process.
             ("grpc.so_reuseport", 0),
         ],

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Final, TypeVar
 from uuid import UUID
 
 import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from banking.container import Container
-from banking.domain.errors import ValidationFailed
-from banking.domain.money import parse_amount
+from banking.domain.errors import BatchItemFailed, InvariantViolated, ValidationFailed
+from banking.domain.money import normalize_currency, parse_amount
 from banking.domain.records import (
+    BatchItem,
     DebitOrCredit,
     HistoryFilter,
     MovementResult,
@@ -33,13 +37,21 @@ from banking.grpc.gen import (
     transactions_pb2,
     transactions_pb2_grpc,
 )
-from banking.grpc.interceptors import REPLAYED_KEY, current_actor
+from banking.grpc.interceptors import (
+    REPLAYED_KEY,
+    _legacy_trailing,
+    current_actor,
+    rich_status,
+)
 from banking.grpc.mapping import (
     account_message,
     balance_message,
+    batch_message,
     movement_message,
     transaction_message,
 )
+from banking.ledger.checks import REFERENCE_ID_LENGTH_MAX
+from banking.ledger.movements import BATCH_ITEMS_MAX
 from banking.observability import context as log_context
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -48,11 +60,18 @@ _Choice = TypeVar("_Choice", TransactionType, TransactionStatus)
 WATCH_POLL_INTERVAL_SECONDS: Final = 0.5
 WATCH_DURATION_SECONDS_MAX: Final = 3600.0
 DEFAULT_ACCOUNT_TYPE: Final = "checking"
+# The batch's idempotency key makes each item's key "<key>:<index>": short enough that the
+# longest (index 999) is still a valid reference_id (the same bound as REST's header).
+BATCH_KEY_LENGTH_MAX: Final = REFERENCE_ID_LENGTH_MAX - len(f":{BATCH_ITEMS_MAX - 1}")
+# ErrorInfo.metadata key of an atomic batch's failure: the failing item's position.
+BATCH_INDEX_INFO: Final = "index"
 
 
 class TransactionServicer(transactions_pb2_grpc.TransactionServiceServicer):
     def __init__(self, container: Container) -> None:
         self._movements = container.movements
+        self._settings = container.settings
+        self._metrics = container.metrics if container.settings.metrics_enabled else None
 
     async def DebitAccount(
         self, request: transactions_pb2.DebitRequest, context: Context
@@ -71,16 +90,55 @@ class TransactionServicer(transactions_pb2_grpc.TransactionServiceServicer):
     async def TransferBetweenAccounts(
         self, request: transactions_pb2.TransferRequest, context: Context
     ) -> transactions_pb2.TransactionResponse:
-        command = TransferRequest(
-            source_account_id=_uuid(request.source_account_id, "source_account_id"),
-            destination_account_id=_uuid(request.destination_account_id, "destination_account_id"),
-            amount=parse_amount(request.amount),
-            currency=request.currency,
-            description=request.description or None,
-            reference_id=request.reference_id or None,
-        )
+        command = _transfer(request)
         result = await self._movements.transfer(current_actor(), command, trace_id=_trace_id())
         return _movement(result, context)
+
+    async def BatchMovements(
+        self, request: transactions_pb2.BatchMovementsRequest, context: Context
+    ) -> transactions_pb2.BatchMovementsResponse:
+        items_max = self._settings.batch_items_max
+        if len(request.items) > items_max:
+            raise ValidationFailed(f"a batch has at most {items_max} items", field="items")
+        key = request.idempotency_key or None
+        if key is not None and (len(key) > BATCH_KEY_LENGTH_MAX or not key.isprintable()):
+            raise ValidationFailed(
+                f"idempotency_key must be 1 to {BATCH_KEY_LENGTH_MAX} printable characters",
+                field="idempotency_key",
+            )
+        items = [_batch_item(item, index, key) for index, item in enumerate(request.items)]
+        try:
+            results = await self._movements.batch(
+                current_actor(), items, atomic=request.atomic, trace_id=_trace_id()
+            )
+        except BatchItemFailed as failed:
+            await self._abort_at_item(context, failed)
+            raise  # abort raises; never reached
+        if results and all(result.replayed for result in results):
+            context.set_trailing_metadata(((REPLAYED_KEY, "true"),))
+        return batch_message(results, atomic=request.atomic)
+
+    async def _abort_at_item(self, context: Context, failed: BatchItemFailed) -> None:
+        """An atomic batch that stored nothing fails as its failing item's single call would
+        (``interceptors.rich_status``: its status code and details), with the item's position
+        in the ErrorInfo's metadata ``index``."""
+        error = failed.error
+        if isinstance(error, InvariantViolated):
+            raise error  # the interceptor answers INTERNAL
+        if self._metrics is not None:
+            self._metrics.errors.labels(error.code).inc()
+        status = rich_status(error, failed.message)
+        for detail in status.details:
+            info = error_details_pb2.ErrorInfo()
+            if detail.Unpack(info):  # False for the other kinds of details
+                info.metadata[BATCH_INDEX_INFO] = str(failed.index)
+                detail.Pack(info)
+        call_status = rpc_status.to_status(status)
+        await context.abort(
+            call_status.code,
+            call_status.details,
+            trailing_metadata=(*call_status.trailing_metadata, *_legacy_trailing(error)),
+        )
 
     async def GetTransaction(
         self, request: transactions_pb2.GetTransactionRequest, context: Context
@@ -179,6 +237,56 @@ def _debit_or_credit(
         description=request.description or None,
         reference_id=request.reference_id or None,
     )
+
+
+def _transfer(request: transactions_pb2.TransferRequest) -> TransferRequest:
+    return TransferRequest(
+        source_account_id=_uuid(request.source_account_id, "source_account_id"),
+        destination_account_id=_uuid(request.destination_account_id, "destination_account_id"),
+        amount=parse_amount(request.amount),
+        currency=request.currency,
+        description=request.description or None,
+        reference_id=request.reference_id or None,
+    )
+
+
+def _batch_item(item: transactions_pb2.BatchItem, index: int, key: str | None) -> BatchItem:
+    """One item of a batch, read like the single call's request. What REST's document calls
+    invalid (a bad UUID or amount, an unknown currency, non-printable text) refuses the whole
+    batch here too, naming ``items[index].<movement>.<field>``; an item without a
+    ``reference_id`` gets ``<key>:<index>`` under the batch's key."""
+    movement = item.WhichOneof("movement")
+    if movement is None:
+        raise ValidationFailed(
+            f"items[{index}] needs a debit, credit or transfer", field=f"items[{index}]"
+        )
+    try:
+        request: DebitOrCredit | TransferRequest
+        if movement == "transfer":
+            request = _transfer(item.transfer)
+        else:
+            request = _debit_or_credit(item.debit if movement == "debit" else item.credit)
+        normalize_currency(request.currency)
+        for field in ("description", "reference_id"):
+            text = getattr(request, field)
+            if text is not None and not text.isprintable():
+                raise ValidationFailed(f"{field} must be printable text", field=field)
+    except ValidationFailed as error:
+        raise ValidationFailed(
+            f"items[{index}]: {error.message}",
+            field=f"items[{index}].{movement}.{error.field}" if error.field else None,
+        ) from error
+    if request.reference_id is None and key is not None:
+        request = replace(request, reference_id=f"{key}:{index}")
+    kind = _BATCH_KINDS[movement]
+    return BatchItem(kind, request)
+
+
+_BATCH_KINDS: Final = {
+    "debit": TransactionType.DEBIT,
+    "credit": TransactionType.CREDIT,
+    "transfer": TransactionType.TRANSFER_OUT,
+}
 
 
 def _uuid(text: str, field: str) -> UUID:

@@ -15,12 +15,14 @@ as stored. The rules (DESIGN.md section 4):
   outbox in the account's commit order (the order its events are published in).
 
 Shared by the synchronous path and the asynchronous command processor: ``pending`` is the
-command's pending leg, finished in place.
+command's pending leg, finished in place. ``precheck`` is the part that needs only the accounts
+and the actor; the PostgreSQL store's group call (``banking.storage.pg_movements``) runs it
+too, and leaves the rest to a server-side function held to these decisions by tests.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import NoReturn
 from uuid import UUID, uuid4
 
@@ -47,6 +49,10 @@ from banking.ledger.ports import LedgerStore
 from banking.ledger.recording import new_leg, record, transfer_legs
 
 BALANCE_LIMIT_REASON = "the resulting balance would exceed the ledger's limit of 10^16"
+INSUFFICIENT_FUNDS_REASON = "insufficient funds"
+
+# A decline decided before the balances are touched (an inactive account): its code and reason.
+Decline = tuple[DeclineReason, str]
 
 Decide = Callable[
     [LedgerStore, Actor, CheckedMovement, Transaction | None, str | None], Awaitable[Transaction]
@@ -60,14 +66,12 @@ async def decide_debit(
     pending: Transaction | None,
     trace_id: str | None,
 ) -> Transaction:
-    account = require_can_debit(actor, await store.get_account(checked.account_id))
-    require_same_currency(account.currency, checked.currency)
-    decline = _inactive(account)
+    decline = precheck(actor, checked, _by_id([await store.get_account(checked.account_id)]))
     balance_after = None
     if decline is None:
         balance_after = await store.apply_debit(checked.account_id, checked.amount, utc_now())
         if balance_after is None:
-            decline = (DeclineReason.INSUFFICIENT_FUNDS, "insufficient funds")
+            decline = (DeclineReason.INSUFFICIENT_FUNDS, INSUFFICIENT_FUNDS_REASON)
     if decline is not None:
         await store.lock_balances([checked.account_id])
     return await _record_single(store, actor, checked, balance_after, decline, pending, trace_id)
@@ -81,9 +85,7 @@ async def decide_credit(
     trace_id: str | None,
 ) -> Transaction:
     require_can_credit(actor)
-    account = require_visible(actor, await store.get_account(checked.account_id))
-    require_same_currency(account.currency, checked.currency)
-    decline = _inactive(account)
+    decline = precheck(actor, checked, _by_id([await store.get_account(checked.account_id)]))
     balance_after = None
     if decline is None:
         balance_after = await store.apply_credit(checked.account_id, checked.amount, utc_now())
@@ -104,24 +106,15 @@ async def decide_transfer(
     destination_id = checked.counterparty_id
     if destination_id is None:
         raise InvariantViolated("a transfer needs a destination")
-    found = {
-        account.account_id: account
-        for account in await store.get_accounts([checked.account_id, destination_id])
-    }
-    source = require_can_debit(actor, found.get(checked.account_id))
-    destination = found.get(destination_id)
-    if destination is None:
-        raise AccountNotFound("destination account not found")
-    require_same_currency(source.currency, checked.currency)
-    require_same_currency(destination.currency, checked.currency)
-    decline = _inactive(source) or _inactive(destination)
+    found = _by_id(await store.get_accounts([checked.account_id, destination_id]))
+    decline = precheck(actor, checked, found)
     await store.lock_balances([checked.account_id, destination_id])
     if decline is not None:
         return await _record_single(store, actor, checked, None, decline, pending, trace_id)
     now = utc_now()
     source_after = await store.apply_debit(checked.account_id, checked.amount, now)
     if source_after is None:
-        decline = (DeclineReason.INSUFFICIENT_FUNDS, "insufficient funds")
+        decline = (DeclineReason.INSUFFICIENT_FUNDS, INSUFFICIENT_FUNDS_REASON)
         return await _record_single(store, actor, checked, None, decline, pending, trace_id)
     destination_after = await store.apply_credit(destination_id, checked.amount, now)
     if destination_after is None:
@@ -135,6 +128,35 @@ async def decide_transfer(
     out_leg, in_leg = transfer_legs(first, now, source_after, destination_after)
     await record(store, actor, checked, [out_leg, in_leg], pending=pending, trace_id=trace_id)
     return out_leg
+
+
+def precheck(
+    actor: Actor, checked: CheckedMovement, accounts: Mapping[UUID, Account | None]
+) -> Decline | None:
+    """The rules of a movement that need only its accounts (as read, before any lock) and the
+    actor, in the order every path checks them: the account exists and the actor may act on
+    it (crediting needs staff; another customer's account is not found), the destination of a
+    transfer exists, the currency is each account's. Raises the refusal; returns the decline of
+    an inactive account (source first), or None when the balances decide.
+
+    ``decide_debit``, ``decide_credit`` and ``decide_transfer`` call it, and so does the
+    PostgreSQL store's group call (``banking.storage.pg_movements``) before its server-side
+    function decides the rest."""
+    if checked.kind is TransactionType.CREDIT:
+        require_can_credit(actor)
+        account = require_visible(actor, accounts.get(checked.account_id))
+    else:
+        account = require_can_debit(actor, accounts.get(checked.account_id))
+    require_same_currency(account.currency, checked.currency)
+    if checked.kind is not TransactionType.TRANSFER_OUT:
+        return _inactive(account)
+    if checked.counterparty_id is None:
+        raise InvariantViolated("a transfer needs a destination")
+    destination = accounts.get(checked.counterparty_id)
+    if destination is None:
+        raise AccountNotFound("destination account not found")
+    require_same_currency(destination.currency, checked.currency)
+    return _inactive(account) or _inactive(destination)
 
 
 DECISIONS: dict[TransactionType, Decide] = {
@@ -174,7 +196,11 @@ async def _refuse_over_limit(
     raise ValidationFailed(BALANCE_LIMIT_REASON, field="amount")
 
 
-def _inactive(account: Account) -> tuple[DeclineReason, str] | None:
+def _by_id(found: Sequence[Account | None]) -> dict[UUID, Account | None]:
+    return {account.account_id: account for account in found if account is not None}
+
+
+def _inactive(account: Account) -> Decline | None:
     if account.is_active:
         return None
     return (DeclineReason.ACCOUNT_INACTIVE, f"account {account.account_number} is not active")
@@ -189,7 +215,7 @@ async def _record_single(
     actor: Actor,
     checked: CheckedMovement,
     balance_after: BalanceAfter | None,
-    decline: tuple[DeclineReason, str] | None,
+    decline: Decline | None,
     pending: Transaction | None,
     trace_id: str | None,
 ) -> Transaction:

@@ -3,13 +3,14 @@ movements by type and outcome, amounts moved, declines by reason, idempotent rep
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from decimal import Decimal
 from typing import Protocol
 from uuid import UUID
 
 from banking.domain.errors import BankingError, Declined
 from banking.domain.records import (
+    BatchItem,
     Command,
     CommandOutcome,
     DebitOrCredit,
@@ -21,6 +22,7 @@ from banking.domain.records import (
     TransferRequest,
 )
 from banking.domain.roles import Actor
+from banking.ledger.groups import ItemResult
 from banking.ledger.ports import Movements, MovementsDecorator
 
 
@@ -95,23 +97,40 @@ class MeasuredMovements(MovementsDecorator):
             self._count(result.transaction)
         return result
 
+    async def batch(
+        self,
+        actor: Actor,
+        items: Sequence[BatchItem],
+        *,
+        atomic: bool,
+        trace_id: str | None = None,
+    ) -> list[ItemResult]:
+        """Each item's outcome counted as a single movement's; an atomic batch that failed
+        stored nothing, so it counts nothing."""
+        results = await self._inner.batch(actor, items, atomic=atomic, trace_id=trace_id)
+        for item, result in zip(items, results, strict=True):
+            self._outcome(item.kind, item.request.amount, result)
+        return results
+
     async def _measure(
         self, kind: TransactionType, amount: Decimal, call: Awaitable[MovementResult]
     ) -> MovementResult:
         try:
             result = await call
         except BankingError as error:
-            if error.replayed:
-                self._metrics.replayed(kind.value)
-            elif isinstance(error, Declined):
-                self._metrics.movement(kind.value, TransactionStatus.FAILED.value, "", amount)
-                self._metrics.declined(kind.value, error.code)
+            self._outcome(kind, amount, error)
             raise
+        self._outcome(kind, amount, result)
+        return result
+
+    def _outcome(self, kind: TransactionType, amount: Decimal, result: ItemResult) -> None:
         if result.replayed:
             self._metrics.replayed(kind.value)
-        else:
+        elif isinstance(result, MovementResult):
             self._count(result.transaction)
-        return result
+        elif isinstance(result, Declined):
+            self._metrics.movement(kind.value, TransactionStatus.FAILED.value, "", amount)
+            self._metrics.declined(kind.value, result.code)
 
     def _count(self, leg: Transaction) -> None:
         kind = leg.transaction_type.value

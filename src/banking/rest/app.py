@@ -153,6 +153,7 @@ def create_app(
         RequestContextMiddleware,
         metrics=app.state.metrics,
         body_bytes_max=settings.request_body_bytes_max,
+        body_bytes_max_by_path={transactions.BATCH_PATH: settings.batch_body_bytes_max},
         tracer=tracer_provider.get_tracer("banking") if tracer_provider else None,
         served_by=settings.instance_name,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from opentelemetry.trace import SpanKind, Tracer
@@ -151,12 +151,15 @@ class RequestContextMiddleware:
         *,
         metrics: Metrics | None,
         body_bytes_max: int,
+        body_bytes_max_by_path: Mapping[str, int] | None = None,
         tracer: Tracer | None = None,
         served_by: str = "",
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.body_bytes_max = body_bytes_max
+        # Routes with a limit of their own (the batch route: BATCH_BODY_BYTES_MAX), by path.
+        self.body_bytes_max_by_path = dict(body_bytes_max_by_path or {})
         self.tracer = tracer
         # INSTANCE_NAME, in X-Served-By on every response (none when empty).
         self.served_by = [(b"x-served-by", served_by.encode())] if served_by else []
@@ -218,25 +221,24 @@ class RequestContextMiddleware:
             await send(message)
 
         received_bytes = 0
+        body_bytes_max = self._body_bytes_max(scope)
 
         async def receive_wrapper() -> Message:
             nonlocal received_bytes
             message = await receive()
             if message["type"] == "http.request":
                 received_bytes += len(message.get("body", b""))
-                if received_bytes > self.body_bytes_max:
+                if received_bytes > body_bytes_max:
                     # FastAPI re-raises HTTPException from body reading; the handler answers 413.
-                    raise HTTPException(
-                        413, f"request body is larger than {self.body_bytes_max} bytes"
-                    )
+                    raise HTTPException(413, f"request body is larger than {body_bytes_max} bytes")
             return message
 
         if self.metrics is not None:
             self.metrics.http_in_flight.inc()
         try:
             declared = _header(scope, b"content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self.body_bytes_max:
-                await self._too_large(send_wrapper)
+            if declared is not None and declared.isdigit() and int(declared) > body_bytes_max:
+                await self._too_large(send_wrapper, body_bytes_max)
             else:
                 await self.app(scope, receive_wrapper, send_wrapper)
         finally:
@@ -258,12 +260,21 @@ class RequestContextMiddleware:
             )
             context.clear()
 
-    async def _too_large(self, send: Send) -> None:
+    def _body_bytes_max(self, scope: Scope) -> int:
+        if not self.body_bytes_max_by_path:
+            return self.body_bytes_max
+        path: str = scope.get("path", "")
+        root_path: str = scope.get("root_path", "")
+        if root_path and path.startswith(root_path):  # behind a proxy's prefix
+            path = path[len(root_path) :]
+        return self.body_bytes_max_by_path.get(path, self.body_bytes_max)
+
+    async def _too_large(self, send: Send, body_bytes_max: int) -> None:
         body = json.dumps(
             {
                 "error": {
                     "code": "PAYLOAD_TOO_LARGE",
-                    "message": f"request body is larger than {self.body_bytes_max} bytes",
+                    "message": f"request body is larger than {body_bytes_max} bytes",
                     "trace_id": context.current("trace_id") or "",
                     "request_id": context.current("request_id") or "",
                     "timestamp": datetime.now(UTC).isoformat(),

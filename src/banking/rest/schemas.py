@@ -13,7 +13,8 @@ with ``json_schema_extra`` and still decided, with their own messages, by the co
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal, Self
@@ -26,20 +27,23 @@ from pydantic import (
     Field,
     StrictBool,
     WithJsonSchema,
+    field_validator,
 )
 
 from banking.auth.passwords import PASSWORD_LENGTH_MAX, PASSWORD_LENGTH_MIN
-from banking.domain.errors import InvariantViolated, ValidationFailed
+from banking.domain.errors import BankingError, Declined, InvariantViolated, ValidationFailed
 from banking.domain.money import (
     AMOUNT_LIMIT_EXCLUSIVE,
     CURRENCY_MINOR_DIGITS,
     format_amount,
+    normalize_currency,
     parse_amount,
 )
 from banking.domain.records import (
     Account,
     Balance,
     FraudScore,
+    MovementResult,
     Transaction,
     TransactionStatus,
     TransactionType,
@@ -47,6 +51,7 @@ from banking.domain.records import (
 from banking.domain.roles import Role
 from banking.ledger.accounts import ACCOUNT_TYPES
 from banking.ledger.checks import DESCRIPTION_LENGTH_MAX, REFERENCE_ID_LENGTH_MAX
+from banking.ledger.movements import BATCH_ITEMS_MAX
 from banking.rest.errors import ErrorCode
 
 # --- examples (one set of ids, so that the examples of the document tell one story) ------
@@ -233,6 +238,141 @@ class TransferBody(_Request):
     currency: Currency = Field(min_length=3, max_length=3)
     description: str | None = _DESCRIPTION
     reference_id: str | None = _REFERENCE
+
+
+# --- batches (POST /api/v1/transactions/batch) -----------------------------------------
+
+
+def _currency_code(value: Any) -> Any:
+    """A batch item's currency as the core reads it (any case): an unknown code refuses the
+    whole batch, as the document says, instead of one item."""
+    try:
+        normalize_currency(value)
+    except ValidationFailed as error:
+        raise ValueError(error.message) from error
+    return value
+
+
+_CENT = Decimal("0.01")
+
+
+def _printable_text(value: str | None) -> str | None:
+    if value is not None and not value.isprintable():
+        raise ValueError("must be printable text (no control or format characters)")
+    return value
+
+
+class _BatchItemRules(BaseModel):
+    """What the document says of a batch item's fields, enforced for the whole batch: a body
+    the document calls invalid is refused with 422 (a single request's core checks refuse the
+    same with the same code). Rules of the books stay each item's own outcome."""
+
+    @field_validator("currency", check_fields=False)
+    @classmethod
+    def _known_currency(cls, value: Any) -> Any:
+        return _currency_code(value)
+
+    @field_validator("amount", check_fields=False)
+    @classmethod
+    def _two_decimal_places(cls, value: Decimal) -> Decimal:
+        # The document's amount (AMOUNT_TEXT_PATTERN, multipleOf 0.01); a currency with no
+        # minor digits is a rule of the books, each item's own outcome.
+        if value != value.quantize(_CENT):
+            raise ValueError("amount has more than two decimal places")
+        return value
+
+    @field_validator("description", "reference_id", check_fields=False)
+    @classmethod
+    def _printable(cls, value: str | None) -> str | None:
+        return _printable_text(value)
+
+
+class BatchDebit(DebitCreditBody, _BatchItemRules):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "debit",
+                    "account_id": EXAMPLE_ACCOUNT_ID,
+                    "amount": "100.00",
+                    "currency": "USD",
+                    "description": "ATM withdrawal",
+                    "reference_id": "atm-2026-01-31-0001",
+                }
+            ]
+        }
+    )
+
+    type: Literal["debit"]
+
+
+class BatchCredit(DebitCreditBody, _BatchItemRules):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "credit",
+                    "account_id": EXAMPLE_ACCOUNT_ID,
+                    "amount": "1.00",
+                    "currency": "USD",
+                }
+            ]
+        }
+    )
+
+    type: Literal["credit"]
+
+
+class BatchTransfer(TransferBody, _BatchItemRules):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "transfer",
+                    "source_account_id": EXAMPLE_ACCOUNT_ID,
+                    "destination_account_id": EXAMPLE_OTHER_ACCOUNT_ID,
+                    "amount": "25.50",
+                    "currency": "USD",
+                    "reference_id": "rent-2026-02",
+                }
+            ]
+        }
+    )
+
+    type: Literal["transfer"]
+
+
+BatchItemBody = Annotated[BatchDebit | BatchCredit | BatchTransfer, Field(discriminator="type")]
+
+
+class BatchBody(_Request):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "atomic": False,
+                    "items": [
+                        BatchDebit.model_config["json_schema_extra"]["examples"][0],  # type: ignore[index]
+                        BatchCredit.model_config["json_schema_extra"]["examples"][0],  # type: ignore[index]
+                        BatchTransfer.model_config["json_schema_extra"]["examples"][0],  # type: ignore[index]
+                    ],
+                }
+            ]
+        }
+    )
+
+    # Strict: 0, 1 or "no" would silently pass as a boolean.
+    atomic: StrictBool = Field(
+        default=False,
+        description="true: every item completes or nothing is stored (the first item that "
+        "does not complete is the error, with its index); false: each item its own outcome.",
+    )
+    items: list[BatchItemBody] = Field(
+        min_length=1,
+        max_length=BATCH_ITEMS_MAX,
+        description="Debits, credits and transfers, decided in this order in one transaction. "
+        f"At most `BATCH_ITEMS_MAX` items (default and most {BATCH_ITEMS_MAX}).",
+    )
 
 
 class AccountCreateBody(_Request):
@@ -584,6 +724,151 @@ class MovementRead(TransactionRead):
         return cls.of(leg)
 
 
+class BatchItemError(BaseModel):
+    """Why one item of a batch did not complete: what a single request would have answered."""
+
+    code: ErrorCode
+    message: str
+    transaction_id: UUID | None = Field(
+        default=None,
+        description="The failed leg that records a declined item (or, for "
+        "`IDEMPOTENCY_CONFLICT`, the leg that holds the key).",
+    )
+    field: str | None = Field(default=None, description="The field at fault, when one is.")
+
+    @classmethod
+    def of(cls, error: BankingError) -> BatchItemError:
+        return cls(
+            code=error.code,
+            message=error.message,
+            transaction_id=error.transaction_id,
+            field=error.field if isinstance(error, ValidationFailed) else None,
+        )
+
+
+class BatchItemCompleted(BaseModel):
+    index: int = Field(ge=0, description="The item's position in the request.")
+    status: Literal["completed"]
+    replayed: bool = Field(description="The stored result of an earlier request with its key.")
+    transaction: MovementRead
+
+
+class BatchItemDeclined(BaseModel):
+    """Declined and stored as a failed leg (``error.transaction_id``): a ``Declined`` error."""
+
+    index: int = Field(ge=0)
+    status: Literal["failed"]
+    replayed: bool
+    error: BatchItemError
+
+
+class BatchItemRejected(BaseModel):
+    """Refused: nothing of it was stored."""
+
+    index: int = Field(ge=0)
+    status: Literal["rejected"]
+    error: BatchItemError
+
+
+BatchItemRead = Annotated[
+    BatchItemCompleted | BatchItemDeclined | BatchItemRejected, Field(discriminator="status")
+]
+
+
+class BatchRead(BaseModel):
+    """Each item's outcome, in the order of the request."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "atomic": False,
+                    "completed": 1,
+                    "failed": 1,
+                    "rejected": 1,
+                    "items": [
+                        {
+                            "index": 0,
+                            "status": "completed",
+                            "replayed": False,
+                            "transaction": {
+                                **_LEG_EXAMPLE,
+                                "available_balance": "900.00",
+                                "balance_version": 3,
+                            },
+                        },
+                        {
+                            "index": 1,
+                            "status": "failed",
+                            "replayed": False,
+                            "error": {
+                                "code": "INSUFFICIENT_FUNDS",
+                                "message": "insufficient funds",
+                                "transaction_id": EXAMPLE_RELATED_TRANSACTION_ID,
+                                "field": None,
+                            },
+                        },
+                        {
+                            "index": 2,
+                            "status": "rejected",
+                            "error": {
+                                "code": "ACCOUNT_NOT_FOUND",
+                                "message": "account not found",
+                                "transaction_id": None,
+                                "field": None,
+                            },
+                        },
+                    ],
+                }
+            ]
+        }
+    )
+
+    atomic: bool
+    completed: int = Field(ge=0, description="Items that completed (replays included).")
+    failed: int = Field(ge=0, description="Items declined and stored as failed legs.")
+    rejected: int = Field(ge=0, description="Items refused; nothing of them was stored.")
+    items: list[BatchItemRead]
+
+    @classmethod
+    def of_results(cls, results: Sequence[MovementResult | BankingError], *, atomic: bool) -> Self:
+        """The one mapping of a batch's results (``Movements.batch``) to its body."""
+        items: list[BatchItemCompleted | BatchItemDeclined | BatchItemRejected] = []
+        for index, result in enumerate(results):
+            if isinstance(result, MovementResult):
+                items.append(
+                    BatchItemCompleted(
+                        index=index,
+                        status="completed",
+                        replayed=result.replayed,
+                        transaction=MovementRead.of_movement(result.transaction),
+                    )
+                )
+            elif isinstance(result, Declined):
+                items.append(
+                    BatchItemDeclined(
+                        index=index,
+                        status="failed",
+                        replayed=result.replayed,
+                        error=BatchItemError.of(result),
+                    )
+                )
+            else:
+                items.append(
+                    BatchItemRejected(
+                        index=index, status="rejected", error=BatchItemError.of(result)
+                    )
+                )
+        counts = Counter(item.status for item in items)
+        return cls(
+            atomic=atomic,
+            completed=counts["completed"],
+            failed=counts["failed"],
+            rejected=counts["rejected"],
+            items=items,
+        )
+
+
 class TransactionPage(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -639,6 +924,9 @@ class ErrorDetail(BaseModel):
     )
     message: str | None = None
     type: str | None = Field(default=None, description="The kind of validation failure.")
+    index: int | None = Field(
+        default=None, ge=0, description="The batch item at fault (an atomic batch's failure)."
+    )
 
 
 class ErrorBody(BaseModel):

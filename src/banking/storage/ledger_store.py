@@ -40,6 +40,7 @@ from banking.domain.records import (
 )
 from banking.domain.roles import Role
 from banking.ledger.groups import Decided, GroupItem, decide_each
+from banking.storage import pg_movements
 from banking.storage.database import Database, constraint_of, is_unique_violation
 from banking.storage.replicas import ReplicaReads
 from banking.storage.tables import (
@@ -272,6 +273,10 @@ class SqlLedgerStore:
         return BalanceAfter(row.available_balance, row.version) if row else None
 
     async def decide_movements(self, items: Sequence[GroupItem]) -> list[Decided]:
+        """On PostgreSQL one server-side call for the whole group (``pg_movements``); on
+        SQLite the ledger's decisions, item by item (``decide_each``)."""
+        if self.connection.dialect.name == "postgresql":
+            return await pg_movements.decide_movements(self, self._encode_events, items)
         return await decide_each(self, items)
 
     @asynccontextmanager

@@ -26,8 +26,10 @@ REST's OpenAPI document (a proto3 enum would change the sketch's field types):
   enum TransactionStatus: "pending", "completed", "failed"
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -280,3 +282,179 @@ class Transaction(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Transaction: _TypeAlias = Transaction  # noqa: Y015
+
+@_typing.final
+class BatchItem(_message.Message):
+    """One movement of a batch: exactly one of the single calls' requests."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEBIT_FIELD_NUMBER: _builtins.int
+    CREDIT_FIELD_NUMBER: _builtins.int
+    TRANSFER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def debit(self) -> Global___DebitRequest: ...
+    @_builtins.property
+    def credit(self) -> Global___CreditRequest: ...
+    @_builtins.property
+    def transfer(self) -> Global___TransferRequest: ...
+    def __init__(
+        self,
+        *,
+        debit: Global___DebitRequest | None = ...,
+        credit: Global___CreditRequest | None = ...,
+        transfer: Global___TransferRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credit", b"credit", "debit", b"debit", "movement", b"movement", "transfer", b"transfer"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credit", b"credit", "debit", b"debit", "movement", b"movement", "transfer", b"transfer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_movement: _TypeAlias = _typing.Literal["debit", "credit", "transfer"]  # noqa: Y015
+    _WhichOneofArgType_movement: _TypeAlias = _typing.Literal["movement", b"movement"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_movement) -> _WhichOneofReturnType_movement | None: ...
+
+Global___BatchItem: _TypeAlias = BatchItem  # noqa: Y015
+
+@_typing.final
+class BatchMovementsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    ATOMIC_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    atomic: _builtins.bool
+    """all or nothing"""
+    idempotency_key: _builtins.str
+    """The batch's idempotency key (optional, at most 251 printable characters): an item with an
+    empty reference_id gets "<idempotency_key>:<index>", so a retry of the same batch replays
+    every item, and an item changed since fails with IDEMPOTENCY_CONFLICT.
+    """
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchItem]:
+        """1 to BATCH_ITEMS_MAX items"""
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___BatchItem] | None = ...,
+        atomic: _builtins.bool = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["atomic", b"atomic", "idempotency_key", b"idempotency_key", "items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchMovementsRequest: _TypeAlias = BatchMovementsRequest  # noqa: Y015
+
+@_typing.final
+class BatchItemError(_message.Message):
+    """Why one item did not complete: what the single call would have failed with."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    TRANSACTION_ID_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """the stable code (INSUFFICIENT_FUNDS, ACCOUNT_NOT_FOUND, ...)"""
+    message: _builtins.str
+    transaction_id: _builtins.str
+    """the failed leg of a declined item; empty otherwise"""
+    field: _builtins.str
+    """the field at fault of a VALIDATION_ERROR; empty otherwise"""
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        message: _builtins.str = ...,
+        transaction_id: _builtins.str = ...,
+        field: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "field", b"field", "message", b"message", "transaction_id", b"transaction_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchItemError: _TypeAlias = BatchItemError  # noqa: Y015
+
+@_typing.final
+class BatchItemResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    TRANSACTION_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """the item's position in the request"""
+    status: _builtins.str
+    """"completed"; "failed" (declined and stored as a failed leg: error.transaction_id);
+    "rejected" (refused, nothing stored)
+    """
+    replayed: _builtins.bool
+    """the stored outcome of an earlier request with the item's key"""
+    @_builtins.property
+    def transaction(self) -> Global___TransactionResponse:
+        """completed"""
+
+    @_builtins.property
+    def error(self) -> Global___BatchItemError:
+        """failed or rejected"""
+
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        status: _builtins.str = ...,
+        replayed: _builtins.bool = ...,
+        transaction: Global___TransactionResponse | None = ...,
+        error: Global___BatchItemError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "transaction", b"transaction"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "index", b"index", "outcome", b"outcome", "replayed", b"replayed", "status", b"status", "transaction", b"transaction"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["transaction", "error"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+Global___BatchItemResult: _TypeAlias = BatchItemResult  # noqa: Y015
+
+@_typing.final
+class BatchMovementsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATOMIC_FIELD_NUMBER: _builtins.int
+    COMPLETED_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    atomic: _builtins.bool
+    completed: _builtins.int
+    failed: _builtins.int
+    rejected: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchItemResult]:
+        """one per item, in order"""
+
+    def __init__(
+        self,
+        *,
+        atomic: _builtins.bool = ...,
+        completed: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        rejected: _builtins.int = ...,
+        items: _abc.Iterable[Global___BatchItemResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["atomic", b"atomic", "completed", b"completed", "failed", b"failed", "items", b"items", "rejected", b"rejected"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchMovementsResponse: _TypeAlias = BatchMovementsResponse  # noqa: Y015

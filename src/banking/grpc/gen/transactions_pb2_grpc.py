@@ -54,6 +54,11 @@ class TransactionServiceStub:
                 request_serializer=banking_dot_v1_dot_transactions__pb2.GetTransactionRequest.SerializeToString,
                 response_deserializer=banking_dot_v1_dot_transactions__pb2.Transaction.FromString,
                 _registered_method=True)
+        self.BatchMovements = channel.unary_unary(
+                '/banking.v1.TransactionService/BatchMovements',
+                request_serializer=banking_dot_v1_dot_transactions__pb2.BatchMovementsRequest.SerializeToString,
+                response_deserializer=banking_dot_v1_dot_transactions__pb2.BatchMovementsResponse.FromString,
+                _registered_method=True)
 
 
 class TransactionServiceServicer:
@@ -90,6 +95,20 @@ class TransactionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchMovements(self, request, context):
+        """Up to BATCH_ITEMS_MAX (1000) debits, credits and transfers in one database transaction and
+        one commit, decided in order, each authorized and checked like the single calls above.
+        `atomic = false`: each item's outcome in the response. `atomic = true`: every item
+        completed, or nothing is stored and the call fails with the first failing item's status
+        and error details (as the single call would), the item's position in the ErrorInfo's
+        metadata `index`. A request that cannot be read (no movement in an item, a bad UUID or
+        amount, an unknown currency, non-printable text, too many items) is INVALID_ARGUMENT
+        with nothing done; the request message may be as large as BATCH_BODY_BYTES_MAX.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TransactionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +131,11 @@ def add_TransactionServiceServicer_to_server(servicer, server):
                     servicer.GetTransaction,
                     request_deserializer=banking_dot_v1_dot_transactions__pb2.GetTransactionRequest.FromString,
                     response_serializer=banking_dot_v1_dot_transactions__pb2.Transaction.SerializeToString,
+            ),
+            'BatchMovements': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchMovements,
+                    request_deserializer=banking_dot_v1_dot_transactions__pb2.BatchMovementsRequest.FromString,
+                    response_serializer=banking_dot_v1_dot_transactions__pb2.BatchMovementsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -222,6 +246,33 @@ class TransactionService:
             '/banking.v1.TransactionService/GetTransaction',
             banking_dot_v1_dot_transactions__pb2.GetTransactionRequest.SerializeToString,
             banking_dot_v1_dot_transactions__pb2.Transaction.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchMovements(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/banking.v1.TransactionService/BatchMovements',
+            banking_dot_v1_dot_transactions__pb2.BatchMovementsRequest.SerializeToString,
+            banking_dot_v1_dot_transactions__pb2.BatchMovementsResponse.FromString,
             options,
             channel_credentials,
             insecure,

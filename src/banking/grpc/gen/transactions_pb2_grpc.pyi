@@ -67,6 +67,16 @@ class TransactionServiceStub:
     """
     GetTransaction: _grpc.UnaryUnaryMultiCallable[_transactions_pb2.GetTransactionRequest, _transactions_pb2.Transaction]
     """One leg, as stored (completed, failed or pending)."""
+    BatchMovements: _grpc.UnaryUnaryMultiCallable[_transactions_pb2.BatchMovementsRequest, _transactions_pb2.BatchMovementsResponse]
+    """Up to BATCH_ITEMS_MAX (1000) debits, credits and transfers in one database transaction and
+    one commit, decided in order, each authorized and checked like the single calls above.
+    `atomic = false`: each item's outcome in the response. `atomic = true`: every item
+    completed, or nothing is stored and the call fails with the first failing item's status
+    and error details (as the single call would), the item's position in the ErrorInfo's
+    metadata `index`. A request that cannot be read (no movement in an item, a bad UUID or
+    amount, an unknown currency, non-printable text, too many items) is INVALID_ARGUMENT
+    with nothing done; the request message may be as large as BATCH_BODY_BYTES_MAX.
+    """
 
 @_typing.type_check_only
 class TransactionServiceAsyncStub(TransactionServiceStub):
@@ -84,6 +94,16 @@ class TransactionServiceAsyncStub(TransactionServiceStub):
     """
     GetTransaction: _aio.UnaryUnaryMultiCallable[_transactions_pb2.GetTransactionRequest, _transactions_pb2.Transaction]  # type: ignore[assignment]
     """One leg, as stored (completed, failed or pending)."""
+    BatchMovements: _aio.UnaryUnaryMultiCallable[_transactions_pb2.BatchMovementsRequest, _transactions_pb2.BatchMovementsResponse]  # type: ignore[assignment]
+    """Up to BATCH_ITEMS_MAX (1000) debits, credits and transfers in one database transaction and
+    one commit, decided in order, each authorized and checked like the single calls above.
+    `atomic = false`: each item's outcome in the response. `atomic = true`: every item
+    completed, or nothing is stored and the call fails with the first failing item's status
+    and error details (as the single call would), the item's position in the ErrorInfo's
+    metadata `index`. A request that cannot be read (no movement in an item, a bad UUID or
+    amount, an unknown currency, non-printable text, too many items) is INVALID_ARGUMENT
+    with nothing done; the request message may be as large as BATCH_BODY_BYTES_MAX.
+    """
 
 class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -122,5 +142,21 @@ class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_transactions_pb2.Transaction, _abc.Awaitable[_transactions_pb2.Transaction]]:
         """One leg, as stored (completed, failed or pending)."""
+
+    @_abc_1.abstractmethod
+    def BatchMovements(
+        self,
+        request: _transactions_pb2.BatchMovementsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_transactions_pb2.BatchMovementsResponse, _abc.Awaitable[_transactions_pb2.BatchMovementsResponse]]:
+        """Up to BATCH_ITEMS_MAX (1000) debits, credits and transfers in one database transaction and
+        one commit, decided in order, each authorized and checked like the single calls above.
+        `atomic = false`: each item's outcome in the response. `atomic = true`: every item
+        completed, or nothing is stored and the call fails with the first failing item's status
+        and error details (as the single call would), the item's position in the ErrorInfo's
+        metadata `index`. A request that cannot be read (no movement in an item, a bad UUID or
+        amount, an unknown currency, non-printable text, too many items) is INVALID_ARGUMENT
+        with nothing done; the request message may be as large as BATCH_BODY_BYTES_MAX.
+        """
 
 def add_TransactionServiceServicer_to_server(servicer: TransactionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,5 +1,5 @@
-"""``/api/v1/transactions``: debit, credit, transfer, reading one leg, and the fraud review of
-held asynchronous movements (the queue, release, reject)."""
+"""``/api/v1/transactions``: debit, credit, transfer, batches of them, reading one leg, and the
+fraud review of held asynchronous movements (the queue, release, reject)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from banking.container import Container
-from banking.domain.errors import ValidationFailed
+from banking.domain.errors import BatchItemFailed, InvariantViolated, ValidationFailed
 from banking.domain.records import (
+    BatchItem,
     DebitOrCredit,
     MovementResult,
     ReviewDecision,
@@ -20,12 +21,18 @@ from banking.domain.records import (
 )
 from banking.domain.roles import Actor
 from banking.ledger.checks import REFERENCE_ID_LENGTH_MAX
+from banking.ledger.movements import BATCH_ITEMS_MAX
 from banking.observability import context
 from banking.rest.dependencies import ContainerDep, CurrentActor, trace_id_of
-from banking.rest.errors import ErrorCode
+from banking.rest.errors import ErrorCode, error_response
 from banking.rest.openapi import header, link, responses
 from banking.rest.routes import Route
 from banking.rest.schemas import (
+    BatchBody,
+    BatchCredit,
+    BatchDebit,
+    BatchRead,
+    BatchTransfer,
     DebitCreditBody,
     HeldPage,
     MovementRead,
@@ -36,6 +43,8 @@ from banking.rest.schemas import (
 )
 
 router = APIRouter(prefix="/api/v1/transactions", tags=["transactions"], route_class=Route)
+# The one route with a body limit of its own (BATCH_BODY_BYTES_MAX, banking.rest.app).
+BATCH_PATH = "/api/v1/transactions/batch"
 E = ErrorCode
 
 IdempotencyKey = Annotated[
@@ -201,6 +210,134 @@ async def transfer_between_accounts(
     )
     return await _move(
         TransactionType.TRANSFER_OUT, movement, actor, container, request, response, prefer
+    )
+
+
+# The batch's Idempotency-Key makes each item's key "<key>:<index>": short enough that the
+# longest (index 999) is still a valid reference_id.
+BATCH_KEY_LENGTH_MAX = REFERENCE_ID_LENGTH_MAX - len(f":{BATCH_ITEMS_MAX - 1}")
+BatchIdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=BATCH_KEY_LENGTH_MAX,
+        description="The batch's idempotency key: an item without `reference_id` gets "
+        "`<key>:<index>` (its position from 0), so a retry of the same batch with the same key "
+        "replays every item; an item changed since answers `IDEMPOTENCY_CONFLICT`. Without "
+        "it, only the items with a `reference_id` are idempotent.",
+        json_schema_extra={"minLength": 1, **printable("", BATCH_KEY_LENGTH_MAX)},
+        examples=["payroll-2026-01"],
+    ),
+]
+_BATCH_RESPONSES = responses(
+    E.UNAUTHENTICATED,
+    E.FORBIDDEN,
+    E.VALIDATION_ERROR,
+    E.ACCOUNT_NOT_FOUND,
+    E.INSUFFICIENT_FUNDS,
+    E.CURRENCY_MISMATCH,
+    E.ACCOUNT_INACTIVE,
+    E.IDEMPOTENCY_CONFLICT,
+    E.ACCOUNT_BUSY,
+    E.PAYLOAD_TOO_LARGE,
+    success={200: {"description": "Each item's outcome (for `atomic`, every item completed)."}},
+    replayable=True,
+)
+_BATCH_RESPONSES[413]["description"] = (
+    "The request body is larger than `BATCH_BODY_BYTES_MAX` (1 MiB by default; this route "
+    "only). Codes: `PAYLOAD_TOO_LARGE`."
+)
+_BATCH_RESPONSES[422]["description"] = (
+    "The body is not valid (also more than `BATCH_ITEMS_MAX` items, or none), or an atomic "
+    "batch's item failed with a 422 (its index in `details`; nothing was stored). Codes: "
+    "`VALIDATION_ERROR`, `INSUFFICIENT_FUNDS`, `CURRENCY_MISMATCH`."
+)
+
+
+def _batch_item(
+    item: BatchDebit | BatchCredit | BatchTransfer, index: int, key: str | None
+) -> BatchItem:
+    reference = item.reference_id
+    if reference is None and key is not None:
+        reference = f"{key}:{index}"
+    if isinstance(item, BatchTransfer):
+        return BatchItem(
+            TransactionType.TRANSFER_OUT,
+            TransferRequest(
+                item.source_account_id,
+                item.destination_account_id,
+                item.amount,
+                item.currency,
+                item.description,
+                reference,
+            ),
+        )
+    kind = TransactionType.CREDIT if isinstance(item, BatchCredit) else TransactionType.DEBIT
+    request = DebitOrCredit(
+        item.account_id, item.amount, item.currency, item.description, reference
+    )
+    return BatchItem(kind, request)
+
+
+@router.post("/batch", response_model=BatchRead, responses=_BATCH_RESPONSES)
+async def batch_movements(
+    body: BatchBody,
+    actor: CurrentActor,
+    container: ContainerDep,
+    request: Request,
+    response: Response,
+    idempotency_key: BatchIdempotencyKey = None,
+) -> BatchRead | JSONResponse:
+    """Up to `BATCH_ITEMS_MAX` (1000) debits, credits and transfers in one transaction and one
+    commit, decided in order, each authorized and checked like a single request.
+
+    `atomic: false`: 200 with each item's outcome: `completed` (its leg and balance, as a single
+    request answers), `failed` (declined and stored as a failed leg, `error.transaction_id`) or
+    `rejected` (refused, nothing stored). `atomic: true`: 200 when every item completed;
+    otherwise nothing is stored and the answer is the first failing item's error, with the
+    status a single request would get and `details: [{"index": i}]`. A body the document calls
+    invalid is refused whole (422). `Prefer: respond-async` is ignored: a batch is always
+    answered synchronously (no `Preference-Applied`). `Idempotent-Replayed: true` when every
+    item is a replay."""
+    items_max = container.settings.batch_items_max
+    if len(body.items) > items_max:
+        raise ValidationFailed(f"a batch has at most {items_max} items", field="items")
+    if idempotency_key is not None and not idempotency_key.isprintable():
+        raise ValidationFailed(
+            "Idempotency-Key must be printable text", field="header.Idempotency-Key"
+        )
+    items = [_batch_item(item, index, idempotency_key) for index, item in enumerate(body.items)]
+    try:
+        results = await container.movements.batch(
+            actor, items, atomic=body.atomic, trace_id=trace_id_of(request)
+        )
+    except BatchItemFailed as failed:
+        return _atomic_failure(failed, request)
+    for result in results:
+        if isinstance(result, InvariantViolated):
+            raise result
+    if all(result.replayed for result in results):
+        response.headers["Idempotent-Replayed"] = "true"
+    return BatchRead.of_results(results, atomic=body.atomic)
+
+
+def _atomic_failure(failed: BatchItemFailed, request: Request) -> JSONResponse:
+    """An atomic batch that stored nothing: the failing item's error as a single request's
+    (its HTTP status and code, ``banking.rest.errors``) with the item's index in ``details``."""
+    error = failed.error
+    if isinstance(error, InvariantViolated):
+        raise error
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.errors.labels(error.code).inc()
+    field = error.field if isinstance(error, ValidationFailed) else None
+    return error_response(
+        error.code,
+        failed.message,
+        transaction_id=error.transaction_id,
+        details=[{"field": field, "index": failed.index}],
+        headers={"Idempotent-Replayed": "true"} if error.replayed else None,
     )
 
 
