@@ -26,14 +26,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
-import skops.io
-from sklearn.ensemble import IsolationForest
 
 from banking.fraud.features import FEATURE_NAMES, Features
+
+if TYPE_CHECKING:
+    from sklearn.ensemble import IsolationForest
 
 LOG = logging.getLogger(__name__)
 
@@ -238,6 +239,8 @@ def save(model: TrainedModel, directory: Path) -> Path:
         "training": dict(model.training),
         "forest": model.forest,
     }
+    import skops.io  # scikit-learn and SciPy only when a model file is used
+
     data = skops.io.dumps(content)
     target = directory / f"{model.version}{FILE_SUFFIX}"
     handle, temporary = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=directory)
@@ -255,6 +258,9 @@ def save(model: TrainedModel, directory: Path) -> Path:
 
 def load(path: Path) -> TrainedModel:
     """Read a model file written by ``save``; ``ModelFileError`` for anything else."""
+    # scikit-learn and SciPy (over 100 MB) are imported only when a model file is used
+    import skops.io
+
     try:
         untrusted = skops.io.get_untrusted_types(file=path)
     except Exception as error:  # skops raises many kinds for a damaged zip
@@ -270,6 +276,8 @@ def load(path: Path) -> TrainedModel:
 
 
 def _model_of(path: Path, content: object) -> TrainedModel:
+    from sklearn import ensemble  # only when a model file is read (see load)
+
     if not isinstance(content, dict) or content.get("format") != FILE_FORMAT:
         raise ModelFileError(f"{path.name} is not a fraud model file (format {FILE_FORMAT})")
     try:
@@ -291,7 +299,7 @@ def _model_of(path: Path, content: object) -> TrainedModel:
         )
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise ModelFileError(f"{path.name} is missing a part of the model: {error}") from error
-    if not isinstance(forest, IsolationForest) or not hasattr(forest, "estimators_"):
+    if not isinstance(forest, ensemble.IsolationForest) or not hasattr(forest, "estimators_"):
         raise ModelFileError(f"{path.name} does not hold a fitted IsolationForest")
     if forest.n_features_in_ != len(model.feature_names):
         raise ModelFileError(f"{path.name}: the forest and its feature names disagree")
