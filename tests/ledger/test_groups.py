@@ -23,7 +23,7 @@ from banking.domain.errors import (
 )
 from banking.domain.records import BatchItem, MovementResult, TransactionStatus
 from banking.ledger.groups import GroupCommit
-from banking.ledger.movements import MovementService
+from banking.ledger.movements import BATCH_KEY_LENGTH_MAX, MovementService, keyed_batch
 from tests.ledger.world import CREDIT, DEBIT, TRANSFER, World, make_world, request
 from tests.support.ledger import Core
 
@@ -250,3 +250,22 @@ async def test_group_commit_answers_each_request_with_its_own_outcome(core: Core
     if runs_before is not None:  # the in-memory store counts its units of work
         assert core.unit_of_work.runs == runs_before + 1
     assert (await core.reconcile()).clean
+
+
+async def test_a_batch_key_names_the_items_without_their_own_key(core: Core) -> None:
+    world = await make_world(core)
+    items = [
+        item(DEBIT, world.usd, "1.00"),
+        item(DEBIT, world.usd, "2.00", reference_id="mine"),
+    ]
+
+    keyed = keyed_batch(items, "payroll")
+    results = await core.movements.batch(world.alice, keyed, atomic=False)
+
+    assert [completed(r).transaction.reference_id for r in results] == ["payroll:0", "mine"]
+    books = await core.books()
+    for bad in ("", "x" * (BATCH_KEY_LENGTH_MAX + 1), "tab\there"):
+        with pytest.raises(ValidationFailed) as refused:
+            keyed_batch(items, bad)
+        assert refused.value.field == "idempotency_key"
+    assert await core.books() == books

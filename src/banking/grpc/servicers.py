@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import datetime
 from typing import Any, Final, TypeVar
 from uuid import UUID
@@ -50,8 +49,7 @@ from banking.grpc.mapping import (
     movement_message,
     transaction_message,
 )
-from banking.ledger.checks import REFERENCE_ID_LENGTH_MAX
-from banking.ledger.movements import BATCH_ITEMS_MAX
+from banking.ledger.movements import keyed_batch
 from banking.observability import context as log_context
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -62,7 +60,6 @@ WATCH_DURATION_SECONDS_MAX: Final = 3600.0
 DEFAULT_ACCOUNT_TYPE: Final = "checking"
 # The batch's idempotency key makes each item's key "<key>:<index>": short enough that the
 # longest (index 999) is still a valid reference_id (the same bound as REST's header).
-BATCH_KEY_LENGTH_MAX: Final = REFERENCE_ID_LENGTH_MAX - len(f":{BATCH_ITEMS_MAX - 1}")
 # ErrorInfo.metadata key of an atomic batch's failure: the failing item's position.
 BATCH_INDEX_INFO: Final = "index"
 
@@ -100,13 +97,10 @@ class TransactionServicer(transactions_pb2_grpc.TransactionServiceServicer):
         items_max = self._settings.batch_items_max
         if len(request.items) > items_max:
             raise ValidationFailed(f"a batch has at most {items_max} items", field="items")
-        key = request.idempotency_key or None
-        if key is not None and (len(key) > BATCH_KEY_LENGTH_MAX or not key.isprintable()):
-            raise ValidationFailed(
-                f"idempotency_key must be 1 to {BATCH_KEY_LENGTH_MAX} printable characters",
-                field="idempotency_key",
-            )
-        items = [_batch_item(item, index, key) for index, item in enumerate(request.items)]
+        items = keyed_batch(
+            [_batch_item(item, index) for index, item in enumerate(request.items)],
+            request.idempotency_key or None,
+        )
         try:
             results = await self._movements.batch(
                 current_actor(), items, atomic=request.atomic, trace_id=_trace_id()
@@ -250,11 +244,11 @@ def _transfer(request: transactions_pb2.TransferRequest) -> TransferRequest:
     )
 
 
-def _batch_item(item: transactions_pb2.BatchItem, index: int, key: str | None) -> BatchItem:
+def _batch_item(item: transactions_pb2.BatchItem, index: int) -> BatchItem:
     """One item of a batch, read like the single call's request. What REST's document calls
     invalid (a bad UUID or amount, an unknown currency, non-printable text) refuses the whole
-    batch here too, naming ``items[index].<movement>.<field>``; an item without a
-    ``reference_id`` gets ``<key>:<index>`` under the batch's key."""
+    batch here too, naming ``items[index].<movement>.<field>`` (the batch's key is applied by
+    ``keyed_batch``)."""
     movement = item.WhichOneof("movement")
     if movement is None:
         raise ValidationFailed(
@@ -276,8 +270,6 @@ def _batch_item(item: transactions_pb2.BatchItem, index: int, key: str | None) -
             f"items[{index}]: {error.message}",
             field=f"items[{index}].{movement}.{error.field}" if error.field else None,
         ) from error
-    if request.reference_id is None and key is not None:
-        request = replace(request, reference_id=f"{key}:{index}")
     kind = _BATCH_KINDS[movement]
     return BatchItem(kind, request)
 

@@ -10,6 +10,7 @@ Locks, metrics and cache invalidation wrap this service with the same ``Movement
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from uuid import UUID
 
 from banking.domain.errors import (
@@ -34,13 +35,36 @@ from banking.domain.records import (
 from banking.domain.roles import Actor
 from banking.ledger import commands, review
 from banking.ledger.access import require_visible
-from banking.ledger.checks import check_movement, require_may_move
+from banking.ledger.checks import REFERENCE_ID_LENGTH_MAX, check_movement, require_may_move
 from banking.ledger.groups import GroupCommit, GroupItem, ItemResult, run_atomic, run_group
 from banking.ledger.idempotency import outcome
 from banking.ledger.ports import LedgerStore, UnitOfWork
 
 # The most items one batch may hold (the doors may allow fewer: BATCH_ITEMS_MAX).
 BATCH_ITEMS_MAX = 1000
+# A batch's idempotency key makes each item's key "<key>:<index>": short enough that the
+# longest (index 999) is still a valid reference_id.
+BATCH_KEY_LENGTH_MAX = REFERENCE_ID_LENGTH_MAX - len(f":{BATCH_ITEMS_MAX - 1}")
+
+
+def keyed_batch(items: Sequence[BatchItem], key: str | None) -> list[BatchItem]:
+    """``items`` under a batch's idempotency key: an item without its own ``reference_id``
+    gets ``<key>:<index>``, so the same batch sent again with the same key replays every item.
+    ``ValidationFailed`` (field ``idempotency_key``) for a key that is not 1 to
+    ``BATCH_KEY_LENGTH_MAX`` printable characters."""
+    if key is None:
+        return list(items)
+    if not key or len(key) > BATCH_KEY_LENGTH_MAX or not key.isprintable():
+        raise ValidationFailed(
+            f"the idempotency key must be 1 to {BATCH_KEY_LENGTH_MAX} printable characters",
+            field="idempotency_key",
+        )
+    return [
+        item
+        if item.request.reference_id is not None
+        else replace(item, request=replace(item.request, reference_id=f"{key}:{index}"))
+        for index, item in enumerate(items)
+    ]
 
 
 class MovementService:

@@ -21,7 +21,7 @@ from banking.domain.records import (
 )
 from banking.domain.roles import Actor
 from banking.ledger.checks import REFERENCE_ID_LENGTH_MAX
-from banking.ledger.movements import BATCH_ITEMS_MAX
+from banking.ledger.movements import BATCH_KEY_LENGTH_MAX, keyed_batch
 from banking.observability import context
 from banking.rest.dependencies import ContainerDep, CurrentActor, trace_id_of
 from banking.rest.errors import ErrorCode, error_response
@@ -213,9 +213,6 @@ async def transfer_between_accounts(
     )
 
 
-# The batch's Idempotency-Key makes each item's key "<key>:<index>": short enough that the
-# longest (index 999) is still a valid reference_id.
-BATCH_KEY_LENGTH_MAX = REFERENCE_ID_LENGTH_MAX - len(f":{BATCH_ITEMS_MAX - 1}")
 BatchIdempotencyKey = Annotated[
     str | None,
     Header(
@@ -255,12 +252,8 @@ _BATCH_RESPONSES[422]["description"] = (
 )
 
 
-def _batch_item(
-    item: BatchDebit | BatchCredit | BatchTransfer, index: int, key: str | None
-) -> BatchItem:
+def _batch_item(item: BatchDebit | BatchCredit | BatchTransfer) -> BatchItem:
     reference = item.reference_id
-    if reference is None and key is not None:
-        reference = f"{key}:{index}"
     if isinstance(item, BatchTransfer):
         return BatchItem(
             TransactionType.TRANSFER_OUT,
@@ -307,7 +300,7 @@ async def batch_movements(
         raise ValidationFailed(
             "Idempotency-Key must be printable text", field="header.Idempotency-Key"
         )
-    items = [_batch_item(item, index, idempotency_key) for index, item in enumerate(body.items)]
+    items = keyed_batch([_batch_item(item) for item in body.items], idempotency_key)
     try:
         results = await container.movements.batch(
             actor, items, atomic=body.atomic, trace_id=trace_id_of(request)
