@@ -35,6 +35,46 @@ async def insert_record(connection: AsyncConnection, row: dict[str, Any]) -> boo
     return result.scalar_one_or_none() is not None
 
 
+def _insert_statement(connection: AsyncConnection) -> Any:
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(audit_records).on_conflict_do_nothing(index_elements=_KEY)
+    if dialect == "sqlite":
+        return sqlite.insert(audit_records).on_conflict_do_nothing(index_elements=_KEY)
+    raise NotImplementedError(f"the audit store does not support {dialect}")
+
+
+def key_of(row: dict[str, Any]) -> tuple[Any, ...]:
+    """The unique key (event_id, topic, delivery) of an audit row."""
+    return tuple(row[name] for name in _KEY)
+
+
+async def insert_records(connection: AsyncConnection, rows: Sequence[dict[str, Any]]) -> list[bool]:
+    """Insert audit rows (all with the same columns) in bulk; per row, whether it was new
+    (False: its key was there already, or earlier in ``rows``)."""
+    inserted: set[tuple[Any, ...]] = set()
+    firsts: list[dict[str, Any]] = []
+    seen: set[tuple[Any, ...]] = set()
+    for row in rows:
+        key = key_of(row)
+        if key not in seen:
+            seen.add(key)
+            firsts.append(row)
+    if firsts:
+        # One statement compiled once and sent in pages (SQLAlchemy's "insertmanyvalues"), not
+        # one VALUES list of every row (compiling that costs more than the insert).
+        c = audit_records.c
+        statement = _insert_statement(connection).returning(c.event_id, c.topic, c.delivery)
+        result = await connection.execute(statement, firsts)
+        inserted.update(tuple(found) for found in result)
+    outcomes = []
+    for row in rows:
+        key = key_of(row)
+        outcomes.append(key in inserted)
+        inserted.discard(key)  # a second row with the same key is a duplicate
+    return outcomes
+
+
 async def _user_actor(connection: AsyncConnection, user_id: UUID | None) -> Actor | None:
     if user_id is None:
         return None
@@ -72,6 +112,70 @@ async def actor_of_movement(
         await connection.execute(select(transactions.c.created_by).where(condition).limit(1))
     ).scalar_one_or_none()
     return await _user_actor(connection, created_by)
+
+
+def _movement_condition(payload: dict[str, Any] | None) -> tuple[str, Any] | None:
+    """How ``actor_of_movement`` finds a payload's leg: ("transaction", id), ("version",
+    (account id, version)) or None (no movement named)."""
+    if payload is None:
+        return None
+    if payload.get("transaction_id"):
+        try:
+            return "transaction", UUID(str(payload["transaction_id"]))
+        except ValueError:
+            return None
+    if payload.get("account_id") and isinstance(payload.get("version"), int):
+        try:
+            return "version", (UUID(str(payload["account_id"])), payload["version"])
+        except ValueError:
+            return None
+    return None
+
+
+async def actors_of_movements(
+    connection: AsyncConnection, payloads: Sequence[dict[str, Any] | None]
+) -> list[Actor | None]:
+    """``actor_of_movement`` of each payload, in three set-based reads (legs by id, legs by
+    balance version, users) whatever the number of payloads."""
+    conditions = [_movement_condition(payload) for payload in payloads]
+    by_transaction = {value for kind, value in filter(None, conditions) if kind == "transaction"}
+    by_version: set[tuple[UUID, int]] = {
+        value for kind, value in filter(None, conditions) if kind == "version"
+    }
+    creators: dict[tuple[str, Any], UUID | None] = {}
+    t = transactions.c
+    if by_transaction:
+        statement = select(t.transaction_id, t.created_by).where(
+            t.transaction_id.in_(sorted(by_transaction))
+        )
+        for transaction_id, created_by in await connection.execute(statement):
+            creators[("transaction", transaction_id)] = created_by
+    if by_version:
+        # Should several legs carry one version, the first found names the actor, as the
+        # ``limit(1)`` of ``actor_of_movement`` does.
+        wanted = or_(
+            *(
+                and_(t.account_id == account_id, t.balance_version_after == version)
+                for account_id, version in sorted(by_version, key=str)
+            )
+        )
+        statement = select(t.account_id, t.balance_version_after, t.created_by).where(wanted)
+        for row in await connection.execute(statement):
+            leg_version = (row.account_id, row.balance_version_after)
+            creators.setdefault(("version", leg_version), row.created_by)
+    user_ids = {user_id for user_id in creators.values() if user_id is not None}
+    names: dict[UUID, str] = {}
+    if user_ids:
+        statement = select(users.c.user_id, users.c.username).where(
+            users.c.user_id.in_(sorted(user_ids))
+        )
+        names = {user_id: username for user_id, username in await connection.execute(statement)}
+    actors: list[Actor | None] = []
+    for condition in conditions:
+        created_by = creators.get(condition) if condition is not None else None
+        username = names.get(created_by) if created_by is not None else None
+        actors.append(Actor(str(created_by), username) if username is not None else None)
+    return actors
 
 
 @dataclass(frozen=True, slots=True)

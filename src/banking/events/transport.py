@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import InvalidProducerEpoch, KafkaError, ProducerFenced
@@ -22,6 +22,7 @@ from banking.events.envelope import event_time
 from banking.observability.logging import get_logger
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 CONSUMER_BATCH_MAX = 100
 CONSUMER_POLL_TIMEOUT_MS = 500
@@ -39,6 +40,40 @@ class Message:
 
 
 Handler = Callable[[Message], Awaitable[None]]
+# Several messages of the consumer's topics at once, in publish order; returns only once every
+# one of them is handled (the in-process bus gives it each relay batch in one call).
+BatchHandler = Callable[[Sequence[Message]], Awaitable[None]]
+
+
+async def handle_one_by_one(
+    handle: Callable[[T], Awaitable[object]],
+    items: Sequence[T],
+    *,
+    raise_at_once: Callable[[BaseException], bool],
+) -> None:
+    """A batch handler's fallback: ``handle`` each item (message) in order, each whatever the
+    ones before did (one bad message neither blocks nor loses the others), then raise the
+    first error as the per-message path raises it. An error ``raise_at_once`` picks (an
+    outage: the next messages would fail alike) is raised at once."""
+    failure: Exception | None = None
+    for item in items:
+        try:
+            await handle(item)
+        except Exception as error:
+            if raise_at_once(error):
+                raise
+            failure = failure or error
+    if failure is not None:
+        raise failure
+
+
+class BatchConsumer(Protocol):
+    """A consumer with both paths: ``handle`` one message, ``handle_batch`` several at once
+    (the same outcome per message as ``handle`` on each in order, in fewer transactions)."""
+
+    async def handle(self, message: Message) -> None: ...
+
+    async def handle_batch(self, messages: Sequence[Message]) -> None: ...
 
 
 class Publisher(Protocol):
@@ -262,12 +297,21 @@ class KafkaConsumerLoop:
 class InProcessBus:
     """The embedded event log's dispatch: ``publish`` awaits each subscribed handler, so the
     relay marks an outbox row published only after its consumers have handled it. Topics
-    subscribed in background (the DLQ, whose handler waits out its backoff) get a queue."""
+    subscribed in background (the DLQ, whose handler waits out its backoff) get a queue.
+
+    Batch handlers (``subscribe_batch``) get the messages of their topics of one ``publish``
+    call (the relay's batch) at once, in order, after the per-message handlers have seen them,
+    in the order they were subscribed; ``publish`` returns after the last of them."""
 
     def __init__(self) -> None:
         self._handlers: dict[str, list[Handler]] = defaultdict(list)
+        self._batch_handlers: list[tuple[frozenset[str], BatchHandler]] = []
         self._queues: dict[str, asyncio.Queue[Message]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+
+    def subscribe_batch(self, topics: Iterable[str], handler: BatchHandler) -> None:
+        """Give ``handler`` the messages on ``topics`` of each ``publish``, all at once."""
+        self._batch_handlers.append((frozenset(topics), handler))
 
     def subscribe(self, topic: str, handler: Handler, *, background: bool = False) -> None:
         if not background:
@@ -298,6 +342,10 @@ class InProcessBus:
         for message in messages:
             for handler in self._handlers.get(message.topic, ()):
                 await handler(message)
+        for topics, batch_handler in self._batch_handlers:
+            mine = [message for message in messages if message.topic in topics]
+            if mine:
+                await batch_handler(mine)
 
     async def reset(self) -> None:
         pass  # nothing is kept between batches in-process

@@ -4,7 +4,7 @@ run these inside one ``Database`` unit of work."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -130,6 +130,51 @@ async def subscribers(
     ]
 
 
+def visible_to(subscriber: Subscriber, account_owner_id: UUID | None) -> bool:
+    """Whether ``subscriber`` (from ``subscribers``) sees events of the owner's accounts."""
+    return subscriber.owner_role is not Role.CUSTOMER or subscriber.owner_id == account_owner_id
+
+
+async def subscribers_of_owners(
+    connection: AsyncConnection, account_owner_ids: Collection[UUID]
+) -> list[Subscriber]:
+    """``subscribers`` of several account owners in one read: every staff webhook and the
+    owners' own, in the same order; ``visible_to`` picks each owner's."""
+    query = (
+        select(webhooks.c.webhook_id, webhooks.c.owner_id, webhooks.c.event_types, users.c.role)
+        .join(users, users.c.user_id == webhooks.c.owner_id)
+        .where(webhooks.c.status == WebhookStatus.ACTIVE.value, users.c.is_active.is_(True))
+        .order_by(webhooks.c.created_at, webhooks.c.webhook_id)
+    )
+    visible = users.c.role != Role.CUSTOMER.value
+    if account_owner_ids:
+        visible = or_(visible, webhooks.c.owner_id.in_(sorted(account_owner_ids)))
+    return [
+        Subscriber(row.webhook_id, row.owner_id, Role(row.role), tuple(row.event_types))
+        for row in await connection.execute(query.where(visible))
+    ]
+
+
+async def account_owners(
+    connection: AsyncConnection, account_ids: Collection[UUID]
+) -> dict[UUID, UUID]:
+    """The owner (``customer_id``) of each of the accounts that exist."""
+    if not account_ids:
+        return {}
+    query = select(accounts.c.account_id, accounts.c.customer_id).where(
+        accounts.c.account_id.in_(sorted(account_ids))
+    )
+    return {account_id: owner for account_id, owner in await connection.execute(query)}
+
+
+async def roles_of(connection: AsyncConnection, user_ids: Collection[UUID]) -> dict[UUID, Role]:
+    """The role of each of the users that exist."""
+    if not user_ids:
+        return {}
+    query = select(users.c.user_id, users.c.role).where(users.c.user_id.in_(sorted(user_ids)))
+    return {user_id: Role(role) for user_id, role in await connection.execute(query)}
+
+
 async def account_owner(connection: AsyncConnection, account_id: UUID) -> UUID | None:
     query = select(accounts.c.customer_id).where(accounts.c.account_id == account_id)
     owner: UUID | None = (await connection.execute(query)).scalar_one_or_none()
@@ -150,6 +195,25 @@ async def mark_consumed(
         statement = sqlite_insert(consumed_events).values(values).on_conflict_do_nothing()
     result = await connection.execute(statement)
     return bool(result.rowcount == 1)
+
+
+async def mark_consumed_many(
+    connection: AsyncConnection, consumer: str, event_ids: Sequence[UUID], at: datetime
+) -> set[UUID]:
+    """``mark_consumed`` of several events in one statement; the ids that were new."""
+    if not event_ids:
+        return set()
+    values = [
+        {"consumer": consumer, "event_id": event_id, "consumed_at": at}
+        for event_id in dict.fromkeys(event_ids)
+    ]
+    if connection.dialect.name == "postgresql":
+        statement: Any = pg_insert(consumed_events).on_conflict_do_nothing()
+    else:
+        statement = sqlite_insert(consumed_events).on_conflict_do_nothing()
+    # Compiled once, sent in pages ("insertmanyvalues"); only the new rows come back.
+    result = await connection.execute(statement.returning(consumed_events.c.event_id), values)
+    return set(result.scalars())
 
 
 async def add_outbox_rows(connection: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:

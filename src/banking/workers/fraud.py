@@ -20,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Final, Protocol, TypeVar
@@ -38,7 +39,7 @@ from banking.domain.records import (
 from banking.events.envelope import read_headers
 from banking.events.outbox import EVENT_TRANSACTION_COMPLETED, EVENT_TRANSACTION_FAILED
 from banking.events.serialization import JSON_CONTENT_TYPE, UndecodableEvent, decode
-from banking.events.transport import Message
+from banking.events.transport import Message, handle_one_by_one
 from banking.fraud.assessment import Assessment, FraudDecision, Movement, Thresholds
 from banking.fraud.detector import RULES_ONLY, Detector
 from banking.fraud.features import HISTORY_DAYS, HISTORY_LIMIT, FeatureBook
@@ -183,16 +184,91 @@ class FraudWorker:
             log.error("fraud_event_unreadable", error=str(error)[:300], offset=message.offset)
             await self._dead_letters.give_up(message, error, attempts=1)
 
+    async def handle_batch(self, messages: Sequence[Message]) -> None:
+        """``handle`` each of ``messages`` (in order): the legs read in one read view, the
+        scores and alerts written in one transaction. Unreadable events go to the dead-letter
+        topic as there; when a step fails for a reason that is not an outage, the events are
+        scored again one at a time, so that only the one at fault fails."""
+        scored = [m for m in messages if read_headers(m.headers).event_type in SCORED_EVENT_TYPES]
+        if not scored:
+            return
+        try:
+            assessed, poisoned = await waiting_out_outages(
+                lambda: self._assess_all(scored), what="fraud"
+            )
+        except Exception as error:
+            if is_outage(error):
+                raise
+            await self._one_by_one(scored, error)
+            return
+        for message, poison in poisoned:
+            _bind(message)
+            log.error("fraud_event_unreadable", error=str(poison)[:300], offset=message.offset)
+            await self._dead_letters.give_up(message, poison, attempts=1)
+        context.clear()
+        if not assessed:
+            return
+        try:
+            inserted = await waiting_out_outages(
+                lambda: self._unit_of_work.run(lambda store: _store_scores(store, assessed)),
+                what="fraud",
+            )
+        except Exception as error:
+            if is_outage(error):
+                raise
+            await self._one_by_one([item.message for item in assessed], error)
+            return
+        for item, was_new in zip(assessed, inserted, strict=True):
+            _bind(item.message)
+            context.bind(transaction_id=str(item.leg.transaction_id))
+            self._scored(item, inserted=was_new)
+        context.clear()
+
+    async def _one_by_one(self, messages: Sequence[Message], error: Exception) -> None:
+        log.warning(
+            "fraud_batch_scored_one_by_one",
+            events=len(messages),
+            error_type=type(error).__name__,
+            error=str(error)[:300],
+        )
+        await handle_one_by_one(self.handle, messages, raise_at_once=is_outage)
+
+    async def _assess_all(
+        self, messages: Sequence[Message]
+    ) -> tuple[list[_Assessed], list[tuple[Message, PoisonEvent]]]:
+        """Each message's assessment (in order, in one read view), and the unreadable ones.
+        Each leg joins its account's state as it is assessed, so the next leg of the same
+        account in the batch is scored with it (as it would be one message at a time)."""
+        assessed: list[_Assessed] = []
+        poisoned: list[tuple[Message, PoisonEvent]] = []
+        async with self._unit_of_work.read() as store:
+            for message in messages:
+                try:
+                    item = await self._assess(store, message)
+                except PoisonEvent as error:
+                    poisoned.append((message, error))
+                    continue
+                if not item.late:
+                    self.book.observe(item.movement)
+                assessed.append(item)
+        return assessed, poisoned
+
     async def _score(self, message: Message) -> None:
-        headers = read_headers(message.headers)
-        transaction_id, account_id, created_at = _leg_of_event(message)
-        context.bind(transaction_id=str(transaction_id))
         # One read: the account's legs up to this one (a redelivered event is recognised by
         # its stored score when it is written: a leg is scored once, by its primary key).
         async with self._unit_of_work.read() as store:
-            leg, source, late = await self._state_before(
-                store, transaction_id, account_id, created_at
-            )
+            item = await self._assess(store, message)
+        inserted = await self._unit_of_work.run(lambda store: _store_scores(store, [item]))
+        if not item.late:
+            self.book.observe(item.movement)
+        self._scored(item, inserted=inserted[0])
+
+    async def _assess(self, store: LedgerStore, message: Message) -> _Assessed:
+        """The score of the leg ``message`` is about (PoisonEvent if it names none)."""
+        headers = read_headers(message.headers)
+        transaction_id, account_id, created_at = _leg_of_event(message)
+        context.bind(transaction_id=str(transaction_id))
+        leg, source, late = await self._state_before(store, transaction_id, account_id, created_at)
         movement = Movement.of_leg(leg)
         started = time.perf_counter()
         features = source.features(movement)
@@ -202,36 +278,20 @@ class FraudWorker:
         # After commit a movement can only be alerted on: holding is for commands not applied.
         decision = min(assessment.decision, FraudDecision.ALERT, key=_DECISION_ORDER.__getitem__)
         score = stored_score(leg, assessment, event_id=_uuid(headers.event_id), decision=decision)
+        return _Assessed(message, headers.trace_id, leg, movement, late, assessment, score, seconds)
 
-        async def work(store: LedgerStore) -> bool:
-            inserted = await store.insert_fraud_score(score)
-            if inserted and decision is FraudDecision.ALERT:
-                alert = FraudAlert(
-                    alert_id=uuid4(),
-                    leg=leg,
-                    score=score.score,
-                    reasons=score.reasons,
-                    model_version=score.model_version,
-                    decision=decision.value,
-                    created_at=score.scored_at,
-                    trace_id=headers.trace_id,
-                )
-                await store.add_events([alert])
-            return inserted
-
-        inserted = await self._unit_of_work.run(work)
-        if not late:
-            self.book.observe(movement)
+    def _scored(self, item: _Assessed, *, inserted: bool) -> None:
+        """Count and log one stored score (after its transaction committed)."""
         if not inserted:
             return
-        self._observer.fraud_scored(score.score, seconds)
-        if decision is FraudDecision.ALERT:
-            self._observer.fraud_alerted(assessment.pattern)
+        self._observer.fraud_scored(item.score.score, item.seconds)
+        if item.score.decision == FraudDecision.ALERT.value:
+            self._observer.fraud_alerted(item.assessment.pattern)
             log.info(
                 "fraud_alert",
-                score=str(score.score),
-                reasons=",".join(score.reasons),
-                model_version=score.model_version,
+                score=str(item.score.score),
+                reasons=",".join(item.score.reasons),
+                model_version=item.score.model_version,
             )
 
     async def _state_before(
@@ -288,6 +348,52 @@ class FraudWorker:
 
 
 _DECISION_ORDER: Final = {FraudDecision.ALLOW: 0, FraudDecision.ALERT: 1, FraudDecision.HOLD: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class _Assessed:
+    """One event's leg, scored, before the score is stored."""
+
+    message: Message
+    trace_id: str | None
+    leg: Transaction
+    movement: Movement
+    late: bool
+    assessment: Assessment
+    score: FraudScore
+    seconds: float
+
+
+async def _store_scores(store: LedgerStore, items: Sequence[_Assessed]) -> list[bool]:
+    """Store each score once (per leg); an alert event for each new one that alerts. Per
+    item, whether its score was new."""
+    inserted = []
+    alerts = []
+    for item in items:
+        new = await store.insert_fraud_score(item.score)
+        inserted.append(new)
+        if new and item.score.decision == FraudDecision.ALERT.value:
+            alerts.append(
+                FraudAlert(
+                    alert_id=uuid4(),
+                    leg=item.leg,
+                    score=item.score.score,
+                    reasons=item.score.reasons,
+                    model_version=item.score.model_version,
+                    decision=item.score.decision,
+                    created_at=item.score.scored_at,
+                    trace_id=item.trace_id,
+                )
+            )
+    if alerts:
+        await store.add_events(alerts)
+    return inserted
+
+
+def _bind(message: Message) -> None:
+    context.clear()
+    headers = read_headers(message.headers)
+    context.bind(trace_id=headers.trace_id, event_id=headers.event_id)
 
 
 class CommandScreening:

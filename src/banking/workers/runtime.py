@@ -17,6 +17,7 @@ from banking.events.security import kafka_security
 from banking.events.serialization import EventFormat
 from banking.events.signing import keyring_of
 from banking.events.transport import (
+    BatchHandler,
     Handler,
     InProcessBus,
     KafkaConsumerLoop,
@@ -65,7 +66,14 @@ CONSUMER_GROUPS: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
 WORKER_NAMES: Final = ("relay", *CONSUMER_GROUPS)
 
 
-def _handlers(container: Container, dead_letters: DeadLetters) -> dict[str, Handler]:
+def _handlers(
+    container: Container,
+    dead_letters: DeadLetters,
+    batch: dict[str, BatchHandler] | None = None,
+) -> dict[str, Handler]:
+    """The per-message handler of each worker; ``batch`` gets the batch handlers of those
+    that have one (``handle_batch``: several messages in one transaction)."""
+    batch = {} if batch is None else batch
     settings = container.settings
     # FRAUD_ENABLED: one detector (one model source) for the screening and the scoring.
     detector = build_detector(settings) if settings.fraud_enabled else None
@@ -96,8 +104,11 @@ def _handlers(container: Container, dead_letters: DeadLetters) -> dict[str, Hand
             container.unit_of_work, detector, dead_letters, observer=container.metrics
         )
         handlers["fraud"] = worker.handle
+        batch["fraud"] = worker.handle_batch
     if settings.audit_enabled:
-        handlers["audit"] = AuditRecorder(container.database, observer=container.metrics).handle
+        recorder = AuditRecorder(container.database, observer=container.metrics)
+        handlers["audit"] = recorder.handle
+        batch["audit"] = recorder.handle_batch
     return handlers
 
 
@@ -206,23 +217,23 @@ class EmbeddedEvents:
                 reason="the analytics sink runs only as `banking worker analytics` on Kafka",
             )
         dead_letters = DeadLetters(self.bus, container.metrics)
-        handlers = _handlers(container, dead_letters)
+        batch: dict[str, BatchHandler] = {}
+        handlers = _handlers(container, dead_letters, batch)
         self.bus.subscribe(topics.TRANSACTIONS_SUBMITTED, handlers["processor"])
         self.bus.subscribe(topics.TRANSACTIONS_DLQ, handlers["dlq"], background=True)
         self.bus.subscribe(topics.TRANSACTIONS_PERMANENT_DLQ, _log_permanent)
         if "balance-cache" in handlers:
             self.bus.subscribe(topics.ACCOUNT_BALANCES, handlers["balance-cache"])
-        if "fraud" in handlers:
-            for topic in CONSUMER_GROUPS["fraud"][1]:
-                self.bus.subscribe(topic, handlers["fraud"])
+        # The consumers that write to the database take each relay batch at once (one
+        # transaction per batch), after the per-message handlers, in this order.
+        if "fraud" in batch:
+            self.bus.subscribe_batch(CONSUMER_GROUPS["fraud"][1], batch["fraud"])
         notifications, self.delivery = _notifications(container, dead_letters)
-        for topic in NOTIFICATION_TOPICS:
-            self.bus.subscribe(topic, notifications.handle)
-        if "audit" in handlers:
+        self.bus.subscribe_batch(NOTIFICATION_TOPICS, notifications.handle_batch)
+        if "audit" in batch:
             # Last on every topic, the permanent DLQ included: the others see what they saw
             # before, and a message is recorded after they handled it.
-            for topic in CONSUMER_GROUPS["audit"][1]:
-                self.bus.subscribe(topic, handlers["audit"])
+            self.bus.subscribe_batch(CONSUMER_GROUPS["audit"][1], batch["audit"])
         # Nothing crosses a wire in-process: the outbox's JSON is passed as it is.
         self.relay = OutboxRelay(
             container.database,
