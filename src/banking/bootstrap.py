@@ -86,6 +86,7 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
             unit_of_work,
             window_seconds=settings.group_commit_window_seconds,
             max_items=settings.group_commit_items_max,
+            in_flight_max=settings.group_commit_in_flight_max,
             on_group=metrics.group_commit_items.observe,
         )
     movements: Movements = MovementService(unit_of_work, group_commit=group_commit)

@@ -199,6 +199,8 @@ class Settings(BaseSettings):
     group_commit: bool = False
     group_commit_window_seconds: float = Field(default=0.001, gt=0, le=0.05)
     group_commit_items_max: int = Field(default=64, ge=2, le=1000)
+    # Groups of one process deciding at once; what arrives meanwhile forms the next group.
+    group_commit_in_flight_max: int = Field(default=1, ge=1, le=64)
     # POST /api/v1/transactions/batch and gRPC BatchMovements: items per batch, and the
     # request body limit of that route (the other routes keep REQUEST_BODY_BYTES_MAX).
     batch_items_max: int = Field(default=1000, ge=1, le=1000)

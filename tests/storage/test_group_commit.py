@@ -11,6 +11,8 @@ import random
 from collections import defaultdict
 from decimal import Decimal
 
+import pytest
+
 from banking.domain.errors import BankingError, InsufficientFundsDeclined
 from banking.domain.records import (
     HistoryFilter,
@@ -30,13 +32,18 @@ MOVEMENTS = 240
 SEED = 20261202
 
 
-async def test_concurrent_movements_through_group_commit_keep_the_books(any_core: Core) -> None:
+@pytest.mark.parametrize("in_flight", [1, 4], ids=["one-group-at-a-time", "four-groups-at-once"])
+async def test_concurrent_movements_through_group_commit_keep_the_books(
+    any_core: Core, in_flight: int
+) -> None:
     core = any_core
     owner = await core.user()
     admin = await core.user(Role.ADMIN)
     accounts = [await core.account(owner, str(FUNDING)) for _ in range(ACCOUNTS)]
     hot = accounts[0]
-    group_commit = GroupCommit(core.unit_of_work, window_seconds=0.002, max_items=16)
+    group_commit = GroupCommit(
+        core.unit_of_work, window_seconds=0.002, max_items=16, in_flight_max=in_flight
+    )
     movements = MovementService(core.unit_of_work, group_commit=group_commit)
     rng = random.Random(SEED)
     asked = []

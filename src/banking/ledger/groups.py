@@ -206,10 +206,15 @@ def _failure(result: ItemResult) -> BankingError | None:
 
 
 class GroupCommit:
-    """Group commit: concurrent movements of this process that arrive within ``window_seconds``
-    of the first (at most ``max_items``) are decided in one unit of work and one commit, each
-    answered with its own result (``run_group``). Several groups may be in flight at once, each
-    on its own connection; they lock their accounts in the one order."""
+    """Group commit: concurrent movements of this process are decided in one unit of work and
+    one commit, each answered with its own result (``run_group``).
+
+    A group forms from the movements that arrive within ``window_seconds`` of the first, at most
+    ``max_items``. At most ``in_flight_max`` groups run at once: what arrives while they run
+    waits and forms the next group as soon as one finishes (no window then), so the busier the
+    process, the larger its groups, and its own groups do not wait for each other's row locks.
+    Groups lock their accounts in the one order, so groups of several processes never
+    deadlock."""
 
     def __init__(
         self,
@@ -217,11 +222,13 @@ class GroupCommit:
         *,
         window_seconds: float,
         max_items: int,
+        in_flight_max: int = 1,
         on_group: Callable[[int], None] | None = None,
     ) -> None:
         self._unit_of_work = unit_of_work
         self._window_seconds = window_seconds
         self._max_items = max_items
+        self._in_flight_max = in_flight_max
         self._on_group = on_group  # told each group's size (a metric)
         self._waiting: list[tuple[GroupItem, asyncio.Future[ItemResult]]] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -232,10 +239,11 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[ItemResult] = loop.create_future()
         self._waiting.append((item, future))
-        if len(self._waiting) >= self._max_items:
-            self._flush()
-        elif self._timer is None:
-            self._timer = loop.call_later(self._window_seconds, self._flush)
+        if len(self._running) < self._in_flight_max:
+            if len(self._waiting) >= self._max_items:
+                self._flush()
+            elif self._timer is None:
+                self._timer = loop.call_later(self._window_seconds, self._flush)
         # A caller that goes away (a cancelled request) does not cancel its group.
         return await asyncio.shield(future)
 
@@ -243,13 +251,18 @@ class GroupCommit:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        waiting, self._waiting = self._waiting, []
-        if waiting:
+        while self._waiting and len(self._running) < self._in_flight_max:
+            waiting = self._waiting[: self._max_items]
+            del self._waiting[: self._max_items]
             if self._on_group is not None:
                 self._on_group(len(waiting))
             task = asyncio.get_running_loop().create_task(self._decide(waiting))
             self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self._flush()  # what waited while the groups ran is the next group, at once
 
     async def _decide(self, waiting: list[tuple[GroupItem, asyncio.Future[ItemResult]]]) -> None:
         try:
