@@ -3,6 +3,7 @@ as only the database's owner can), and exits 0 when the trail is complete."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
@@ -34,9 +35,16 @@ def _gaps(database_url: str) -> subprocess.CompletedProcess[str]:
 async def _tamper(database_url: str, audit_id: int) -> None:
     """Delete one audit row the way its owner could: with the triggers out of the way."""
     if database_url.startswith("sqlite"):
-        with sqlite3.connect(database_url.split(":///", 1)[1]) as connection:
-            connection.execute("DROP TRIGGER audit_records_no_delete")
-            connection.execute("DELETE FROM audit_records WHERE audit_id = ?", (audit_id,))
+
+        def delete() -> None:
+            path = database_url.split(":///", 1)[1]
+            with sqlite3.connect(path, timeout=30) as connection:
+                connection.execute("DROP TRIGGER audit_records_no_delete")
+                connection.execute("DELETE FROM audit_records WHERE audit_id = ?", (audit_id,))
+
+        # In a thread: a write transaction of the app's own tasks (the embedded consumers) may
+        # hold SQLite's lock, and blocking the event loop would keep it from ever committing.
+        await asyncio.to_thread(delete)
         return
     dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
     connection = await asyncpg.connect(dsn)
