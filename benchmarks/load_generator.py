@@ -17,9 +17,7 @@ import argparse
 import asyncio
 import json
 import random
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -29,7 +27,8 @@ from typing import Any, NamedTuple
 import aiohttp
 
 from benchmarks.accounting import CpuFigures, cpu_figures, cpu_per_operation_ms, cpu_snapshot
-from benchmarks.config import EXIT_INTERRUPTED, EXIT_OK, BenchFailed
+from benchmarks.config import EXIT_INTERRUPTED, EXIT_OK
+from benchmarks.processes import run_load_module
 from benchmarks.seeding import CURRENCY, Customer, HotAccount
 from benchmarks.stats import (
     KIND_CREDIT,
@@ -119,26 +118,13 @@ class Window:
 def run_load_process(plan: LoadPlan) -> ApiFigures:
     """Run the load generator in its own process (``python -m benchmarks.load_generator``) so
     it shares no event loop with the server nor with the orchestrating process."""
-    with tempfile.TemporaryDirectory(prefix="banking-bench-") as directory:
-        plan_path, result_path = Path(directory, "plan.json"), Path(directory, "result.json")
-        plan_path.write_text(plan.to_json())
-        command = [
-            sys.executable,
-            "-m",
-            "benchmarks.load_generator",
-            "--load",
-            str(plan_path),
-            "--result",
-            str(result_path),
-        ]
-        completed = subprocess.run(  # noqa: S603 - our own interpreter and module
-            command,
-            timeout=plan.warmup_seconds + plan.duration_seconds + LOAD_TIMEOUT_MARGIN_SECONDS,
-            check=False,
-        )
-        if completed.returncode != 0 or not result_path.exists():
-            raise BenchFailed(f"the load generator exited with {completed.returncode}")
-        return ApiFigures(**json.loads(result_path.read_text()))
+    result = run_load_module(
+        "benchmarks.load_generator",
+        plan.to_json(),
+        timeout_seconds=plan.warmup_seconds + plan.duration_seconds + LOAD_TIMEOUT_MARGIN_SECONDS,
+        what="the load generator",
+    )
+    return ApiFigures(**json.loads(result))
 
 
 def generate_load(plan: LoadPlan) -> ApiFigures:

@@ -37,7 +37,6 @@ import os
 import random
 import secrets
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -75,6 +74,7 @@ from benchmarks.processes import (
     ServerSettings,
     Service,
     free_port,
+    run_load_module,
     start_server,
     stop_server,
 )
@@ -499,26 +499,13 @@ def _grpc_error_code(error: Any) -> str | None:
 
 def run_load_process(plan: MoneyPathPlan) -> LoadFigures:
     """The load in its own process, so it shares no event loop with the servers nor this one."""
-    with tempfile.TemporaryDirectory(prefix="banking-money-path-") as directory:
-        plan_path, result_path = Path(directory, "plan.json"), Path(directory, "result.json")
-        plan_path.write_text(plan.to_json())
-        command = [
-            sys.executable,
-            "-m",
-            "benchmarks.money_path",
-            "--load",
-            str(plan_path),
-            "--result",
-            str(result_path),
-        ]
-        completed = subprocess.run(  # noqa: S603 - our own interpreter and module
-            command,
-            timeout=plan.warmup_seconds + plan.duration_seconds + LOAD_TIMEOUT_MARGIN_SECONDS,
-            check=False,
-        )
-        if completed.returncode != 0 or not result_path.exists():
-            raise BenchFailed(f"the load process exited with {completed.returncode}")
-        return LoadFigures(**json.loads(result_path.read_text()))
+    result = run_load_module(
+        "benchmarks.money_path",
+        plan.to_json(),
+        timeout_seconds=plan.warmup_seconds + plan.duration_seconds + LOAD_TIMEOUT_MARGIN_SECONDS,
+        what="the load process",
+    )
+    return LoadFigures(**json.loads(result))
 
 
 def _run_load_main(plan_path: Path, result_path: Path) -> int:

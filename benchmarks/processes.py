@@ -273,3 +273,21 @@ def stop_server(server: Server) -> None:
     """SIGTERM (uvicorn stops its workers), then SIGKILL to the server's session if stuck."""
     server.service.stop(SERVER_STOP_TIMEOUT_SECONDS)
     shutil.rmtree(server.metrics_dir, ignore_errors=True)
+
+
+def run_load_module(module: str, plan_json: str, *, timeout_seconds: float, what: str) -> str:
+    """Run ``python -m MODULE --load PLAN --result RESULT`` (a load generator in its own
+    process, so it shares no event loop with the servers nor with the orchestrator) with
+    ``plan_json`` as the plan; its result file's text. ``BenchFailed`` naming ``what`` when it
+    exits with an error or writes no result."""
+    with tempfile.TemporaryDirectory(prefix="banking-bench-") as directory:
+        plan_path, result_path = Path(directory, "plan.json"), Path(directory, "result.json")
+        plan_path.write_text(plan_json)
+        command = [sys.executable, "-m", module, "--load", str(plan_path)]
+        command += ["--result", str(result_path)]
+        completed = subprocess.run(  # noqa: S603 - our own interpreter and module
+            command, timeout=timeout_seconds, check=False
+        )
+        if completed.returncode != 0 or not result_path.exists():
+            raise BenchFailed(f"{what} exited with {completed.returncode}")
+        return result_path.read_text()

@@ -13,7 +13,7 @@ import pytest
 
 from banking.domain.roles import Role
 from banking.grpc.gen import transactions_pb2, transactions_pb2_grpc
-from banking.grpc.servicers import BATCH_INDEX_INFO
+from banking.grpc.interceptors import BATCH_INDEX_INFO
 from tests.grpc.conftest import GrpcBank, grpc_bank_with
 from tests.grpc.details import rich_error
 from tests.rest.test_batch import Books, _books, books_state

@@ -23,14 +23,7 @@ _KEY = ("event_id", "topic", "delivery")
 async def insert_record(connection: AsyncConnection, row: dict[str, Any]) -> bool:
     """Insert one audit row; False when it was there already (ON CONFLICT DO NOTHING on the
     unique key (event_id, topic, delivery))."""
-    dialect = connection.dialect.name
-    statement: Any
-    if dialect == "postgresql":
-        statement = postgresql.insert(audit_records).on_conflict_do_nothing(index_elements=_KEY)
-    elif dialect == "sqlite":
-        statement = sqlite.insert(audit_records).on_conflict_do_nothing(index_elements=_KEY)
-    else:
-        raise NotImplementedError(f"the audit store does not support {dialect}")
+    statement = _insert_statement(connection)
     result = await connection.execute(statement.values(**row).returning(audit_records.c.audit_id))
     return result.scalar_one_or_none() is not None
 
@@ -75,43 +68,13 @@ async def insert_records(connection: AsyncConnection, rows: Sequence[dict[str, A
     return outcomes
 
 
-async def _user_actor(connection: AsyncConnection, user_id: UUID | None) -> Actor | None:
-    if user_id is None:
-        return None
-    username = (
-        await connection.execute(select(users.c.username).where(users.c.user_id == user_id))
-    ).scalar_one_or_none()
-    return Actor(str(user_id), username) if username is not None else None
-
-
 async def actor_of_movement(
     connection: AsyncConnection, payload: dict[str, Any] | None
 ) -> Actor | None:
     """Who made the movement an event is about, as the ledger says (the leg's ``created_by``):
     by its transaction id, or for a balance event by the leg that produced that version."""
-    if payload is None:
-        return None
-    condition = None
-    if payload.get("transaction_id"):
-        try:
-            condition = transactions.c.transaction_id == UUID(str(payload["transaction_id"]))
-        except ValueError:
-            return None
-    elif payload.get("account_id") and isinstance(payload.get("version"), int):
-        try:
-            account_id = UUID(str(payload["account_id"]))
-        except ValueError:
-            return None
-        condition = and_(
-            transactions.c.account_id == account_id,
-            transactions.c.balance_version_after == payload["version"],
-        )
-    if condition is None:
-        return None
-    created_by = (
-        await connection.execute(select(transactions.c.created_by).where(condition).limit(1))
-    ).scalar_one_or_none()
-    return await _user_actor(connection, created_by)
+    (actor,) = await actors_of_movements(connection, [payload])
+    return actor
 
 
 def _movement_condition(payload: dict[str, Any] | None) -> tuple[str, Any] | None:

@@ -36,6 +36,7 @@ from banking.cache.ratelimit import SCOPE_DEFAULT, RateLimiter
 from banking.domain.errors import (
     AccountBusy,
     BankingError,
+    BatchItemFailed,
     InvariantViolated,
     RateLimited,
     ServiceUnavailable,
@@ -80,6 +81,8 @@ TRANSACTION_ID_INFO: Final = "transaction_id"
 REQUEST_ID_INFO: Final = "request_id"
 TRACE_ID_INFO: Final = "trace_id"
 REPLAYED_INFO: Final = "idempotent_replayed"
+# The failing item's position when an atomic batch stored nothing (``BatchItemFailed``).
+BATCH_INDEX_INFO: Final = "index"
 # UNAVAILABLE because the database is down: retry (with the same reference_id) after this.
 OUTAGE_RETRY_SECONDS: Final = 1
 
@@ -128,10 +131,13 @@ def retry_after_seconds(error: BankingError) -> int | None:
     return None
 
 
-def rich_status(error: BankingError, message: str) -> status_pb2.Status:
+def rich_status(
+    error: BankingError, message: str, *, batch_index: int | None = None
+) -> status_pb2.Status:
     """The ``google.rpc.Status`` of a failed call (AIP-193): ``ErrorInfo`` always (reason = the
-    stable code, the ids in its metadata), ``BadRequest`` naming a bad field, ``RetryInfo`` when
-    a retry later can succeed, ``RequestInfo`` with the request id."""
+    stable code, the ids in its metadata, and ``batch_index``, the failing item of an atomic
+    batch), ``BadRequest`` naming a bad field, ``RetryInfo`` when a retry later can succeed,
+    ``RequestInfo`` with the request id."""
     code = status_for(error)
     status = status_pb2.Status(code=code.value[0], message=message)
     request_id = log_context.current("request_id")
@@ -141,6 +147,7 @@ def rich_status(error: BankingError, message: str) -> status_pb2.Status:
         REQUEST_ID_INFO: request_id,
         TRACE_ID_INFO: trace_id,
         REPLAYED_INFO: "true" if error.replayed else None,
+        BATCH_INDEX_INFO: str(batch_index) if batch_index is not None else None,
     }
     status.details.add().Pack(
         error_details_pb2.ErrorInfo(
@@ -343,15 +350,20 @@ class ErrorInterceptor(_AroundInterceptor):
     async def _abort(
         self, context: grpc.aio.ServicerContext[Any, Any], error: BankingError
     ) -> None:
+        # An atomic batch that stored nothing fails as its failing item's single call would,
+        # with the item's position in the ErrorInfo and the message that names it.
+        batch_index = None
+        message = error.message
+        if isinstance(error, BatchItemFailed):
+            batch_index, error = error.index, error.error
         if self._metrics is not None:
             self._metrics.errors.labels(error.code).inc()
-        message = error.message
         if isinstance(error, InvariantViolated):
             if self._metrics is not None:
                 self._metrics.invariant_violations.inc()
             log.error("invariant_violated", message=error.message)
             message = "internal error"
-        status = rpc_status.to_status(rich_status(error, message))
+        status = rpc_status.to_status(rich_status(error, message, batch_index=batch_index))
         await context.abort(
             status.code,
             status.details,

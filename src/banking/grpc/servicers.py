@@ -15,11 +15,9 @@ from typing import Any, Final, TypeVar
 from uuid import UUID
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from banking.container import Container
-from banking.domain.errors import BatchItemFailed, InvariantViolated, ValidationFailed
+from banking.domain.errors import ValidationFailed
 from banking.domain.money import normalize_currency, parse_amount
 from banking.domain.records import (
     BatchItem,
@@ -38,9 +36,7 @@ from banking.grpc.gen import (
 )
 from banking.grpc.interceptors import (
     REPLAYED_KEY,
-    _legacy_trailing,
     current_actor,
-    rich_status,
 )
 from banking.grpc.mapping import (
     account_message,
@@ -61,14 +57,12 @@ DEFAULT_ACCOUNT_TYPE: Final = "checking"
 # The batch's idempotency key makes each item's key "<key>:<index>": short enough that the
 # longest (index 999) is still a valid reference_id (the same bound as REST's header).
 # ErrorInfo.metadata key of an atomic batch's failure: the failing item's position.
-BATCH_INDEX_INFO: Final = "index"
 
 
 class TransactionServicer(transactions_pb2_grpc.TransactionServiceServicer):
     def __init__(self, container: Container) -> None:
         self._movements = container.movements
         self._settings = container.settings
-        self._metrics = container.metrics if container.settings.metrics_enabled else None
 
     async def DebitAccount(
         self, request: transactions_pb2.DebitRequest, context: Context
@@ -101,38 +95,14 @@ class TransactionServicer(transactions_pb2_grpc.TransactionServiceServicer):
             [_batch_item(item, index) for index, item in enumerate(request.items)],
             request.idempotency_key or None,
         )
-        try:
-            results = await self._movements.batch(
-                current_actor(), items, atomic=request.atomic, trace_id=_trace_id()
-            )
-        except BatchItemFailed as failed:
-            await self._abort_at_item(context, failed)
-            raise  # abort raises; never reached
+        # An atomic failure (BatchItemFailed) is answered by the interceptor, as the failing
+        # item's status with its index (banking.grpc.interceptors).
+        results = await self._movements.batch(
+            current_actor(), items, atomic=request.atomic, trace_id=_trace_id()
+        )
         if results and all(result.replayed for result in results):
             context.set_trailing_metadata(((REPLAYED_KEY, "true"),))
         return batch_message(results, atomic=request.atomic)
-
-    async def _abort_at_item(self, context: Context, failed: BatchItemFailed) -> None:
-        """An atomic batch that stored nothing fails as its failing item's single call would
-        (``interceptors.rich_status``: its status code and details), with the item's position
-        in the ErrorInfo's metadata ``index``."""
-        error = failed.error
-        if isinstance(error, InvariantViolated):
-            raise error  # the interceptor answers INTERNAL
-        if self._metrics is not None:
-            self._metrics.errors.labels(error.code).inc()
-        status = rich_status(error, failed.message)
-        for detail in status.details:
-            info = error_details_pb2.ErrorInfo()
-            if detail.Unpack(info):  # False for the other kinds of details
-                info.metadata[BATCH_INDEX_INFO] = str(failed.index)
-                detail.Pack(info)
-        call_status = rpc_status.to_status(status)
-        await context.abort(
-            call_status.code,
-            call_status.details,
-            trailing_metadata=(*call_status.trailing_metadata, *_legacy_trailing(error)),
-        )
 
     async def GetTransaction(
         self, request: transactions_pb2.GetTransactionRequest, context: Context

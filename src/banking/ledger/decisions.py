@@ -167,20 +167,10 @@ DECISIONS: dict[TransactionType, Decide] = {
 
 
 async def check_accounts(store: LedgerStore, actor: Actor, checked: CheckedMovement) -> None:
-    """Visibility, existence and currency, as the decisions check them, for a command that
-    is accepted now and decided later."""
+    """Visibility, existence and currency, as the decisions check them (``precheck``), for a
+    command that is accepted now and decided later (an inactive account declines then)."""
     ids = [checked.account_id] + ([checked.counterparty_id] if checked.counterparty_id else [])
-    found = {account.account_id: account for account in await store.get_accounts(ids)}
-    if checked.kind is TransactionType.CREDIT:
-        account = require_visible(actor, found.get(checked.account_id))
-    else:
-        account = require_can_debit(actor, found.get(checked.account_id))
-    require_same_currency(account.currency, checked.currency)
-    if checked.counterparty_id is not None:
-        destination = found.get(checked.counterparty_id)
-        if destination is None:
-            raise AccountNotFound("destination account not found")
-        require_same_currency(destination.currency, checked.currency)
+    precheck(actor, checked, _by_id(await store.get_accounts(ids)))
 
 
 async def _refuse_over_limit(

@@ -36,7 +36,7 @@ from banking.domain.records import MovementResult, Transaction, TransactionStatu
 from banking.domain.roles import Actor
 from banking.ledger.checks import CheckedMovement
 from banking.ledger.decisions import DECISIONS
-from banking.ledger.idempotency import matching_leg, replay
+from banking.ledger.idempotency import matching_leg, run_once
 from banking.ledger.ports import LedgerStore, UnitOfWork
 
 
@@ -167,14 +167,11 @@ async def _run_single(unit_of_work: UnitOfWork, item: GroupItem, *, atomic: bool
         return outcome
 
     try:
-        return MovementResult(await unit_of_work.run(work), replayed=False)
-    except ReferenceAlreadyUsed:
-        try:
-            return MovementResult(await replay(unit_of_work, item.checked), replayed=True)
-        except BankingError as error:
-            return error
+        return await run_once(unit_of_work, item.checked, work)
     except _RolledBack as rolled_back:
         return rolled_back.error
+    except BankingError as error:  # the replay's: another request's parameters
+        return error
 
 
 async def _result(store: LedgerStore, item: GroupItem, outcome: Decided) -> ItemResult:

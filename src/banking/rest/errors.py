@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from banking.domain.errors import (
     AccountBusy,
     BankingError,
+    BatchItemFailed,
     InvariantViolated,
     RateLimited,
     ServiceUnavailable,
@@ -122,6 +123,11 @@ def error_response(
 async def _banking_error(request: Request, error: Exception) -> JSONResponse:
     if not isinstance(error, BankingError):
         return await _unexpected(request, error)
+    # An atomic batch that stored nothing answers as its failing item's single request would,
+    # with the item's index in the details and the message that names it.
+    failed = error if isinstance(error, BatchItemFailed) else None
+    if failed is not None:
+        error = failed.error
     metrics = getattr(request.app.state, "metrics", None)
     if metrics is not None:
         metrics.errors.labels(error.code).inc()
@@ -142,10 +148,12 @@ async def _banking_error(request: Request, error: Exception) -> JSONResponse:
     if isinstance(error, RateLimited):
         headers.update(error.details.get("headers") or {})  # RateLimit-* of the refusing limit
     field = error.field if isinstance(error, ValidationFailed) else None
-    details = [{"field": field}] if field else None
+    details: list[dict[str, Any]] | None = [{"field": field}] if field else None
+    if failed is not None:
+        details = [{"field": field, "index": failed.index}]
     return error_response(
         error.code,
-        error.message,
+        failed.message if failed is not None else error.message,
         transaction_id=error.transaction_id,
         details=details,
         headers=headers or None,

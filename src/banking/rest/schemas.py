@@ -287,57 +287,44 @@ class _BatchItemRules(BaseModel):
         return _printable_text(value)
 
 
+_BATCH_DEBIT_EXAMPLE: dict[str, Any] = {
+    "type": "debit",
+    "account_id": EXAMPLE_ACCOUNT_ID,
+    "amount": "100.00",
+    "currency": "USD",
+    "description": "ATM withdrawal",
+    "reference_id": "atm-2026-01-31-0001",
+}
+_BATCH_CREDIT_EXAMPLE: dict[str, Any] = {
+    "type": "credit",
+    "account_id": EXAMPLE_ACCOUNT_ID,
+    "amount": "1.00",
+    "currency": "USD",
+}
+_BATCH_TRANSFER_EXAMPLE: dict[str, Any] = {
+    "type": "transfer",
+    "source_account_id": EXAMPLE_ACCOUNT_ID,
+    "destination_account_id": EXAMPLE_OTHER_ACCOUNT_ID,
+    "amount": "25.50",
+    "currency": "USD",
+    "reference_id": "rent-2026-02",
+}
+
+
 class BatchDebit(DebitCreditBody, _BatchItemRules):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "type": "debit",
-                    "account_id": EXAMPLE_ACCOUNT_ID,
-                    "amount": "100.00",
-                    "currency": "USD",
-                    "description": "ATM withdrawal",
-                    "reference_id": "atm-2026-01-31-0001",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [_BATCH_DEBIT_EXAMPLE]})
 
     type: Literal["debit"]
 
 
 class BatchCredit(DebitCreditBody, _BatchItemRules):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "type": "credit",
-                    "account_id": EXAMPLE_ACCOUNT_ID,
-                    "amount": "1.00",
-                    "currency": "USD",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [_BATCH_CREDIT_EXAMPLE]})
 
     type: Literal["credit"]
 
 
 class BatchTransfer(TransferBody, _BatchItemRules):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "type": "transfer",
-                    "source_account_id": EXAMPLE_ACCOUNT_ID,
-                    "destination_account_id": EXAMPLE_OTHER_ACCOUNT_ID,
-                    "amount": "25.50",
-                    "currency": "USD",
-                    "reference_id": "rent-2026-02",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [_BATCH_TRANSFER_EXAMPLE]})
 
     type: Literal["transfer"]
 
@@ -352,9 +339,9 @@ class BatchBody(_Request):
                 {
                     "atomic": False,
                     "items": [
-                        BatchDebit.model_config["json_schema_extra"]["examples"][0],  # type: ignore[index]
-                        BatchCredit.model_config["json_schema_extra"]["examples"][0],  # type: ignore[index]
-                        BatchTransfer.model_config["json_schema_extra"]["examples"][0],  # type: ignore[index]
+                        _BATCH_DEBIT_EXAMPLE,
+                        _BATCH_CREDIT_EXAMPLE,
+                        _BATCH_TRANSFER_EXAMPLE,
                     ],
                 }
             ]

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from banking.container import Container
-from banking.domain.errors import BatchItemFailed, InvariantViolated, ValidationFailed
+from banking.domain.errors import InvariantViolated, ValidationFailed
 from banking.domain.records import (
     BatchItem,
     DebitOrCredit,
@@ -24,7 +24,7 @@ from banking.ledger.checks import REFERENCE_ID_LENGTH_MAX
 from banking.ledger.movements import BATCH_KEY_LENGTH_MAX, keyed_batch
 from banking.observability import context
 from banking.rest.dependencies import ContainerDep, CurrentActor, trace_id_of
-from banking.rest.errors import ErrorCode, error_response
+from banking.rest.errors import ErrorCode
 from banking.rest.openapi import header, link, responses
 from banking.rest.routes import Route
 from banking.rest.schemas import (
@@ -281,7 +281,7 @@ async def batch_movements(
     request: Request,
     response: Response,
     idempotency_key: BatchIdempotencyKey = None,
-) -> BatchRead | JSONResponse:
+) -> BatchRead:
     """Up to `BATCH_ITEMS_MAX` (1000) debits, credits and transfers in one transaction and one
     commit, decided in order, each authorized and checked like a single request.
 
@@ -301,37 +301,17 @@ async def batch_movements(
             "Idempotency-Key must be printable text", field="header.Idempotency-Key"
         )
     items = keyed_batch([_batch_item(item) for item in body.items], idempotency_key)
-    try:
-        results = await container.movements.batch(
-            actor, items, atomic=body.atomic, trace_id=trace_id_of(request)
-        )
-    except BatchItemFailed as failed:
-        return _atomic_failure(failed, request)
+    # An atomic failure (BatchItemFailed) is answered by the error handler, as the failing
+    # item's error with its index (banking.rest.errors).
+    results = await container.movements.batch(
+        actor, items, atomic=body.atomic, trace_id=trace_id_of(request)
+    )
     for result in results:
         if isinstance(result, InvariantViolated):
             raise result
     if all(result.replayed for result in results):
         response.headers["Idempotent-Replayed"] = "true"
     return BatchRead.of_results(results, atomic=body.atomic)
-
-
-def _atomic_failure(failed: BatchItemFailed, request: Request) -> JSONResponse:
-    """An atomic batch that stored nothing: the failing item's error as a single request's
-    (its HTTP status and code, ``banking.rest.errors``) with the item's index in ``details``."""
-    error = failed.error
-    if isinstance(error, InvariantViolated):
-        raise error
-    metrics = getattr(request.app.state, "metrics", None)
-    if metrics is not None:
-        metrics.errors.labels(error.code).inc()
-    field = error.field if isinstance(error, ValidationFailed) else None
-    return error_response(
-        error.code,
-        failed.message,
-        transaction_id=error.transaction_id,
-        details=[{"field": field, "index": failed.index}],
-        headers={"Idempotent-Replayed": "true"} if error.replayed else None,
-    )
 
 
 @router.get(
