@@ -29,7 +29,9 @@ from banking.domain.roles import Role
 from banking.storage.migrate import upgrade
 from banking.storage.tables import balances, outbox, transaction_logs, transactions
 
-TEMPLATE_DATABASE = "banking_template"
+# One template per test session: two sessions at once (a helper's and a full run) never drop
+# each other's template while it is being cloned.
+TEMPLATE_DATABASE = f"banking_template_{uuid.uuid4().hex[:12]}"
 
 
 def _pg_env() -> tuple[str, str]:
@@ -72,6 +74,7 @@ def pg_template() -> Iterator[tuple[str, str]]:
     )
     upgrade(_with_database(url, TEMPLATE_DATABASE))
     yield url, admin
+    asyncio.run(_admin_execute(admin, f'DROP DATABASE IF EXISTS "{TEMPLATE_DATABASE}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="session")
