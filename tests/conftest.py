@@ -74,7 +74,9 @@ def pg_template() -> Iterator[tuple[str, str]]:
     )
     upgrade(_with_database(url, TEMPLATE_DATABASE))
     yield url, admin
-    asyncio.run(_admin_execute(admin, f'DROP DATABASE IF EXISTS "{TEMPLATE_DATABASE}" WITH (FORCE)'))
+    asyncio.run(
+        _admin_execute(admin, f'DROP DATABASE IF EXISTS "{TEMPLATE_DATABASE}" WITH (FORCE)')
+    )
 
 
 @pytest.fixture(scope="session")

@@ -37,6 +37,7 @@ from banking.ledger.history import HistoryService
 from banking.ledger.movements import MovementService
 from banking.ledger.ports import Movements
 from banking.ledger.review import ReviewService
+from banking.ledger.statements import StatementService
 from banking.notifications.webhooks import WebhookService
 from banking.observability.logging import get_logger
 from banking.observability.metrics import Metrics
@@ -110,13 +111,25 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
                 time_cost=settings.password_hash_time_cost,
                 memory_cost_kib=settings.password_hash_memory_kib,
             ),
+            key_retention_hours=settings.idempotency_key_retention_hours,
         ),
-        accounts=AccountService(unit_of_work, cache.balances),
+        accounts=AccountService(
+            unit_of_work,
+            cache.balances,
+            key_retention_hours=settings.idempotency_key_retention_hours,
+            page_size_max=settings.page_size_max,
+        ),
         movements=movements,
         history=HistoryService(
             unit_of_work,
             page_size_default=settings.page_size_default,
             page_size_max=settings.page_size_max,
+        ),
+        statements=StatementService(
+            unit_of_work,
+            page_size_default=settings.page_size_default,
+            page_size_max=settings.page_size_max,
+            statement_legs_max=settings.statement_legs_max,
         ),
         review=ReviewService(unit_of_work, page_size_max=settings.page_size_max),
         cache=cache,

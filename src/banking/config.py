@@ -218,7 +218,13 @@ class Settings(BaseSettings):
     instance_name: str = Field(default="", pattern=r"^[A-Za-z0-9._-]{0,64}$")
     request_body_bytes_max: int = Field(default=64 * 1024, ge=1024)
     page_size_default: int = Field(default=50, ge=1)
+    # An Idempotency-Key of account or user creation is remembered this long; after it, the
+    # key may be used again (banking.ledger.creation_keys).
+    idempotency_key_retention_hours: float = Field(default=24.0, gt=0.0, le=24 * 3650)
     page_size_max: int = Field(default=500, ge=1)
+    # Most completed legs one statement lists (GET /accounts/{id}/statement); a period with
+    # more answers 422 (ask for a shorter period).
+    statement_legs_max: int = Field(default=100_000, ge=1)
     transaction_retries_max: int = Field(default=5, ge=0, le=20)
 
     # OpenTelemetry tracing (off when empty): OTLP/HTTP collector, e.g. http://otel:4318

@@ -15,6 +15,7 @@ from banking.ledger.accounts import AccountService
 from banking.ledger.history import HistoryService
 from banking.ledger.ports import Movements, UnitOfWork
 from banking.ledger.review import ReviewService
+from banking.ledger.statements import StatementService
 from banking.notifications.webhooks import WebhookService
 from banking.observability.metrics import Metrics
 from banking.storage.database import Database
@@ -32,6 +33,7 @@ class Container:
     accounts: AccountService
     movements: Movements
     history: HistoryService
+    statements: StatementService
     review: ReviewService
     cache: CacheServices
     webhooks: WebhookService

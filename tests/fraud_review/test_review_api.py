@@ -211,8 +211,8 @@ async def test_reviewing_what_is_not_held_is_refused_and_changes_nothing(
 @pytest.mark.parametrize(
     "params",
     [
-        {},
-        {"status": "completed"},
+        # Without status=held (or with another status) it is the lookup across accounts
+        # (tests/rest/test_lookup_statements.py), no longer a bad query.
         {"status": "held", "page_size": "0"},
         {"status": "held", "cursor": "!!"},
     ],

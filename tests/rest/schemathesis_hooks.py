@@ -62,15 +62,36 @@ RULES_THE_SCHEMA_CANNOT_EXPRESS: dict[str, list[Rule]] = {
         ("VALIDATION_ERROR", "customer_id", "customers open accounts for themselves only"),
     ],
     # The last digit of an account number is a Luhn check digit.
-    "GET /api/v1/accounts": [("VALIDATION_ERROR", "account_number", "is not valid")],
+    # ... and the account list's cursor is opaque, its page_size at most PAGE_SIZE_MAX.
+    "GET /api/v1/accounts": [
+        ("VALIDATION_ERROR", "account_number", "is not valid"),
+        ("VALIDATION_ERROR", "cursor", "cursor is not valid"),
+        ("VALIDATION_ERROR", "page_size", "page_size must be between"),
+    ],
     # A cursor is opaque; a date-time with a zone may fall outside years 1-9999 in UTC.
     "GET /api/v1/accounts/{account_id}/transactions": [
         ("VALIDATION_ERROR", "cursor", "cursor is not valid"),
         ("VALIDATION_ERROR", "from", "is out of range"),
         ("VALIDATION_ERROR", "to", "is out of range"),
     ],
-    # The review queue's cursor is opaque too.
-    "GET /api/v1/transactions": [("VALIDATION_ERROR", "cursor", "cursor is not valid")],
+    # The review queue's and the lookup's cursors are opaque too; the lookup's times as the
+    # history's, and from must not be after to.
+    "GET /api/v1/transactions": [
+        ("VALIDATION_ERROR", "cursor", "cursor is not valid"),
+        ("VALIDATION_ERROR", "page_size", "page_size must be between"),
+        ("VALIDATION_ERROR", "from", "is out of range"),
+        ("VALIDATION_ERROR", "to", "is out of range"),
+        ("VALIDATION_ERROR", "from", "from must not be after to"),
+    ],
+    "GET /api/v1/accounts/{account_id}/balance": [("VALIDATION_ERROR", "as_of", "is out of range")],
+    # A statement's period: from not after to, within years 1-9999 UTC, at most
+    # STATEMENT_LEGS_MAX legs.
+    "GET /api/v1/accounts/{account_id}/statement": [
+        ("VALIDATION_ERROR", "from", "is out of range"),
+        ("VALIDATION_ERROR", "to", "is out of range"),
+        ("VALIDATION_ERROR", "from", "from must not be after to"),
+        ("VALIDATION_ERROR", "from", "legs (STATEMENT_LEGS_MAX)"),
+    ],
     # The audit trail's cursor is opaque; from must be before to; times within years 1-9999 UTC.
     "GET /api/v1/audit": [
         ("VALIDATION_ERROR", "cursor", "cursor is not valid"),

@@ -35,7 +35,9 @@ from banking.domain.records import (
     TransactionStatus,
     TransactionType,
 )
+from banking.ledger.creation_keys import CreationKey
 from banking.ledger.groups import Decided, GroupItem, decide_each
+from banking.ledger.statements import TransactionSearch
 
 T = TypeVar("T")
 _ZERO = Decimal("0.00")
@@ -59,6 +61,8 @@ class MemoryBooks:
     journal: list[JournalEntry] = field(default_factory=list)
     events: list[LedgerEvent] = field(default_factory=list)
     fraud_scores: dict[UUID, FraudScore] = field(default_factory=dict)
+    # Idempotency keys of creation by (scope, caller_id, key).
+    creation_keys: dict[tuple[str, UUID, str], CreationKey] = field(default_factory=dict)
 
     def snapshot(self) -> MemoryBooks:
         return MemoryBooks(
@@ -69,6 +73,7 @@ class MemoryBooks:
             copy(self.journal),
             copy(self.events),
             copy(self.fraud_scores),
+            copy(self.creation_keys),
         )
 
 
@@ -93,13 +98,33 @@ class MemoryLedgerStore:
     async def account_number_exists(self, account_number: str) -> bool:
         return await self.find_account_by_number(account_number) is not None
 
-    async def list_accounts(self, *, customer_id: UUID | None, limit: int) -> list[Account]:
+    async def list_accounts(
+        self,
+        *,
+        customer_id: UUID | None,
+        limit: int,
+        after: tuple[datetime, UUID] | None = None,
+    ) -> list[Account]:
         found = [
             a
             for a in self.books.accounts.values()
-            if customer_id is None or a.customer_id == customer_id
+            if (customer_id is None or a.customer_id == customer_id)
+            and (after is None or (a.created_at, a.account_id) > after)
         ]
         return sorted(found, key=lambda a: (a.created_at, a.account_id))[:limit]
+
+    async def claim_creation_key(
+        self, claim: CreationKey, *, expired_before: datetime
+    ) -> CreationKey | None:
+        keys = self.books.creation_keys
+        for index, stored in list(keys.items()):
+            if stored.caller_id == claim.caller_id and stored.created_at < expired_before:
+                del keys[index]
+        index = (claim.scope, claim.caller_id, claim.key)
+        if index in keys:
+            return keys[index]
+        keys[index] = claim
+        return None
 
     async def insert_account(self, account: Account) -> Balance:
         if account.account_id in self.books.accounts or await self.account_number_exists(
@@ -319,6 +344,62 @@ class MemoryLedgerStore:
         ]
         legs.sort(key=lambda leg: (leg.created_at, leg.transaction_id))
         return legs[-limit:] if limit else []
+
+    # --- lookup across accounts, balance at a point in time, statements ---
+    async def search_transactions(
+        self,
+        search: TransactionSearch,
+        *,
+        owner: UUID | None,
+        after: tuple[datetime, UUID] | None,
+        limit: int,
+    ) -> list[Transaction]:
+        def wanted(leg: Transaction) -> bool:
+            account = self.books.accounts.get(leg.account_id)
+            return (
+                (owner is None or (account is not None and account.customer_id == owner))
+                and (search.reference_id is None or leg.reference_id == search.reference_id)
+                and (search.account_id is None or leg.account_id == search.account_id)
+                and (
+                    search.transaction_type is None
+                    or leg.transaction_type is search.transaction_type
+                )
+                and (search.status is None or leg.status is search.status)
+                and (search.created_from is None or leg.created_at >= search.created_from)
+                and (search.created_to is None or leg.created_at < search.created_to)
+                and (after is None or (leg.created_at, leg.transaction_id) < after)
+            )
+
+        legs = [stored.leg for stored in self.books.legs.values() if wanted(stored.leg)]
+        legs.sort(key=lambda leg: (leg.created_at, leg.transaction_id), reverse=True)
+        return legs[:limit]
+
+    def _completed_of(self, account_id: UUID) -> list[Transaction]:
+        legs = [
+            stored.leg
+            for stored in self.books.legs.values()
+            if stored.leg.account_id == account_id
+            and stored.leg.status is TransactionStatus.COMPLETED
+        ]
+        legs.sort(key=lambda leg: (leg.created_at, leg.transaction_id))
+        return legs
+
+    async def completed_balance(
+        self, account_id: UUID, *, at: datetime
+    ) -> tuple[Decimal, Transaction | None]:
+        legs = [leg for leg in self._completed_of(account_id) if leg.created_at <= at]
+        incoming = (TransactionType.CREDIT, TransactionType.TRANSFER_IN)
+        total = sum(
+            (leg.amount if leg.transaction_type in incoming else -leg.amount for leg in legs),
+            _ZERO,
+        )
+        return total, (legs[-1] if legs else None)
+
+    async def completed_legs(
+        self, account_id: UUID, *, after: datetime, until: datetime, limit: int
+    ) -> list[Transaction]:
+        legs = [leg for leg in self._completed_of(account_id) if after < leg.created_at <= until]
+        return legs[:limit]
 
     # --- journal and events ---
     async def add_journal(self, entries: Sequence[JournalEntry]) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -19,6 +19,7 @@ from banking.auth.tokens import TokenService
 from banking.domain.clock import utc_now
 from banking.domain.errors import (
     Forbidden,
+    InvariantViolated,
     Unauthenticated,
     UserAlreadyExists,
     UserNotFound,
@@ -28,6 +29,14 @@ from banking.domain.records import StaffAction, StaffActionType
 from banking.domain.roles import Actor, Role
 from banking.events.outbox import staff_action_event
 from banking.ledger.access import require_manages_users
+from banking.ledger.creation_keys import (
+    RETENTION_HOURS_DEFAULT,
+    USER_CREATE,
+    CreationKey,
+    check_key,
+    conflict,
+    differing_fields,
+)
 from banking.observability import context
 from banking.observability.logging import get_logger
 from banking.storage import repositories as repo
@@ -68,18 +77,47 @@ def _user(row: Any) -> User:
 
 class UserService:
     def __init__(
-        self, database: Database, tokens: TokenService, passwords: Passwords | None = None
+        self,
+        database: Database,
+        tokens: TokenService,
+        passwords: Passwords | None = None,
+        *,
+        key_retention_hours: float = RETENTION_HOURS_DEFAULT,
     ) -> None:
         self._database = database
         self._tokens = tokens
         self._passwords = passwords or Passwords()
+        self._key_retention = timedelta(hours=key_retention_hours)
 
     async def create(
         self, actor: Actor | None, *, username: str, email: str, password: str, role: Role
     ) -> User:
         """Create a user. ``actor`` None means the operator's command line (trusted)."""
+        user, _ = await self.create_once(
+            actor, username=username, email=email, password=password, role=role
+        )
+        return user
+
+    async def create_once(
+        self,
+        actor: Actor | None,
+        *,
+        username: str,
+        email: str,
+        password: str,
+        role: Role,
+        idempotency_key: str | None = None,
+    ) -> tuple[User, bool]:
+        """``create`` under an ``Idempotency-Key`` (``banking.ledger.creation_keys``): the
+        user, and True when it is the one an earlier request with the key created (same
+        username, email, role and password). Other parameters are ``IDEMPOTENCY_CONFLICT``
+        naming them, ``password`` included (checked against the user's own password hash:
+        the key's row holds no password, hashed or not); nothing is created."""
         if actor is not None:
             require_manages_users(actor)
+        key = None if idempotency_key is None else check_key(idempotency_key)
+        if key is not None and actor is None:
+            raise ValidationFailed("an idempotency key needs a caller", field="idempotency_key")
         if not _USERNAME.fullmatch(username):
             raise ValidationFailed(
                 "username must be 3-64 letters, digits or _.@-", field="username"
@@ -114,17 +152,47 @@ class UserService:
             details={"username": user.username, "role": role.value},
         )
 
-        async def work(connection: AsyncConnection) -> None:
+        parameters = {"username": user.username, "email": user.email, "role": role.value}
+        claim = None
+        if key is not None and actor is not None:
+            claim = CreationKey(
+                USER_CREATE, actor.user_id, key, parameters, user.user_id, user.created_at
+            )
+
+        async def work(connection: AsyncConnection) -> CreationKey | None:
+            if claim is not None:
+                stored = await repo.claim_creation_key(
+                    connection, claim, expired_before=claim.created_at - self._key_retention
+                )
+                if stored is not None:
+                    return stored
             await repo.insert_user(connection, values)
             await connection.execute(insert(outbox), [staff_action_event(action)])
+            return None
 
         try:
-            await self._database.run_in_transaction(work)
+            stored = await self._database.run_in_transaction(work)
         except IntegrityError as error:
             if is_unique_violation(error):
                 raise UserAlreadyExists("username or email is already taken") from error
             raise
-        return user
+        if stored is None:
+            return user, False
+        return await self._replayed(stored, parameters, password), True
+
+    async def _replayed(
+        self, stored: CreationKey, parameters: dict[str, str], password: str
+    ) -> User:
+        async with self._database.read() as connection:
+            row = await repo.get_user(connection, stored.resource_id)
+        if row is None:
+            raise InvariantViolated(f"the idempotency key holds user {stored.resource_id}")
+        differing = differing_fields(stored, parameters)
+        if not self._passwords.verify(row.password_hash, password):
+            differing.append("password")
+        if differing:
+            raise conflict(sorted(differing))
+        return _user(row)
 
     async def authenticate(self, username: str, password: str) -> tuple[str, int]:
         """A fresh access token and its lifetime in seconds, for valid active credentials."""

@@ -24,6 +24,8 @@ from banking.domain.errors import BankingError, Declined, ValidationFailed
 from banking.domain.money import format_amount
 from banking.domain.records import Account, Balance, MovementResult, Transaction
 from banking.grpc.gen import accounts_pb2, transactions_pb2
+from banking.ledger.accounts import AccountPage
+from banking.ledger.statements import Statement
 
 _Message = TypeVar("_Message", bound=Message)
 _Record = TypeVar("_Record")
@@ -96,8 +98,37 @@ def account_message(account: Account) -> accounts_pb2.Account:
     return _message(accounts_pb2.Account, account)
 
 
+def account_page_message(page: AccountPage) -> accounts_pb2.ListAccountsResponse:
+    return accounts_pb2.ListAccountsResponse(
+        accounts=[account_message(account) for account in page.accounts],
+        next_cursor=page.next_cursor or "",
+    )
+
+
 def balance_message(balance: Balance) -> accounts_pb2.Balance:
     return _message(accounts_pb2.Balance, balance)
+
+
+def statement_message(statement: Statement) -> accounts_pb2.Statement:
+    """REST's JSON statement, field for field (``from``/``to`` are ``period_from``/``_to``)."""
+    return accounts_pb2.Statement(
+        account_id=str(statement.account.account_id),
+        currency=statement.account.currency,
+        period_from=statement.period_from.isoformat(),
+        period_to=statement.period_to.isoformat(),
+        opening_balance=format_amount(statement.opening_balance),
+        closing_balance=format_amount(statement.closing_balance),
+        credits_total=format_amount(statement.credits_total),
+        debits_total=format_amount(statement.debits_total),
+        count=statement.count,
+        transactions=[
+            accounts_pb2.StatementLine(
+                transaction=transaction_message(line.leg),
+                running_balance=format_amount(line.running_balance),
+            )
+            for line in statement.lines
+        ],
+    )
 
 
 def _message(

@@ -40,12 +40,15 @@ from banking.grpc.interceptors import (
 )
 from banking.grpc.mapping import (
     account_message,
+    account_page_message,
     balance_message,
     batch_message,
     movement_message,
+    statement_message,
     transaction_message,
 )
 from banking.ledger.movements import keyed_batch
+from banking.ledger.statements import TransactionSearch
 from banking.observability import context as log_context
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -54,6 +57,8 @@ _Choice = TypeVar("_Choice", TransactionType, TransactionStatus)
 WATCH_POLL_INTERVAL_SECONDS: Final = 0.5
 WATCH_DURATION_SECONDS_MAX: Final = 3600.0
 DEFAULT_ACCOUNT_TYPE: Final = "checking"
+# The call metadata entry that carries an account creation's idempotency key.
+IDEMPOTENCY_KEY_METADATA: Final = "idempotency-key"
 # The batch's idempotency key makes each item's key "<key>:<index>": short enough that the
 # longest (index 999) is still a valid reference_id (the same bound as REST's header).
 # ErrorInfo.metadata key of an atomic batch's failure: the failing item's position.
@@ -63,6 +68,7 @@ class TransactionServicer(transactions_pb2_grpc.TransactionServiceServicer):
     def __init__(self, container: Container) -> None:
         self._movements = container.movements
         self._settings = container.settings
+        self._statements = container.statements
 
     async def DebitAccount(
         self, request: transactions_pb2.DebitRequest, context: Context
@@ -112,25 +118,63 @@ class TransactionServicer(transactions_pb2_grpc.TransactionServiceServicer):
             await self._movements.get_transaction(current_actor(), transaction_id)
         )
 
+    async def SearchTransactions(
+        self, request: transactions_pb2.SearchTransactionsRequest, context: Context
+    ) -> transactions_pb2.SearchTransactionsResponse:
+        if request.page_size < 0:
+            raise ValidationFailed("page_size must not be negative", field="page_size")
+        search = TransactionSearch(
+            reference_id=request.reference_id or None,
+            account_id=_uuid(request.account_id, "account_id") if request.account_id else None,
+            transaction_type=_choice(TransactionType, request.transaction_type, "transaction_type"),
+            status=_choice(TransactionStatus, request.status, "status"),
+            created_from=_time(request.created_from, "created_from"),
+            created_to=_time(request.created_to, "created_to"),
+        )
+        page = await self._statements.search(
+            current_actor(),
+            search,
+            cursor=request.cursor or None,
+            page_size=request.page_size or None,
+        )
+        return transactions_pb2.SearchTransactionsResponse(
+            transactions=[transaction_message(leg) for leg in page.transactions],
+            next_cursor=page.next_cursor or "",
+        )
+
 
 class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
     def __init__(self, container: Container) -> None:
         self._accounts = container.accounts
         self._history = container.history
+        self._statements = container.statements
         self._tokens = container.tokens
 
     async def CreateAccount(
         self, request: accounts_pb2.CreateAccountRequest, context: Context
     ) -> accounts_pb2.CreateAccountResponse:
-        account, balance = await self._accounts.open(
+        opened = await self._accounts.open_once(
             current_actor(),
             account_type=request.account_type or DEFAULT_ACCOUNT_TYPE,
             currency=request.currency,
             customer_id=_uuid(request.customer_id, "customer_id") if request.customer_id else None,
+            idempotency_key=_creation_key(request.idempotency_key, context),
         )
+        if opened.replayed:
+            context.set_trailing_metadata(((REPLAYED_KEY, "true"),))
         return accounts_pb2.CreateAccountResponse(
-            account=account_message(account), balance=balance_message(balance)
+            account=account_message(opened.account), balance=balance_message(opened.balance)
         )
+
+    async def ListAccounts(
+        self, request: accounts_pb2.ListAccountsRequest, context: Context
+    ) -> accounts_pb2.ListAccountsResponse:
+        if request.page_size < 0:
+            raise ValidationFailed("page_size must not be negative", field="page_size")
+        page = await self._accounts.page(
+            current_actor(), cursor=request.cursor or None, page_size=request.page_size or None
+        )
+        return account_page_message(page)
 
     async def GetAccount(
         self, request: accounts_pb2.GetAccountRequest, context: Context
@@ -142,7 +186,25 @@ class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
         self, request: accounts_pb2.GetBalanceRequest, context: Context
     ) -> accounts_pb2.Balance:
         account_id = _uuid(request.account_id, "account_id")
+        as_of = _time(request.as_of, "as_of")
+        if as_of is not None:
+            return balance_message(
+                await self._statements.balance_as_of(current_actor(), account_id, as_of)
+            )
         return balance_message(await self._accounts.balance(current_actor(), account_id))
+
+    async def GetStatement(
+        self, request: accounts_pb2.GetStatementRequest, context: Context
+    ) -> accounts_pb2.Statement:
+        account_id = _uuid(request.account_id, "account_id")
+        period_from = _time(request.period_from, "period_from")
+        period_to = _time(request.period_to, "period_to")
+        if period_from is None or period_to is None:
+            field = "period_from" if period_from is None else "period_to"
+            raise ValidationFailed(f"{field} is required", field=field)
+        return statement_message(
+            await self._statements.statement(current_actor(), account_id, period_from, period_to)
+        )
 
     async def ListTransactions(
         self, request: accounts_pb2.ListTransactionsRequest, context: Context
@@ -278,6 +340,23 @@ def _choice(kind: type[_Choice], text: str, field: str) -> _Choice | None:
     except ValueError as error:
         allowed = ", ".join(member.value for member in kind)
         raise ValidationFailed(f"{field} must be one of {allowed}", field=field) from error
+
+
+def _creation_key(field_key: str, context: Context) -> str | None:
+    """The idempotency key of a creation: the ``idempotency-key`` metadata entry or the
+    request's ``idempotency_key`` field (equal when both are sent); None without either.
+    An empty metadata value is a key (refused as invalid), not an absent one."""
+    sent = [
+        value
+        for name, value in context.invocation_metadata() or ()
+        if name.lower() == IDEMPOTENCY_KEY_METADATA and isinstance(value, str)
+    ]
+    metadata_key = sent[0] if sent else None
+    if metadata_key is not None and field_key and metadata_key != field_key:
+        raise ValidationFailed(
+            "the idempotency-key metadata and idempotency_key differ", field="idempotency_key"
+        )
+    return metadata_key if metadata_key is not None else (field_key or None)
 
 
 def _trace_id() -> str | None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
+from dataclasses import dataclass
+from datetime import timedelta
 from uuid import UUID, uuid4
 
 from banking.domain.clock import utc_now
@@ -11,6 +14,14 @@ from banking.domain.money import normalize_currency
 from banking.domain.records import Account, Balance, StaffAction, StaffActionType
 from banking.domain.roles import Actor, Role
 from banking.ledger.access import require_manages_accounts, require_visible
+from banking.ledger.creation_keys import (
+    ACCOUNT_CREATE,
+    RETENTION_HOURS_DEFAULT,
+    CreationKey,
+    check_key,
+    require_same,
+)
+from banking.ledger.history import decode_cursor
 from banking.ledger.ports import BalanceCache, LedgerStore, NoBalanceCache, UnitOfWork
 
 ACCOUNT_TYPES = frozenset({"checking", "savings", "business", "loan"})
@@ -41,33 +52,98 @@ def new_account_number() -> str:
     return body + luhn_check_digit(body)
 
 
+@dataclass(frozen=True, slots=True)
+class OpenedAccount:
+    """An account just opened, or (``replayed``) the one an earlier request with the same
+    ``Idempotency-Key`` opened, as it is now."""
+
+    account: Account
+    balance: Balance
+    replayed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AccountPage:
+    accounts: list[Account]
+    next_cursor: str | None  # None on the last page
+
+
+def encode_account_cursor(account: Account) -> str:
+    """The same opaque form as the history's cursor (``history.decode_cursor`` reads it)."""
+    raw = f"{account.created_at.isoformat()}|{account.account_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
 class AccountService:
-    def __init__(self, unit_of_work: UnitOfWork, balance_cache: BalanceCache | None = None) -> None:
+    def __init__(
+        self,
+        unit_of_work: UnitOfWork,
+        balance_cache: BalanceCache | None = None,
+        *,
+        key_retention_hours: float = RETENTION_HOURS_DEFAULT,
+        page_size_max: int = ACCOUNTS_LISTED_MAX,
+    ) -> None:
         self._unit_of_work = unit_of_work
         self._balance_cache = balance_cache or NoBalanceCache()
+        self._key_retention = timedelta(hours=key_retention_hours)
+        self.page_size_max = page_size_max
+        # Without page_size a list answers what it always did: up to ACCOUNTS_LISTED_MAX.
+        self.page_size_default = min(ACCOUNTS_LISTED_MAX, page_size_max)
 
     async def open(
         self, actor: Actor, *, account_type: str, currency: str, customer_id: UUID | None
     ) -> tuple[Account, Balance]:
         """Open an account with a zero balance. Customers open their own; tellers and admins
         open for a customer (``customer_id``); auditors open none."""
+        opened = await self.open_once(
+            actor,
+            account_type=account_type,
+            currency=currency,
+            customer_id=customer_id,
+            idempotency_key=None,
+        )
+        return opened.account, opened.balance
+
+    async def open_once(
+        self,
+        actor: Actor,
+        *,
+        account_type: str,
+        currency: str,
+        customer_id: UUID | None,
+        idempotency_key: str | None,
+    ) -> OpenedAccount:
+        """``open`` under an ``Idempotency-Key`` (``banking.ledger.creation_keys``): the first
+        request with the key opens the account; a retry with the same parameters answers that
+        account (``replayed``); other parameters are ``IDEMPOTENCY_CONFLICT``, nothing opened."""
         if account_type not in ACCOUNT_TYPES:
             raise ValidationFailed(
                 f"account_type must be one of {sorted(ACCOUNT_TYPES)}", field="account_type"
             )
         code = normalize_currency(currency)
         owner_id = self._owner_for(actor, customer_id)
+        key = None if idempotency_key is None else check_key(idempotency_key)
+        account_id = uuid4()
+        parameters = {"account_type": account_type, "currency": code, "customer_id": str(owner_id)}
 
-        async def work(store: LedgerStore) -> tuple[Account, Balance]:
+        async def work(store: LedgerStore) -> OpenedAccount:
+            now = utc_now()
+            if key is not None:
+                claim = CreationKey(ACCOUNT_CREATE, actor.user_id, key, parameters, account_id, now)
+                stored = await store.claim_creation_key(
+                    claim, expired_before=now - self._key_retention
+                )
+                if stored is not None:
+                    require_same(stored, parameters)
+                    return await _replayed(store, stored.resource_id)
             owner = await store.get_owner(owner_id)
             if owner is None or owner.role is not Role.CUSTOMER or not owner.is_active:
                 raise ValidationFailed(
                     "customer_id must be an active customer", field="customer_id"
                 )
             number = await self._unused_account_number(store)
-            now = utc_now()
-            account = Account(uuid4(), number, owner_id, account_type, code, True, now, now)
-            return account, await store.insert_account(account)
+            account = Account(account_id, number, owner_id, account_type, code, True, now, now)
+            return OpenedAccount(account, await store.insert_account(account), replayed=False)
 
         return await self._unit_of_work.run(work)
 
@@ -109,6 +185,24 @@ class AccountService:
             return await store.list_accounts(
                 customer_id=customer_id, limit=min(limit, ACCOUNTS_LISTED_MAX)
             )
+
+    async def page(
+        self, actor: Actor, *, cursor: str | None = None, page_size: int | None = None
+    ) -> AccountPage:
+        """One page of ``list``, oldest first, keyset-paginated like the history: pass the
+        previous page's ``next_cursor`` to get the next one."""
+        size = self.page_size_default if page_size is None else page_size
+        if not 1 <= size <= self.page_size_max:
+            raise ValidationFailed(
+                f"page_size must be between 1 and {self.page_size_max}", field="page_size"
+            )
+        after = decode_cursor(cursor) if cursor else None
+        customer_id = None if actor.reads_everything else actor.user_id
+        async with self._unit_of_work.read() as store:
+            found = await store.list_accounts(customer_id=customer_id, limit=size + 1, after=after)
+        if len(found) <= size:
+            return AccountPage(found, None)
+        return AccountPage(found[:size], encode_account_cursor(found[size - 1]))
 
     async def set_active(
         self, actor: Actor, account_id: UUID, *, is_active: bool, trace_id: str | None = None
@@ -177,3 +271,11 @@ class AccountService:
             account, balance = await self._balance_cache.read_through(account_id, load)
         require_visible(actor, account)
         return balance
+
+
+async def _replayed(store: LedgerStore, account_id: UUID) -> OpenedAccount:
+    account = await store.get_account(account_id)
+    balance = await store.get_balance(account_id)
+    if account is None or balance is None:
+        raise InvariantViolated(f"the idempotency key holds account {account_id}, not found")
+    return OpenedAccount(account, balance, replayed=True)

@@ -54,17 +54,23 @@ def keyed_batch(items: Sequence[BatchItem], key: str | None) -> list[BatchItem]:
     ``BATCH_KEY_LENGTH_MAX`` printable characters."""
     if key is None:
         return list(items)
-    if not key or len(key) > BATCH_KEY_LENGTH_MAX or not key.isprintable():
-        raise ValidationFailed(
-            f"the idempotency key must be 1 to {BATCH_KEY_LENGTH_MAX} printable characters",
-            field="idempotency_key",
-        )
+    check_idempotency_key(key)
     return [
         item
         if item.request.reference_id is not None
         else replace(item, request=replace(item.request, reference_id=f"{key}:{index}"))
         for index, item in enumerate(items)
     ]
+
+
+def check_idempotency_key(key: str) -> None:
+    """An ``Idempotency-Key`` of a batch or of a creation: 1 to ``BATCH_KEY_LENGTH_MAX``
+    printable characters, else ``ValidationFailed`` (field ``idempotency_key``)."""
+    if not key or len(key) > BATCH_KEY_LENGTH_MAX or not key.isprintable():
+        raise ValidationFailed(
+            f"the idempotency key must be 1 to {BATCH_KEY_LENGTH_MAX} printable characters",
+            field="idempotency_key",
+        )
 
 
 class MovementService:

@@ -39,7 +39,9 @@ from banking.domain.records import (
 from banking.domain.roles import Actor
 
 if TYPE_CHECKING:
+    from banking.ledger.creation_keys import CreationKey
     from banking.ledger.groups import Decided, GroupItem, ItemResult
+    from banking.ledger.statements import TransactionSearch
 
 T = TypeVar("T")
 
@@ -53,7 +55,25 @@ class LedgerStore(Protocol):
     async def get_accounts(self, account_ids: Sequence[UUID]) -> list[Account]: ...
     async def find_account_by_number(self, account_number: str) -> Account | None: ...
     async def account_number_exists(self, account_number: str) -> bool: ...
-    async def list_accounts(self, *, customer_id: UUID | None, limit: int) -> list[Account]: ...
+    async def list_accounts(
+        self,
+        *,
+        customer_id: UUID | None,
+        limit: int,
+        after: tuple[datetime, UUID] | None = None,
+    ) -> list[Account]:
+        """Oldest first, keyset-paginated on ``(created_at, account_id)``; one customer's
+        (``customer_id``) or everyone's (None)."""
+        ...
+
+    async def claim_creation_key(
+        self, claim: CreationKey, *, expired_before: datetime
+    ) -> CreationKey | None:
+        """Claim an idempotency key of creation in this unit of work: None when claimed, else
+        the live claim that holds it (a concurrent one is waited for). The caller's claims
+        created before ``expired_before`` are deleted first."""
+        ...
+
     async def insert_account(self, account: Account) -> Balance:
         """Store a new account with a zero balance at version 1."""
         ...
@@ -168,6 +188,34 @@ class LedgerStore(Protocol):
     ) -> list[Transaction]:
         """An account's legs created in ``[since, until]``, oldest first, at most the newest
         ``limit`` of them (what the fraud features are rebuilt from)."""
+        ...
+
+    # --- lookup across accounts, balance at a point in time, statements ---
+    async def search_transactions(
+        self,
+        search: TransactionSearch,
+        *,
+        owner: UUID | None,
+        after: tuple[datetime, UUID] | None,
+        limit: int,
+    ) -> list[Transaction]:
+        """Legs of any account matching ``search`` (times ``[from, to)``), newest first,
+        keyset-paginated on ``(created_at, transaction_id)``; with ``owner``, only legs of
+        accounts that ``owner`` holds."""
+        ...
+
+    async def completed_balance(
+        self, account_id: UUID, *, at: datetime
+    ) -> tuple[Decimal, Transaction | None]:
+        """The signed sum of the account's completed legs created at or before ``at``, and
+        the last of them (by ``(created_at, transaction_id)``), None when there is none."""
+        ...
+
+    async def completed_legs(
+        self, account_id: UUID, *, after: datetime, until: datetime, limit: int
+    ) -> list[Transaction]:
+        """The account's completed legs created in ``(after, until]``, oldest first, at most
+        the first ``limit``."""
         ...
 
     # --- journal and events (the outbox), written in the same unit of work ---

@@ -80,6 +80,20 @@ HEADERS: Final[dict[str, dict[str, Any]]] = {
         "the JSON body; the only way to page Arrow and Parquet answers).",
         "schema": {"type": "string"},
     },
+    # A statement's figures around its rows, on its CSV, Arrow and Parquet answers.
+    **{
+        f"X-Statement-{name}": {
+            "description": f"The statement's {what} (also in the Arrow/Parquet schema metadata).",
+            "schema": {"type": "string", "pattern": pattern},
+        }
+        for name, what, pattern in (
+            ("Opening-Balance", "opening balance", r"^[0-9]+\.[0-9]{2}$"),
+            ("Closing-Balance", "closing balance", r"^[0-9]+\.[0-9]{2}$"),
+            ("Credits-Total", "credits and incoming transfers", r"^[0-9]+\.[0-9]{2}$"),
+            ("Debits-Total", "debits and outgoing transfers", r"^[0-9]+\.[0-9]{2}$"),
+            ("Count", "number of legs", r"^[0-9]+$"),
+        )
+    },
 }
 _RATE_LIMIT_HEADERS: Final = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
 
@@ -123,7 +137,7 @@ EXAMPLE_MESSAGES: Final[dict[ErrorCode, str]] = {
     ErrorCode.METHOD_NOT_ALLOWED: "Method Not Allowed",
     ErrorCode.NOT_ACCEPTABLE: "Not Acceptable",
     ErrorCode.ACCOUNT_INACTIVE: "account is frozen",
-    ErrorCode.IDEMPOTENCY_CONFLICT: "reference_id was already used with other parameters",
+    ErrorCode.IDEMPOTENCY_CONFLICT: "the idempotency key was already used with other parameters",
     ErrorCode.ACCOUNT_BUSY: "account is busy; retry",
     ErrorCode.FRAUD_REJECTED: "rejected by a fraud reviewer",
     ErrorCode.TRANSACTION_NOT_HELD: "the transaction is not held for review",

@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal, Self
 from uuid import UUID
 
+from fastapi import Header
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -51,7 +52,7 @@ from banking.domain.records import (
 from banking.domain.roles import Role
 from banking.ledger.accounts import ACCOUNT_TYPES
 from banking.ledger.checks import DESCRIPTION_LENGTH_MAX, REFERENCE_ID_LENGTH_MAX
-from banking.ledger.movements import BATCH_ITEMS_MAX
+from banking.ledger.movements import BATCH_ITEMS_MAX, BATCH_KEY_LENGTH_MAX
 from banking.rest.errors import ErrorCode
 
 # --- examples (one set of ids, so that the examples of the document tell one story) ------
@@ -88,6 +89,21 @@ def printable(description: str, length_max: int) -> dict[str, Any]:
         "description": f"{description} {PRINTABLE_DESCRIPTION}".strip(),
     }
 
+
+# The Idempotency-Key header of POST /accounts and POST /users (banking.ledger.creation_keys).
+CreationIdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Makes the creation safe to retry: a retry with the same key and the same "
+        "parameters answers the resource the first request created (same status, "
+        "`Idempotent-Replayed: true`) and creates nothing; the same key with other parameters "
+        "answers 409 `IDEMPOTENCY_CONFLICT` naming them. Scoped to the caller and the "
+        "operation; remembered for `IDEMPOTENCY_KEY_RETENTION_HOURS` (24 by default).",
+        json_schema_extra={"minLength": 1, **printable("", BATCH_KEY_LENGTH_MAX)},
+        examples=["open-savings-2026-01-31"],
+    ),
+]
 
 CURRENCY_CODES = sorted(CURRENCY_MINOR_DIGITS)
 _CURRENCY_SCHEMA: dict[str, Any] = {
@@ -516,9 +532,14 @@ class AccountRead(_RecordBody):
 
 
 class AccountList(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"accounts": [_ACCOUNT_EXAMPLE]}]})
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"accounts": [_ACCOUNT_EXAMPLE], "next_cursor": None}]}
+    )
 
     accounts: list[AccountRead]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page; null on the last page."
+    )
 
 
 class BalanceRead(_RecordBody):
@@ -865,6 +886,45 @@ class TransactionPage(BaseModel):
 
     transactions: list[TransactionRead]
     next_cursor: str | None = Field(description="Give it as `cursor` for the next page.")
+
+
+class StatementLineRead(TransactionRead):
+    running_balance: MoneyText = Field(description="The account's balance right after this leg.")
+
+
+_STATEMENT_EXAMPLE: dict[str, Any] = {
+    "account_id": EXAMPLE_ACCOUNT_ID,
+    "currency": "USD",
+    "from": "2026-01-01T00:00:00Z",
+    "to": "2026-02-01T00:00:00Z",
+    "opening_balance": "1000.00",
+    "closing_balance": "900.00",
+    "credits_total": "0.00",
+    "debits_total": "100.00",
+    "count": 1,
+    "transactions": [{**_LEG_EXAMPLE, "running_balance": "900.00"}],
+}
+
+
+class StatementRead(BaseModel):
+    """An account's statement of the period ``(from, to]``: opening balance as of ``from``,
+    every completed leg created after ``from`` and at or before ``to`` oldest first with its
+    running balance, closing balance as of ``to``, and totals."""
+
+    model_config = ConfigDict(
+        populate_by_name=True, json_schema_extra={"examples": [_STATEMENT_EXAMPLE]}
+    )
+
+    account_id: UUID
+    currency: Currency
+    period_from: datetime = Field(alias="from", serialization_alias="from")
+    period_to: datetime = Field(alias="to", serialization_alias="to")
+    opening_balance: MoneyText
+    closing_balance: MoneyText
+    credits_total: MoneyText = Field(description="Credits and incoming transfers of the period.")
+    debits_total: MoneyText = Field(description="Debits and outgoing transfers of the period.")
+    count: int = Field(ge=0, description="How many legs the period has.")
+    transactions: list[StatementLineRead]
 
 
 class HealthRead(BaseModel):

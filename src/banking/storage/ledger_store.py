@@ -15,7 +15,18 @@ from decimal import Decimal
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
-from sqlalchemy import Row, and_, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import (
+    Row,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -39,8 +50,10 @@ from banking.domain.records import (
     TransactionType,
 )
 from banking.domain.roles import Role
+from banking.ledger.creation_keys import CreationKey
 from banking.ledger.groups import Decided, GroupItem, decide_each
-from banking.storage import pg_movements
+from banking.ledger.statements import TransactionSearch
+from banking.storage import pg_movements, repositories
 from banking.storage.database import Database, constraint_of, is_unique_violation
 from banking.storage.replicas import ReplicaReads
 from banking.storage.tables import (
@@ -54,6 +67,7 @@ from banking.storage.tables import (
     transactions,
     users,
 )
+from banking.storage.types import Money
 
 T = TypeVar("T")
 # Turns a ledger event into its outbox rows (``banking.events.outbox.outbox_rows``); given by
@@ -189,11 +203,32 @@ class SqlLedgerStore:
         )
         return result.first() is not None
 
-    async def list_accounts(self, *, customer_id: UUID | None, limit: int) -> list[Account]:
+    async def list_accounts(
+        self,
+        *,
+        customer_id: UUID | None,
+        limit: int,
+        after: tuple[datetime, UUID] | None = None,
+    ) -> list[Account]:
         query = select(accounts).order_by(accounts.c.created_at, accounts.c.account_id).limit(limit)
         if customer_id is not None:
             query = query.where(accounts.c.customer_id == customer_id)
+        if after is not None:
+            created_at, account_id = after
+            query = query.where(
+                or_(
+                    accounts.c.created_at > created_at,
+                    and_(accounts.c.created_at == created_at, accounts.c.account_id > account_id),
+                )
+            )
         return [_account(row) for row in await self.connection.execute(query)]
+
+    async def claim_creation_key(
+        self, claim: CreationKey, *, expired_before: datetime
+    ) -> CreationKey | None:
+        return await repositories.claim_creation_key(
+            self.connection, claim, expired_before=expired_before
+        )
 
     async def insert_account(self, account: Account) -> Balance:
         await self.connection.execute(insert(accounts).values(**asdict(account)))
@@ -483,6 +518,98 @@ class SqlLedgerStore:
         legs = [transaction_of_row(row) for row in await self.connection.execute(newest)]
         legs.reverse()
         return legs
+
+    # --- lookup across accounts, balance at a point in time, statements -----------------------
+
+    async def search_transactions(
+        self,
+        search: TransactionSearch,
+        *,
+        owner: UUID | None,
+        after: tuple[datetime, UUID] | None,
+        limit: int,
+    ) -> list[Transaction]:
+        query = select(transactions)
+        if owner is not None:
+            query = query.join(accounts, accounts.c.account_id == transactions.c.account_id).where(
+                accounts.c.customer_id == owner
+            )
+        if search.reference_id is not None:
+            query = query.where(transactions.c.reference_id == search.reference_id)
+        if search.account_id is not None:
+            query = query.where(transactions.c.account_id == search.account_id)
+        if search.transaction_type is not None:
+            query = query.where(transactions.c.transaction_type == search.transaction_type.value)
+        if search.status is not None:
+            query = query.where(transactions.c.status == search.status.value)
+        if search.created_from is not None:
+            query = query.where(transactions.c.created_at >= search.created_from)
+        if search.created_to is not None:
+            query = query.where(transactions.c.created_at < search.created_to)
+        if after is not None:
+            created_at, transaction_id = after
+            query = query.where(
+                or_(
+                    transactions.c.created_at < created_at,
+                    and_(
+                        transactions.c.created_at == created_at,
+                        transactions.c.transaction_id < transaction_id,
+                    ),
+                )
+            )
+        query = query.order_by(
+            transactions.c.created_at.desc(), transactions.c.transaction_id.desc()
+        ).limit(limit)
+        return [transaction_of_row(row) for row in await self.connection.execute(query)]
+
+    async def completed_balance(
+        self, account_id: UUID, *, at: datetime
+    ) -> tuple[Decimal, Transaction | None]:
+        completed = and_(
+            transactions.c.account_id == account_id,
+            transactions.c.status == TransactionStatus.COMPLETED.value,
+            transactions.c.created_at <= at,
+        )
+        signed = type_coerce(
+            case(
+                (
+                    transactions.c.transaction_type.in_(
+                        [TransactionType.CREDIT.value, TransactionType.TRANSFER_IN.value]
+                    ),
+                    transactions.c.amount,
+                ),
+                else_=-transactions.c.amount,
+            ),
+            Money,
+        )
+        summed = select(type_coerce(func.sum(signed), Money)).where(completed)
+        total = (await self.connection.execute(summed)).scalar_one_or_none()
+        last_row = (
+            await self.connection.execute(
+                select(transactions)
+                .where(completed)
+                .order_by(transactions.c.created_at.desc(), transactions.c.transaction_id.desc())
+                .limit(1)
+            )
+        ).first()
+        last = None if last_row is None else transaction_of_row(last_row)
+        return (total if total is not None else _ZERO), last
+
+    async def completed_legs(
+        self, account_id: UUID, *, after: datetime, until: datetime, limit: int
+    ) -> list[Transaction]:
+        query = (
+            select(transactions)
+            .where(
+                transactions.c.account_id == account_id,
+                transactions.c.status == TransactionStatus.COMPLETED.value,
+                transactions.c.created_at > after,
+                transactions.c.created_at <= until,
+            )
+            .order_by(transactions.c.created_at, transactions.c.transaction_id)
+            .limit(limit)
+        )
+        return [transaction_of_row(row) for row in await self.connection.execute(query)]
 
     # --- journal and outbox --------------------------------------------------------------------
 

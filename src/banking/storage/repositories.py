@@ -10,9 +10,13 @@ from typing import Any
 from uuid import UUID
 
 from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from banking.storage.tables import outbox, users
+from banking.domain.errors import InvariantViolated
+from banking.ledger.creation_keys import CreationKey
+from banking.storage.database import is_unique_violation
+from banking.storage.tables import idempotency_keys, outbox, users
 
 # --- users -----------------------------------------------------------------------------------
 
@@ -99,3 +103,65 @@ async def delete_published_before(connection: AsyncConnection, cutoff: datetime,
         return 0
     await connection.execute(delete(outbox).where(outbox.c.outbox_id.in_(ids)))
     return len(ids)
+
+
+# --- idempotency keys of creation (banking.ledger.creation_keys) ----------------------------
+
+
+async def claim_creation_key(
+    connection: AsyncConnection, claim: CreationKey, *, expired_before: datetime
+) -> CreationKey | None:
+    """Claim ``claim``'s key for this transaction: None when it is ours now, else the live
+    claim that holds it. The caller's keys created before ``expired_before`` are deleted first
+    (lazy purge), so an expired key can be claimed again. On PostgreSQL a concurrent claim of
+    the same key waits here until the other transaction ends, then sees its row."""
+    await connection.execute(
+        delete(idempotency_keys).where(
+            idempotency_keys.c.caller_id == claim.caller_id,
+            idempotency_keys.c.created_at < expired_before,
+        )
+    )
+    try:
+        async with connection.begin_nested():
+            await connection.execute(
+                insert(idempotency_keys).values(
+                    scope=claim.scope,
+                    caller_id=claim.caller_id,
+                    idempotency_key=claim.key,
+                    fingerprint=claim.fingerprint,
+                    parameters=dict(claim.parameters),
+                    resource_id=claim.resource_id,
+                    created_at=claim.created_at,
+                )
+            )
+    except IntegrityError as error:
+        if not is_unique_violation(error):
+            raise
+        stored = await get_creation_key(connection, claim.scope, claim.caller_id, claim.key)
+        if stored is None:
+            raise InvariantViolated("the idempotency key is taken but no row holds it") from error
+        return stored
+    return None
+
+
+async def get_creation_key(
+    connection: AsyncConnection, scope: str, caller_id: UUID, key: str
+) -> CreationKey | None:
+    result = await connection.execute(
+        select(idempotency_keys).where(
+            idempotency_keys.c.scope == scope,
+            idempotency_keys.c.caller_id == caller_id,
+            idempotency_keys.c.idempotency_key == key,
+        )
+    )
+    row = result.first()
+    if row is None:
+        return None
+    return CreationKey(
+        row.scope,
+        row.caller_id,
+        row.idempotency_key,
+        dict(row.parameters),
+        row.resource_id,
+        row.created_at,
+    )

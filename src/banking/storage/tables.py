@@ -107,6 +107,8 @@ transactions = Table(
     CheckConstraint("status IN ('pending', 'completed', 'failed')", name="status"),
     Index("ix_transactions_account_time", "account_id", "created_at"),
     Index("ix_transactions_created_at", "created_at"),
+    # The lookup across accounts by the caller's own reference (GET /api/v1/transactions).
+    Index("ix_transactions_reference_id", "reference_id"),
     # The idempotency key: one initiating leg per (account, reference). The receiving leg of a
     # transfer repeats the reference for readability and is left out of the uniqueness.
     Index(
@@ -317,4 +319,21 @@ audit_records = Table(
     Index("ix_audit_records_account", "account_id", "audit_id"),
     Index("ix_audit_records_actor", "actor_name", "audit_id"),
     Index("ix_audit_records_time", "event_time"),
+)
+
+# Idempotency-Key of account and user creation (banking.ledger.creation_keys): the unique key
+# (scope, caller_id, key) decides between concurrent duplicates. Only non-secret parameters.
+IDEMPOTENCY_KEY = "uq_idempotency_keys_scope_caller_key"
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("scope", String(32), nullable=False),
+    Column("caller_id", Uuid, nullable=False),
+    Column("idempotency_key", String(255), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("parameters", JSON, nullable=False),
+    Column("resource_id", Uuid, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index(IDEMPOTENCY_KEY, "scope", "caller_id", "idempotency_key", unique=True),
+    Index("ix_idempotency_keys_caller_created", "caller_id", "created_at"),
 )

@@ -28,25 +28,77 @@ class CreateAccountRequest(_message.Message):
     ACCOUNT_TYPE_FIELD_NUMBER: _builtins.int
     CURRENCY_FIELD_NUMBER: _builtins.int
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     account_type: _builtins.str
     """checking, savings, business or loan; empty means checking"""
     currency: _builtins.str
     customer_id: _builtins.str
     """required for tellers and admins; customers leave it empty"""
+    idempotency_key: _builtins.str
+    """1 to 251 printable characters; empty means none (or the `idempotency-key` metadata)"""
     def __init__(
         self,
         *,
         account_type: _builtins.str = ...,
         currency: _builtins.str = ...,
         customer_id: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_type", b"account_type", "currency", b"currency", "customer_id", b"customer_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_type", b"account_type", "currency", b"currency", "customer_id", b"customer_id", "idempotency_key", b"idempotency_key"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateAccountRequest: _TypeAlias = CreateAccountRequest  # noqa: Y015
+
+@_typing.final
+class ListAccountsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """0 means the server's default"""
+    cursor: _builtins.str
+    """next_cursor of the previous page; empty for the first page"""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "page_size", b"page_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAccountsRequest: _TypeAlias = ListAccountsRequest  # noqa: Y015
+
+@_typing.final
+class ListAccountsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNTS_FIELD_NUMBER: _builtins.int
+    NEXT_CURSOR_FIELD_NUMBER: _builtins.int
+    next_cursor: _builtins.str
+    """empty on the last page"""
+    @_builtins.property
+    def accounts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Account]: ...
+    def __init__(
+        self,
+        *,
+        accounts: _abc.Iterable[Global___Account] | None = ...,
+        next_cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "next_cursor", b"next_cursor"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAccountsResponse: _TypeAlias = ListAccountsResponse  # noqa: Y015
 
 @_typing.final
 class CreateAccountResponse(_message.Message):
@@ -136,19 +188,128 @@ class GetBalanceRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    AS_OF_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
+    as_of: _builtins.str
+    """RFC 3339 with a time zone: the balance at that time, computed exactly from the completed
+    legs created at or before it (available equals current: no holds). Empty: now.
+    """
     def __init__(
         self,
         *,
         account_id: _builtins.str = ...,
+        as_of: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "as_of", b"as_of"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetBalanceRequest: _TypeAlias = GetBalanceRequest  # noqa: Y015
+
+@_typing.final
+class GetStatementRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    PERIOD_FROM_FIELD_NUMBER: _builtins.int
+    PERIOD_TO_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    period_from: _builtins.str
+    """`from`: RFC 3339 with a time zone (exclusive); required"""
+    period_to: _builtins.str
+    """`to`: RFC 3339 with a time zone (inclusive); required"""
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        period_from: _builtins.str = ...,
+        period_to: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "period_from", b"period_from", "period_to", b"period_to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStatementRequest: _TypeAlias = GetStatementRequest  # noqa: Y015
+
+@_typing.final
+class StatementLine(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTION_FIELD_NUMBER: _builtins.int
+    RUNNING_BALANCE_FIELD_NUMBER: _builtins.int
+    running_balance: _builtins.str
+    """decimal string: the balance right after this leg"""
+    @_builtins.property
+    def transaction(self) -> _transactions_pb2.Transaction: ...
+    def __init__(
+        self,
+        *,
+        transaction: _transactions_pb2.Transaction | None = ...,
+        running_balance: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["transaction", b"transaction"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["running_balance", b"running_balance", "transaction", b"transaction"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatementLine: _TypeAlias = StatementLine  # noqa: Y015
+
+@_typing.final
+class Statement(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    PERIOD_FROM_FIELD_NUMBER: _builtins.int
+    PERIOD_TO_FIELD_NUMBER: _builtins.int
+    OPENING_BALANCE_FIELD_NUMBER: _builtins.int
+    CLOSING_BALANCE_FIELD_NUMBER: _builtins.int
+    CREDITS_TOTAL_FIELD_NUMBER: _builtins.int
+    DEBITS_TOTAL_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    TRANSACTIONS_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    currency: _builtins.str
+    period_from: _builtins.str
+    """REST's `from`: RFC 3339, UTC"""
+    period_to: _builtins.str
+    """REST's `to`"""
+    opening_balance: _builtins.str
+    """decimal strings, two decimal places"""
+    closing_balance: _builtins.str
+    credits_total: _builtins.str
+    """credits and incoming transfers of the period"""
+    debits_total: _builtins.str
+    """debits and outgoing transfers of the period"""
+    count: _builtins.int
+    @_builtins.property
+    def transactions(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatementLine]: ...
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        currency: _builtins.str = ...,
+        period_from: _builtins.str = ...,
+        period_to: _builtins.str = ...,
+        opening_balance: _builtins.str = ...,
+        closing_balance: _builtins.str = ...,
+        credits_total: _builtins.str = ...,
+        debits_total: _builtins.str = ...,
+        count: _builtins.int = ...,
+        transactions: _abc.Iterable[Global___StatementLine] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "closing_balance", b"closing_balance", "count", b"count", "credits_total", b"credits_total", "currency", b"currency", "debits_total", b"debits_total", "opening_balance", b"opening_balance", "period_from", b"period_from", "period_to", b"period_to", "transactions", b"transactions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Statement: _TypeAlias = Statement  # noqa: Y015
 
 @_typing.final
 class Balance(_message.Message):

@@ -39,6 +39,11 @@ class AccountServiceStub:
                 request_serializer=banking_dot_v1_dot_accounts__pb2.CreateAccountRequest.SerializeToString,
                 response_deserializer=banking_dot_v1_dot_accounts__pb2.CreateAccountResponse.FromString,
                 _registered_method=True)
+        self.ListAccounts = channel.unary_unary(
+                '/banking.v1.AccountService/ListAccounts',
+                request_serializer=banking_dot_v1_dot_accounts__pb2.ListAccountsRequest.SerializeToString,
+                response_deserializer=banking_dot_v1_dot_accounts__pb2.ListAccountsResponse.FromString,
+                _registered_method=True)
         self.GetAccount = channel.unary_unary(
                 '/banking.v1.AccountService/GetAccount',
                 request_serializer=banking_dot_v1_dot_accounts__pb2.GetAccountRequest.SerializeToString,
@@ -59,6 +64,11 @@ class AccountServiceStub:
                 request_serializer=banking_dot_v1_dot_accounts__pb2.WatchBalanceRequest.SerializeToString,
                 response_deserializer=banking_dot_v1_dot_accounts__pb2.Balance.FromString,
                 _registered_method=True)
+        self.GetStatement = channel.unary_unary(
+                '/banking.v1.AccountService/GetStatement',
+                request_serializer=banking_dot_v1_dot_accounts__pb2.GetStatementRequest.SerializeToString,
+                response_deserializer=banking_dot_v1_dot_accounts__pb2.Statement.FromString,
+                _registered_method=True)
 
 
 class AccountServiceServicer:
@@ -67,6 +77,17 @@ class AccountServiceServicer:
     def CreateAccount(self, request, context):
         """Open an account with a zero balance. Customers open their own; tellers and admins open
         one for `customer_id`.
+        With an idempotency key (the `idempotency-key` metadata entry or `idempotency_key`; they
+        must agree when both are sent), a retry with the same parameters answers the account the
+        first call opened (trailing metadata `idempotent-replayed: true`); other parameters are
+        ALREADY_EXISTS (IDEMPOTENCY_CONFLICT), nothing opened.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAccounts(self, request, context):
+        """The caller's accounts (all accounts for staff), oldest first, with cursor pagination.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -100,6 +121,16 @@ class AccountServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStatement(self, request, context):
+        """An account's statement of the period (from, to]: opening balance as of `from`, every
+        completed leg created after `from` and at or before `to` oldest first with its running
+        balance, closing balance as of `to`, totals. More than STATEMENT_LEGS_MAX legs:
+        INVALID_ARGUMENT (ask for a shorter period). The JSON statement of REST, field for field.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AccountServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -107,6 +138,11 @@ def add_AccountServiceServicer_to_server(servicer, server):
                     servicer.CreateAccount,
                     request_deserializer=banking_dot_v1_dot_accounts__pb2.CreateAccountRequest.FromString,
                     response_serializer=banking_dot_v1_dot_accounts__pb2.CreateAccountResponse.SerializeToString,
+            ),
+            'ListAccounts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccounts,
+                    request_deserializer=banking_dot_v1_dot_accounts__pb2.ListAccountsRequest.FromString,
+                    response_serializer=banking_dot_v1_dot_accounts__pb2.ListAccountsResponse.SerializeToString,
             ),
             'GetAccount': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAccount,
@@ -127,6 +163,11 @@ def add_AccountServiceServicer_to_server(servicer, server):
                     servicer.WatchBalance,
                     request_deserializer=banking_dot_v1_dot_accounts__pb2.WatchBalanceRequest.FromString,
                     response_serializer=banking_dot_v1_dot_accounts__pb2.Balance.SerializeToString,
+            ),
+            'GetStatement': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStatement,
+                    request_deserializer=banking_dot_v1_dot_accounts__pb2.GetStatementRequest.FromString,
+                    response_serializer=banking_dot_v1_dot_accounts__pb2.Statement.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -156,6 +197,33 @@ class AccountService:
             '/banking.v1.AccountService/CreateAccount',
             banking_dot_v1_dot_accounts__pb2.CreateAccountRequest.SerializeToString,
             banking_dot_v1_dot_accounts__pb2.CreateAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAccounts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/banking.v1.AccountService/ListAccounts',
+            banking_dot_v1_dot_accounts__pb2.ListAccountsRequest.SerializeToString,
+            banking_dot_v1_dot_accounts__pb2.ListAccountsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -264,6 +332,33 @@ class AccountService:
             '/banking.v1.AccountService/WatchBalance',
             banking_dot_v1_dot_accounts__pb2.WatchBalanceRequest.SerializeToString,
             banking_dot_v1_dot_accounts__pb2.Balance.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStatement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/banking.v1.AccountService/GetStatement',
+            banking_dot_v1_dot_accounts__pb2.GetStatementRequest.SerializeToString,
+            banking_dot_v1_dot_accounts__pb2.Statement.FromString,
             options,
             channel_credentials,
             insecure,

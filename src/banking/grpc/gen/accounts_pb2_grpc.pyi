@@ -36,7 +36,13 @@ class AccountServiceStub:
     CreateAccount: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.CreateAccountRequest, _accounts_pb2.CreateAccountResponse]
     """Open an account with a zero balance. Customers open their own; tellers and admins open
     one for `customer_id`.
+    With an idempotency key (the `idempotency-key` metadata entry or `idempotency_key`; they
+    must agree when both are sent), a retry with the same parameters answers the account the
+    first call opened (trailing metadata `idempotent-replayed: true`); other parameters are
+    ALREADY_EXISTS (IDEMPOTENCY_CONFLICT), nothing opened.
     """
+    ListAccounts: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.ListAccountsRequest, _accounts_pb2.ListAccountsResponse]
+    """The caller's accounts (all accounts for staff), oldest first, with cursor pagination."""
     GetAccount: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.GetAccountRequest, _accounts_pb2.Account]
     GetBalance: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.GetBalanceRequest, _accounts_pb2.Balance]
     """Current and available balance; `version` changes with every movement."""
@@ -46,6 +52,12 @@ class AccountServiceStub:
     """The balance now, then again every time its version changes, until the client cancels
     (or the server's watch limit of one hour is reached).
     """
+    GetStatement: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.GetStatementRequest, _accounts_pb2.Statement]
+    """An account's statement of the period (from, to]: opening balance as of `from`, every
+    completed leg created after `from` and at or before `to` oldest first with its running
+    balance, closing balance as of `to`, totals. More than STATEMENT_LEGS_MAX legs:
+    INVALID_ARGUMENT (ask for a shorter period). The JSON statement of REST, field for field.
+    """
 
 @_typing.type_check_only
 class AccountServiceAsyncStub(AccountServiceStub):
@@ -53,7 +65,13 @@ class AccountServiceAsyncStub(AccountServiceStub):
     CreateAccount: _aio.UnaryUnaryMultiCallable[_accounts_pb2.CreateAccountRequest, _accounts_pb2.CreateAccountResponse]  # type: ignore[assignment]
     """Open an account with a zero balance. Customers open their own; tellers and admins open
     one for `customer_id`.
+    With an idempotency key (the `idempotency-key` metadata entry or `idempotency_key`; they
+    must agree when both are sent), a retry with the same parameters answers the account the
+    first call opened (trailing metadata `idempotent-replayed: true`); other parameters are
+    ALREADY_EXISTS (IDEMPOTENCY_CONFLICT), nothing opened.
     """
+    ListAccounts: _aio.UnaryUnaryMultiCallable[_accounts_pb2.ListAccountsRequest, _accounts_pb2.ListAccountsResponse]  # type: ignore[assignment]
+    """The caller's accounts (all accounts for staff), oldest first, with cursor pagination."""
     GetAccount: _aio.UnaryUnaryMultiCallable[_accounts_pb2.GetAccountRequest, _accounts_pb2.Account]  # type: ignore[assignment]
     GetBalance: _aio.UnaryUnaryMultiCallable[_accounts_pb2.GetBalanceRequest, _accounts_pb2.Balance]  # type: ignore[assignment]
     """Current and available balance; `version` changes with every movement."""
@@ -62,6 +80,12 @@ class AccountServiceAsyncStub(AccountServiceStub):
     WatchBalance: _aio.UnaryStreamMultiCallable[_accounts_pb2.WatchBalanceRequest, _accounts_pb2.Balance]  # type: ignore[assignment]
     """The balance now, then again every time its version changes, until the client cancels
     (or the server's watch limit of one hour is reached).
+    """
+    GetStatement: _aio.UnaryUnaryMultiCallable[_accounts_pb2.GetStatementRequest, _accounts_pb2.Statement]  # type: ignore[assignment]
+    """An account's statement of the period (from, to]: opening balance as of `from`, every
+    completed leg created after `from` and at or before `to` oldest first with its running
+    balance, closing balance as of `to`, totals. More than STATEMENT_LEGS_MAX legs:
+    INVALID_ARGUMENT (ask for a shorter period). The JSON statement of REST, field for field.
     """
 
 class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -73,7 +97,19 @@ class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_accounts_pb2.CreateAccountResponse, _abc.Awaitable[_accounts_pb2.CreateAccountResponse]]:
         """Open an account with a zero balance. Customers open their own; tellers and admins open
         one for `customer_id`.
+        With an idempotency key (the `idempotency-key` metadata entry or `idempotency_key`; they
+        must agree when both are sent), a retry with the same parameters answers the account the
+        first call opened (trailing metadata `idempotent-replayed: true`); other parameters are
+        ALREADY_EXISTS (IDEMPOTENCY_CONFLICT), nothing opened.
         """
+
+    @_abc_1.abstractmethod
+    def ListAccounts(
+        self,
+        request: _accounts_pb2.ListAccountsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.ListAccountsResponse, _abc.Awaitable[_accounts_pb2.ListAccountsResponse]]:
+        """The caller's accounts (all accounts for staff), oldest first, with cursor pagination."""
 
     @_abc_1.abstractmethod
     def GetAccount(
@@ -106,6 +142,18 @@ class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_accounts_pb2.Balance], _abc.AsyncIterator[_accounts_pb2.Balance]]:
         """The balance now, then again every time its version changes, until the client cancels
         (or the server's watch limit of one hour is reached).
+        """
+
+    @_abc_1.abstractmethod
+    def GetStatement(
+        self,
+        request: _accounts_pb2.GetStatementRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.Statement, _abc.Awaitable[_accounts_pb2.Statement]]:
+        """An account's statement of the period (from, to]: opening balance as of `from`, every
+        completed leg created after `from` and at or before `to` oldest first with its running
+        balance, closing balance as of `to`, totals. More than STATEMENT_LEGS_MAX legs:
+        INVALID_ARGUMENT (ask for a shorter period). The JSON statement of REST, field for field.
         """
 
 def add_AccountServiceServicer_to_server(servicer: AccountServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

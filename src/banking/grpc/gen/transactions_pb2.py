@@ -24,35 +24,39 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62\x61nking/v1/transactions.proto\x12\nbanking.v1\"o\n\x0c\x44\x65\x62itRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x14\n\x0creference_id\x18\x05 \x01(\t\"p\n\rCreditRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x14\n\x0creference_id\x18\x05 \x01(\t\"\x99\x01\n\x0fTransferRequest\x12\x19\n\x11source_account_id\x18\x01 \x01(\t\x12\x1e\n\x16\x64\x65stination_account_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\t\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x14\n\x0creference_id\x18\x06 \x01(\t\"\x8a\x02\n\x13TransactionResponse\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x11\n\ttimestamp\x18\x03 \x01(\t\x12\x12\n\naccount_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\t\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x19\n\x11\x61vailable_balance\x18\x07 \x01(\t\x12\x17\n\x0f\x62\x61lance_version\x18\x08 \x01(\x03\x12\x1e\n\x16related_transaction_id\x18\t \x01(\t\x12\x18\n\x10transaction_type\x18\n \x01(\t\x12\x14\n\x0creference_id\x18\x0b \x01(\t\"/\n\x15GetTransactionRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\"\xb3\x02\n\x0bTransaction\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x18\n\x10transaction_type\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\t\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12\x14\n\x0creference_id\x18\x07 \x01(\t\x12\x12\n\ncreated_at\x18\x08 \x01(\t\x12\x0e\n\x06status\x18\t \x01(\t\x12\x1e\n\x16related_transaction_id\x18\n \x01(\t\x12\x1f\n\x17\x63ounterparty_account_id\x18\x0b \x01(\t\x12\x14\n\x0c\x66\x61ilure_code\x18\x0c \x01(\t\x12\x16\n\x0e\x66\x61ilure_reason\x18\r \x01(\t\"\xa0\x01\n\tBatchItem\x12)\n\x05\x64\x65\x62it\x18\x01 \x01(\x0b\x32\x18.banking.v1.DebitRequestH\x00\x12+\n\x06\x63redit\x18\x02 \x01(\x0b\x32\x19.banking.v1.CreditRequestH\x00\x12/\n\x08transfer\x18\x03 \x01(\x0b\x32\x1b.banking.v1.TransferRequestH\x00\x42\n\n\x08movement\"f\n\x15\x42\x61tchMovementsRequest\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.banking.v1.BatchItem\x12\x0e\n\x06\x61tomic\x18\x02 \x01(\x08\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"V\n\x0e\x42\x61tchItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x16\n\x0etransaction_id\x18\x03 \x01(\t\x12\r\n\x05\x66ield\x18\x04 \x01(\t\"\xb2\x01\n\x0f\x42\x61tchItemResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x10\n\x08replayed\x18\x03 \x01(\x08\x12\x36\n\x0btransaction\x18\x04 \x01(\x0b\x32\x1f.banking.v1.TransactionResponseH\x00\x12+\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x1a.banking.v1.BatchItemErrorH\x00\x42\t\n\x07outcome\"\x89\x01\n\x16\x42\x61tchMovementsResponse\x12\x0e\n\x06\x61tomic\x18\x01 \x01(\x08\x12\x11\n\tcompleted\x18\x02 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x05\x12\x10\n\x08rejected\x18\x04 \x01(\x05\x12*\n\x05items\x18\x05 \x03(\x0b\x32\x1b.banking.v1.BatchItemResult2\xac\x03\n\x12TransactionService\x12I\n\x0c\x44\x65\x62itAccount\x12\x18.banking.v1.DebitRequest\x1a\x1f.banking.v1.TransactionResponse\x12K\n\rCreditAccount\x12\x19.banking.v1.CreditRequest\x1a\x1f.banking.v1.TransactionResponse\x12W\n\x17TransferBetweenAccounts\x12\x1b.banking.v1.TransferRequest\x1a\x1f.banking.v1.TransactionResponse\x12L\n\x0eGetTransaction\x12!.banking.v1.GetTransactionRequest\x1a\x17.banking.v1.Transaction\x12W\n\x0e\x42\x61tchMovements\x12!.banking.v1.BatchMovementsRequest\x1a\".banking.v1.BatchMovementsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x62\x61nking/v1/transactions.proto\x12\nbanking.v1\"\xbc\x01\n\x19SearchTransactionsRequest\x12\x14\n\x0creference_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x18\n\x10transaction_type\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\x14\n\x0c\x63reated_from\x18\x05 \x01(\t\x12\x12\n\ncreated_to\x18\x06 \x01(\t\x12\x11\n\tpage_size\x18\x07 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x08 \x01(\t\"`\n\x1aSearchTransactionsResponse\x12-\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x17.banking.v1.Transaction\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"o\n\x0c\x44\x65\x62itRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x14\n\x0creference_id\x18\x05 \x01(\t\"p\n\rCreditRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x14\n\x0creference_id\x18\x05 \x01(\t\"\x99\x01\n\x0fTransferRequest\x12\x19\n\x11source_account_id\x18\x01 \x01(\t\x12\x1e\n\x16\x64\x65stination_account_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\t\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\x12\x14\n\x0creference_id\x18\x06 \x01(\t\"\x8a\x02\n\x13TransactionResponse\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x11\n\ttimestamp\x18\x03 \x01(\t\x12\x12\n\naccount_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\t\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x19\n\x11\x61vailable_balance\x18\x07 \x01(\t\x12\x17\n\x0f\x62\x61lance_version\x18\x08 \x01(\x03\x12\x1e\n\x16related_transaction_id\x18\t \x01(\t\x12\x18\n\x10transaction_type\x18\n \x01(\t\x12\x14\n\x0creference_id\x18\x0b \x01(\t\"/\n\x15GetTransactionRequest\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\"\xb3\x02\n\x0bTransaction\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x12\n\naccount_id\x18\x02 \x01(\t\x12\x18\n\x10transaction_type\x18\x03 \x01(\t\x12\x0e\n\x06\x61mount\x18\x04 \x01(\t\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12\x14\n\x0creference_id\x18\x07 \x01(\t\x12\x12\n\ncreated_at\x18\x08 \x01(\t\x12\x0e\n\x06status\x18\t \x01(\t\x12\x1e\n\x16related_transaction_id\x18\n \x01(\t\x12\x1f\n\x17\x63ounterparty_account_id\x18\x0b \x01(\t\x12\x14\n\x0c\x66\x61ilure_code\x18\x0c \x01(\t\x12\x16\n\x0e\x66\x61ilure_reason\x18\r \x01(\t\"\xa0\x01\n\tBatchItem\x12)\n\x05\x64\x65\x62it\x18\x01 \x01(\x0b\x32\x18.banking.v1.DebitRequestH\x00\x12+\n\x06\x63redit\x18\x02 \x01(\x0b\x32\x19.banking.v1.CreditRequestH\x00\x12/\n\x08transfer\x18\x03 \x01(\x0b\x32\x1b.banking.v1.TransferRequestH\x00\x42\n\n\x08movement\"f\n\x15\x42\x61tchMovementsRequest\x12$\n\x05items\x18\x01 \x03(\x0b\x32\x15.banking.v1.BatchItem\x12\x0e\n\x06\x61tomic\x18\x02 \x01(\x08\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"V\n\x0e\x42\x61tchItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x16\n\x0etransaction_id\x18\x03 \x01(\t\x12\r\n\x05\x66ield\x18\x04 \x01(\t\"\xb2\x01\n\x0f\x42\x61tchItemResult\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0e\n\x06status\x18\x02 \x01(\t\x12\x10\n\x08replayed\x18\x03 \x01(\x08\x12\x36\n\x0btransaction\x18\x04 \x01(\x0b\x32\x1f.banking.v1.TransactionResponseH\x00\x12+\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x1a.banking.v1.BatchItemErrorH\x00\x42\t\n\x07outcome\"\x89\x01\n\x16\x42\x61tchMovementsResponse\x12\x0e\n\x06\x61tomic\x18\x01 \x01(\x08\x12\x11\n\tcompleted\x18\x02 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x05\x12\x10\n\x08rejected\x18\x04 \x01(\x05\x12*\n\x05items\x18\x05 \x03(\x0b\x32\x1b.banking.v1.BatchItemResult2\x91\x04\n\x12TransactionService\x12I\n\x0c\x44\x65\x62itAccount\x12\x18.banking.v1.DebitRequest\x1a\x1f.banking.v1.TransactionResponse\x12K\n\rCreditAccount\x12\x19.banking.v1.CreditRequest\x1a\x1f.banking.v1.TransactionResponse\x12W\n\x17TransferBetweenAccounts\x12\x1b.banking.v1.TransferRequest\x1a\x1f.banking.v1.TransactionResponse\x12L\n\x0eGetTransaction\x12!.banking.v1.GetTransactionRequest\x1a\x17.banking.v1.Transaction\x12W\n\x0e\x42\x61tchMovements\x12!.banking.v1.BatchMovementsRequest\x1a\".banking.v1.BatchMovementsResponse\x12\x63\n\x12SearchTransactions\x12%.banking.v1.SearchTransactionsRequest\x1a&.banking.v1.SearchTransactionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'banking.grpc.gen.transactions_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DEBITREQUEST']._serialized_start=45
-  _globals['_DEBITREQUEST']._serialized_end=156
-  _globals['_CREDITREQUEST']._serialized_start=158
-  _globals['_CREDITREQUEST']._serialized_end=270
-  _globals['_TRANSFERREQUEST']._serialized_start=273
-  _globals['_TRANSFERREQUEST']._serialized_end=426
-  _globals['_TRANSACTIONRESPONSE']._serialized_start=429
-  _globals['_TRANSACTIONRESPONSE']._serialized_end=695
-  _globals['_GETTRANSACTIONREQUEST']._serialized_start=697
-  _globals['_GETTRANSACTIONREQUEST']._serialized_end=744
-  _globals['_TRANSACTION']._serialized_start=747
-  _globals['_TRANSACTION']._serialized_end=1054
-  _globals['_BATCHITEM']._serialized_start=1057
-  _globals['_BATCHITEM']._serialized_end=1217
-  _globals['_BATCHMOVEMENTSREQUEST']._serialized_start=1219
-  _globals['_BATCHMOVEMENTSREQUEST']._serialized_end=1321
-  _globals['_BATCHITEMERROR']._serialized_start=1323
-  _globals['_BATCHITEMERROR']._serialized_end=1409
-  _globals['_BATCHITEMRESULT']._serialized_start=1412
-  _globals['_BATCHITEMRESULT']._serialized_end=1590
-  _globals['_BATCHMOVEMENTSRESPONSE']._serialized_start=1593
-  _globals['_BATCHMOVEMENTSRESPONSE']._serialized_end=1730
-  _globals['_TRANSACTIONSERVICE']._serialized_start=1733
-  _globals['_TRANSACTIONSERVICE']._serialized_end=2161
+  _globals['_SEARCHTRANSACTIONSREQUEST']._serialized_start=46
+  _globals['_SEARCHTRANSACTIONSREQUEST']._serialized_end=234
+  _globals['_SEARCHTRANSACTIONSRESPONSE']._serialized_start=236
+  _globals['_SEARCHTRANSACTIONSRESPONSE']._serialized_end=332
+  _globals['_DEBITREQUEST']._serialized_start=334
+  _globals['_DEBITREQUEST']._serialized_end=445
+  _globals['_CREDITREQUEST']._serialized_start=447
+  _globals['_CREDITREQUEST']._serialized_end=559
+  _globals['_TRANSFERREQUEST']._serialized_start=562
+  _globals['_TRANSFERREQUEST']._serialized_end=715
+  _globals['_TRANSACTIONRESPONSE']._serialized_start=718
+  _globals['_TRANSACTIONRESPONSE']._serialized_end=984
+  _globals['_GETTRANSACTIONREQUEST']._serialized_start=986
+  _globals['_GETTRANSACTIONREQUEST']._serialized_end=1033
+  _globals['_TRANSACTION']._serialized_start=1036
+  _globals['_TRANSACTION']._serialized_end=1343
+  _globals['_BATCHITEM']._serialized_start=1346
+  _globals['_BATCHITEM']._serialized_end=1506
+  _globals['_BATCHMOVEMENTSREQUEST']._serialized_start=1508
+  _globals['_BATCHMOVEMENTSREQUEST']._serialized_end=1610
+  _globals['_BATCHITEMERROR']._serialized_start=1612
+  _globals['_BATCHITEMERROR']._serialized_end=1698
+  _globals['_BATCHITEMRESULT']._serialized_start=1701
+  _globals['_BATCHITEMRESULT']._serialized_end=1879
+  _globals['_BATCHMOVEMENTSRESPONSE']._serialized_start=1882
+  _globals['_BATCHMOVEMENTSRESPONSE']._serialized_end=2019
+  _globals['_TRANSACTIONSERVICE']._serialized_start=2022
+  _globals['_TRANSACTIONSERVICE']._serialized_end=2551
 # @@protoc_insertion_point(module_scope)

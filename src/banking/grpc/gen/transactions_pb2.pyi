@@ -42,6 +42,78 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class SearchTransactionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFERENCE_ID_FIELD_NUMBER: _builtins.int
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    TRANSACTION_TYPE_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CREATED_FROM_FIELD_NUMBER: _builtins.int
+    CREATED_TO_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    CURSOR_FIELD_NUMBER: _builtins.int
+    reference_id: _builtins.str
+    """empty means any"""
+    account_id: _builtins.str
+    """empty means any (the caller's own, for a customer)"""
+    transaction_type: _builtins.str
+    """enum TransactionType; empty means all"""
+    status: _builtins.str
+    """enum TransactionStatus; empty means all"""
+    created_from: _builtins.str
+    """RFC 3339 with a time zone; empty means no bound (inclusive)"""
+    created_to: _builtins.str
+    """exclusive"""
+    page_size: _builtins.int
+    """0 means the server's default"""
+    cursor: _builtins.str
+    """next_cursor of the previous page; empty for the first page"""
+    def __init__(
+        self,
+        *,
+        reference_id: _builtins.str = ...,
+        account_id: _builtins.str = ...,
+        transaction_type: _builtins.str = ...,
+        status: _builtins.str = ...,
+        created_from: _builtins.str = ...,
+        created_to: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "created_from", b"created_from", "created_to", b"created_to", "cursor", b"cursor", "page_size", b"page_size", "reference_id", b"reference_id", "status", b"status", "transaction_type", b"transaction_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchTransactionsRequest: _TypeAlias = SearchTransactionsRequest  # noqa: Y015
+
+@_typing.final
+class SearchTransactionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTIONS_FIELD_NUMBER: _builtins.int
+    NEXT_CURSOR_FIELD_NUMBER: _builtins.int
+    next_cursor: _builtins.str
+    """empty on the last page"""
+    @_builtins.property
+    def transactions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Transaction]: ...
+    def __init__(
+        self,
+        *,
+        transactions: _abc.Iterable[Global___Transaction] | None = ...,
+        next_cursor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_cursor", b"next_cursor", "transactions", b"transactions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SearchTransactionsResponse: _TypeAlias = SearchTransactionsResponse  # noqa: Y015
+
+@_typing.final
 class DebitRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

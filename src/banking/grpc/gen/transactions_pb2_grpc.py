@@ -59,6 +59,11 @@ class TransactionServiceStub:
                 request_serializer=banking_dot_v1_dot_transactions__pb2.BatchMovementsRequest.SerializeToString,
                 response_deserializer=banking_dot_v1_dot_transactions__pb2.BatchMovementsResponse.FromString,
                 _registered_method=True)
+        self.SearchTransactions = channel.unary_unary(
+                '/banking.v1.TransactionService/SearchTransactions',
+                request_serializer=banking_dot_v1_dot_transactions__pb2.SearchTransactionsRequest.SerializeToString,
+                response_deserializer=banking_dot_v1_dot_transactions__pb2.SearchTransactionsResponse.FromString,
+                _registered_method=True)
 
 
 class TransactionServiceServicer:
@@ -109,6 +114,15 @@ class TransactionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchTransactions(self, request, context):
+        """Legs across accounts, newest first, with cursor pagination: "did my payment with key X go
+        through?". A customer sees only the legs of their own accounts (another customer's
+        `account_id`: NOT_FOUND); tellers, auditors and admins see every leg.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TransactionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -136,6 +150,11 @@ def add_TransactionServiceServicer_to_server(servicer, server):
                     servicer.BatchMovements,
                     request_deserializer=banking_dot_v1_dot_transactions__pb2.BatchMovementsRequest.FromString,
                     response_serializer=banking_dot_v1_dot_transactions__pb2.BatchMovementsResponse.SerializeToString,
+            ),
+            'SearchTransactions': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchTransactions,
+                    request_deserializer=banking_dot_v1_dot_transactions__pb2.SearchTransactionsRequest.FromString,
+                    response_serializer=banking_dot_v1_dot_transactions__pb2.SearchTransactionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -273,6 +292,33 @@ class TransactionService:
             '/banking.v1.TransactionService/BatchMovements',
             banking_dot_v1_dot_transactions__pb2.BatchMovementsRequest.SerializeToString,
             banking_dot_v1_dot_transactions__pb2.BatchMovementsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchTransactions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/banking.v1.TransactionService/SearchTransactions',
+            banking_dot_v1_dot_transactions__pb2.SearchTransactionsRequest.SerializeToString,
+            banking_dot_v1_dot_transactions__pb2.SearchTransactionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

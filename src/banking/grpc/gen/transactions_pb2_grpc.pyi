@@ -77,6 +77,11 @@ class TransactionServiceStub:
     amount, an unknown currency, non-printable text, too many items) is INVALID_ARGUMENT
     with nothing done; the request message may be as large as BATCH_BODY_BYTES_MAX.
     """
+    SearchTransactions: _grpc.UnaryUnaryMultiCallable[_transactions_pb2.SearchTransactionsRequest, _transactions_pb2.SearchTransactionsResponse]
+    """Legs across accounts, newest first, with cursor pagination: "did my payment with key X go
+    through?". A customer sees only the legs of their own accounts (another customer's
+    `account_id`: NOT_FOUND); tellers, auditors and admins see every leg.
+    """
 
 @_typing.type_check_only
 class TransactionServiceAsyncStub(TransactionServiceStub):
@@ -103,6 +108,11 @@ class TransactionServiceAsyncStub(TransactionServiceStub):
     metadata `index`. A request that cannot be read (no movement in an item, a bad UUID or
     amount, an unknown currency, non-printable text, too many items) is INVALID_ARGUMENT
     with nothing done; the request message may be as large as BATCH_BODY_BYTES_MAX.
+    """
+    SearchTransactions: _aio.UnaryUnaryMultiCallable[_transactions_pb2.SearchTransactionsRequest, _transactions_pb2.SearchTransactionsResponse]  # type: ignore[assignment]
+    """Legs across accounts, newest first, with cursor pagination: "did my payment with key X go
+    through?". A customer sees only the legs of their own accounts (another customer's
+    `account_id`: NOT_FOUND); tellers, auditors and admins see every leg.
     """
 
 class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -157,6 +167,17 @@ class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
         metadata `index`. A request that cannot be read (no movement in an item, a bad UUID or
         amount, an unknown currency, non-printable text, too many items) is INVALID_ARGUMENT
         with nothing done; the request message may be as large as BATCH_BODY_BYTES_MAX.
+        """
+
+    @_abc_1.abstractmethod
+    def SearchTransactions(
+        self,
+        request: _transactions_pb2.SearchTransactionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_transactions_pb2.SearchTransactionsResponse, _abc.Awaitable[_transactions_pb2.SearchTransactionsResponse]]:
+        """Legs across accounts, newest first, with cursor pagination: "did my payment with key X go
+        through?". A customer sees only the legs of their own accounts (another customer's
+        `account_id`: NOT_FOUND); tellers, auditors and admins see every leg.
         """
 
 def add_TransactionServiceServicer_to_server(servicer: TransactionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

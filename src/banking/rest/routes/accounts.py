@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
+from banking.domain.money import format_amount
 from banking.domain.records import HistoryFilter, TransactionStatus, TransactionType
 from banking.rest.dependencies import ContainerDep, CurrentActor, trace_id_of
 from banking.rest.errors import ErrorCode
@@ -21,13 +22,21 @@ from banking.rest.schemas import (
     AccountPatchBody,
     AccountRead,
     BalanceRead,
+    CreationIdempotencyKey,
     DateTimeQuery,
+    StatementLineRead,
+    StatementRead,
     TransactionPage,
     TransactionRead,
 )
 from banking.rest.statements import (
     ARROW_STREAM_MEDIA_TYPE,
+    CSV_MEDIA_TYPE,
     PARQUET_MEDIA_TYPE,
+    statement_arrow_stream,
+    statement_csv,
+    statement_headers,
+    statement_parquet,
     to_arrow_stream,
     to_parquet,
 )
@@ -66,24 +75,36 @@ _OPENED_LINKS = {
         E.UNAUTHENTICATED,
         E.FORBIDDEN,
         E.VALIDATION_ERROR,
+        E.IDEMPOTENCY_CONFLICT,
         success={
             201: {
                 "headers": {"Location": header("Location", required=True)},
                 "links": _OPENED_LINKS,
             }
         },
+        replayable=True,
     ),
 )
 async def open_account(
-    body: AccountCreateBody, actor: CurrentActor, container: ContainerDep, response: Response
+    body: AccountCreateBody,
+    actor: CurrentActor,
+    container: ContainerDep,
+    response: Response,
+    idempotency_key: CreationIdempotencyKey = None,
 ) -> AccountCreated:
-    """Open an account with a zero balance in one currency."""
-    account, balance = await container.accounts.open(
+    """Open an account with a zero balance in one currency. With `Idempotency-Key`, a retry
+    answers the account the first request opened (`Idempotent-Replayed: true`, its balance
+    as it is now)."""
+    opened = await container.accounts.open_once(
         actor,
         account_type=body.account_type,
         currency=body.currency,
         customer_id=body.customer_id,
+        idempotency_key=idempotency_key,
     )
+    account, balance = opened.account, opened.balance
+    if opened.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/api/v1/accounts/{account.account_id}"
     return AccountCreated(**AccountRead.of(account).model_dump(), balance=BalanceRead.of(balance))
 
@@ -102,13 +123,31 @@ async def list_accounts(
             examples=[EXAMPLE_ACCOUNT_NUMBER],
         ),
     ] = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="`next_cursor` of the previous page (opaque).",
+            json_schema_extra={"pattern": "^[A-Za-z0-9_-]+$"},
+            examples=[EXAMPLE_CURSOR],
+        ),
+    ] = None,
+    page_size: Annotated[
+        int | None,
+        Query(ge=1, description="Accounts per page (500 when absent; at most PAGE_SIZE_MAX)."),
+    ] = None,
 ) -> AccountList:
-    """The caller's accounts (all accounts for staff), or the one with ``account_number``."""
+    """The caller's accounts (all accounts for staff), oldest first, a page at a time
+    (`next_cursor`); or the one with ``account_number``."""
     if account_number is not None:
         account = await container.accounts.find_by_number(actor, account_number)
         return AccountList(accounts=[AccountRead.of(account)])
-    accounts = await container.accounts.list(actor)
-    return AccountList(accounts=[AccountRead.of(account) for account in accounts])
+    page = await container.accounts.page(actor, cursor=cursor, page_size=page_size)
+    return AccountList(
+        accounts=[AccountRead.of(account) for account in page.accounts],
+        next_cursor=page.next_cursor,
+    )
 
 
 @router.get("/{account_id}", response_model=AccountRead, responses=responses(*_READ_ERRORS))
@@ -163,9 +202,22 @@ async def get_balance(
             examples=['"3"'],
         ),
     ] = None,
+    as_of: Annotated[
+        DateTimeQuery | None,
+        Query(
+            description="The balance at this time (RFC 3339 with a zone), computed exactly "
+            "from the completed legs created at or before it; `available_balance` then equals "
+            "`current_balance` (no holds), `version` is the version after the last such leg.",
+            examples=["2026-01-31T12:00:00Z"],
+        ),
+    ] = None,
 ) -> BalanceRead | Response:
-    """Current and available balance; ``ETag`` is the balance version."""
-    balance = await container.accounts.balance(actor, account_id)
+    """Current and available balance; ``ETag`` is the balance version. With ``as_of``, the
+    balance at that time."""
+    if as_of is None:
+        balance = await container.accounts.balance(actor, account_id)
+    else:
+        balance = await container.statements.balance_as_of(actor, account_id, as_of)
     etag = f'"{balance.version}"'
     if if_none_match is not None and etag in [tag.strip() for tag in if_none_match.split(",")]:
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
@@ -240,4 +292,109 @@ async def list_account_transactions(
     return TransactionPage(
         transactions=[TransactionRead.of(leg) for leg in page.transactions],
         next_cursor=page.next_cursor,
+    )
+
+
+_STATEMENT_FORMATS = {
+    "json": "application/json",
+    "csv": CSV_MEDIA_TYPE,
+    "arrow": ARROW_STREAM_MEDIA_TYPE,
+    "parquet": PARQUET_MEDIA_TYPE,
+}
+_SUMMARY_HEADERS = {
+    f"X-Statement-{name}": header(f"X-Statement-{name}", required=False)
+    for name in ("Opening-Balance", "Closing-Balance", "Credits-Total", "Debits-Total", "Count")
+}
+
+
+@router.get(
+    "/{account_id}/statement",
+    response_model=StatementRead,
+    responses=responses(
+        *_READ_ERRORS,
+        success={
+            200: {
+                "content": {
+                    "application/json": {},
+                    CSV_MEDIA_TYPE: {"schema": {"type": "string"}},
+                    ARROW_STREAM_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
+                    PARQUET_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
+                },
+                "description": "The statement as JSON, or its legs as CSV, an Arrow IPC stream "
+                "or Parquet (by `format` or `Accept`); the opening and closing balances and "
+                "totals are then in the `X-Statement-*` headers (and in the Arrow/Parquet "
+                "schema metadata).",
+                "headers": _SUMMARY_HEADERS,
+            }
+        },
+    ),
+)
+async def get_statement(
+    account_id: UUID,
+    actor: CurrentActor,
+    container: ContainerDep,
+    request: Request,
+    period_from: Annotated[
+        DateTimeQuery,
+        Query(
+            alias="from",
+            description="Start of the period (exclusive; RFC 3339 with a zone): the opening "
+            "balance is the balance as of this time.",
+            examples=["2026-01-01T00:00:00Z"],
+        ),
+    ],
+    period_to: Annotated[
+        DateTimeQuery,
+        Query(
+            alias="to",
+            description="End of the period (inclusive): the closing balance is the balance "
+            "as of this time.",
+            examples=["2026-02-01T00:00:00Z"],
+        ),
+    ],
+    statement_format: Annotated[
+        Literal["json", "csv", "arrow", "parquet"] | None,
+        Query(alias="format", description="Overrides `Accept`."),
+    ] = None,
+) -> StatementRead | Response:
+    """An account's statement: opening balance, every completed leg of the period oldest first
+    with its running balance, closing balance and totals (at most `STATEMENT_LEGS_MAX` legs)."""
+    statement = await container.statements.statement(actor, account_id, period_from, period_to)
+    accept = request.headers.get("accept", "")
+    chosen: str = statement_format or next(
+        (name for name, media in _STATEMENT_FORMATS.items() if name != "json" and media in accept),
+        "json",
+    )
+    headers = statement_headers(statement)
+    if chosen == "csv":
+        return Response(
+            statement_csv(statement), media_type=f"{CSV_MEDIA_TYPE}; charset=utf-8", headers=headers
+        )
+    if chosen == "arrow":
+        return Response(
+            statement_arrow_stream(statement), media_type=ARROW_STREAM_MEDIA_TYPE, headers=headers
+        )
+    if chosen == "parquet":
+        return Response(
+            statement_parquet(statement), media_type=PARQUET_MEDIA_TYPE, headers=headers
+        )
+    return StatementRead(
+        account_id=statement.account.account_id,
+        currency=statement.account.currency,
+        period_from=statement.period_from,
+        period_to=statement.period_to,
+        opening_balance=format_amount(statement.opening_balance),
+        closing_balance=format_amount(statement.closing_balance),
+        credits_total=format_amount(statement.credits_total),
+        debits_total=format_amount(statement.debits_total),
+        count=statement.count,
+        transactions=[
+            StatementLineRead.model_validate(
+                {
+                    **TransactionRead.of(line.leg).model_dump(),
+                    "running_balance": format_amount(line.running_balance),
+                }
+            )
+            for line in statement.lines
+        ],
     )

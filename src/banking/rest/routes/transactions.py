@@ -16,23 +16,27 @@ from banking.domain.records import (
     DebitOrCredit,
     MovementResult,
     ReviewDecision,
+    TransactionStatus,
     TransactionType,
     TransferRequest,
 )
 from banking.domain.roles import Actor
 from banking.ledger.checks import REFERENCE_ID_LENGTH_MAX
 from banking.ledger.movements import BATCH_KEY_LENGTH_MAX, keyed_batch
+from banking.ledger.statements import TransactionSearch
 from banking.observability import context
 from banking.rest.dependencies import ContainerDep, CurrentActor, trace_id_of
 from banking.rest.errors import ErrorCode
 from banking.rest.openapi import header, link, responses
 from banking.rest.routes import Route
 from banking.rest.schemas import (
+    EXAMPLE_CURSOR,
     BatchBody,
     BatchCredit,
     BatchDebit,
     BatchRead,
     BatchTransfer,
+    DateTimeQuery,
     DebitCreditBody,
     HeldPage,
     MovementRead,
@@ -317,29 +321,80 @@ async def batch_movements(
 @router.get(
     "",
     response_model=HeldPage,
-    responses=responses(E.UNAUTHENTICATED, E.FORBIDDEN, E.VALIDATION_ERROR),
+    responses=responses(E.UNAUTHENTICATED, E.FORBIDDEN, E.VALIDATION_ERROR, E.ACCOUNT_NOT_FOUND),
 )
-async def list_held_transactions(
+async def list_transactions(
     actor: CurrentActor,
     container: ContainerDep,
-    status: Annotated[
-        Literal["held"],
+    transaction_status: Annotated[
+        Literal["held", "pending", "completed", "failed"] | None,
         Query(
-            description="`held`: the review queue (asynchronous movements the fraud "
-            "detector held). An account's history is `/accounts/{account_id}/transactions`."
+            alias="status",
+            description="`held`: the fraud review queue (staff; asynchronous movements the "
+            "fraud detector held, oldest first, with their scores; the other filters do not "
+            "apply). Otherwise the lookup across accounts, newest first, by leg status. An "
+            "account's history is `/accounts/{account_id}/transactions`.",
         ),
-    ],
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
-    page_size: Annotated[int | None, Query(ge=1)] = None,
+    ] = None,
+    reference_id: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=REFERENCE_ID_LENGTH_MAX,
+            description="Legs with this reference (the `Idempotency-Key` of a movement): did "
+            "my payment go through? A customer sees only the legs of their own accounts.",
+            examples=["atm-2026-01-31-0001"],
+        ),
+    ] = None,
+    account_id: Annotated[
+        UUID | None,
+        Query(description="Legs of this account (another customer's: 404)."),
+    ] = None,
+    transaction_type: Annotated[TransactionType | None, Query(alias="type")] = None,
+    created_from: Annotated[
+        DateTimeQuery | None,
+        Query(alias="from", description="Legs created at or after this time (RFC 3339)."),
+    ] = None,
+    created_to: Annotated[
+        DateTimeQuery | None,
+        Query(alias="to", description="Legs created before this time (RFC 3339)."),
+    ] = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            description="`next_cursor` of the previous page (opaque).",
+            examples=[EXAMPLE_CURSOR],
+        ),
+    ] = None,
+    page_size: Annotated[int | None, Query(ge=1, description="Legs per page.")] = None,
 ) -> HeldPage:
-    """The fraud review queue (staff): held movements, oldest first, with their scores."""
-    review = container.review
-    page = await review.queue(
-        actor, cursor=cursor, page_size=page_size or container.history.page_size_default
+    """The lookup of legs across accounts (a customer sees only their own), or with
+    ``status=held`` the fraud review queue (staff)."""
+    if transaction_status == "held":
+        page = await container.review.queue(
+            actor, cursor=cursor, page_size=page_size or container.history.page_size_default
+        )
+        return HeldPage(
+            transactions=[TransactionDetail.of_scored(leg, score) for leg, score in page.items],
+            next_cursor=page.next_cursor,
+        )
+    found = await container.statements.search(
+        actor,
+        TransactionSearch(
+            reference_id=reference_id,
+            account_id=account_id,
+            transaction_type=transaction_type,
+            status=None if transaction_status is None else TransactionStatus(transaction_status),
+            created_from=created_from,
+            created_to=created_to,
+        ),
+        cursor=cursor,
+        page_size=page_size,
     )
     return HeldPage(
-        transactions=[TransactionDetail.of_scored(leg, score) for leg, score in page.items],
-        next_cursor=page.next_cursor,
+        transactions=[TransactionDetail.of_scored(leg, None) for leg in found.transactions],
+        next_cursor=found.next_cursor,
     )
 
 

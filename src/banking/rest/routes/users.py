@@ -16,7 +16,7 @@ from banking.rest.errors import ErrorCode
 from banking.rest.openapi import body_link, responses
 from banking.rest.ratelimit import limit_password_guessing
 from banking.rest.routes import Route
-from banking.rest.schemas import TokenRead, UserCreateBody, UserRead
+from banking.rest.schemas import CreationIdempotencyKey, TokenRead, UserCreateBody, UserRead
 
 router = APIRouter(prefix="/api/v1", route_class=Route)
 E = ErrorCode
@@ -76,16 +76,31 @@ async def get_current_user(actor: CurrentActor, container: ContainerDep) -> User
         E.FORBIDDEN,
         E.VALIDATION_ERROR,
         E.USER_ALREADY_EXISTS,
+        E.IDEMPOTENCY_CONFLICT,
         success={201: {"links": _OPEN_AN_ACCOUNT}},
+        replayable=True,
     ),
 )
 async def create_user(
-    body: UserCreateBody, actor: CurrentActor, container: ContainerDep
+    body: UserCreateBody,
+    actor: CurrentActor,
+    container: ContainerDep,
+    response: Response,
+    idempotency_key: CreationIdempotencyKey = None,
 ) -> UserRead:
-    """Create a user (admins only)."""
-    user = await container.users.create(
-        actor, username=body.username, email=body.email, password=body.password, role=body.role
+    """Create a user (admins only). With `Idempotency-Key`, a retry with the same fields
+    (password included) answers the user the first request created (`Idempotent-Replayed:
+    true`); other fields answer 409 `IDEMPOTENCY_CONFLICT` naming them."""
+    user, replayed = await container.users.create_once(
+        actor,
+        username=body.username,
+        email=body.email,
+        password=body.password,
+        role=body.role,
+        idempotency_key=idempotency_key,
     )
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
     return _read(user)
 
 
