@@ -192,7 +192,12 @@ class Bank:
         async with self.container.database.read() as connection:
             balance_rows = (
                 await connection.execute(
-                    select(balances.c.account_id, balances.c.current_balance, balances.c.version)
+                    select(
+                        balances.c.account_id,
+                        balances.c.current_balance,
+                        balances.c.version,
+                        balances.c.overdraft_limit,
+                    )
                 )
             ).all()
             counts = {}

@@ -162,6 +162,11 @@ NOT_CARRIED: dict[str, dict[str, str]] = {
         "in the payload",
         "request.destination_account_id": "the transaction schema has no counterparty column",
     },
+    "Kafka balance event": {
+        "overdraft_limit": "a balance event follows a movement, which never changes the limit; "
+        "a change of the limit is its own event (staff.overdraft_limit_set on "
+        "banking.audit.actions, with the new and the previous limit)",
+    },
     "history export": {
         "counterparty_account_id": "not an export column; related_transaction_id links the legs",
         "failure_reason": "not an export column (free text; failure_code is stable)",

@@ -31,6 +31,7 @@ from tests.ledger import test_declines as declines
 from tests.ledger import test_groups as groups
 from tests.ledger import test_history as history
 from tests.ledger import test_idempotency as idempotency
+from tests.ledger import test_overdraft as overdraft
 from tests.ledger import test_reconcile as reconciliation
 from tests.ledger import test_review as review
 from tests.ledger import test_transfers as transfers
@@ -137,6 +138,15 @@ SCENARIOS = [
     scenario(history.test_a_history_holds_only_its_accounts_legs),
     scenario(history.test_a_leg_in_the_history_is_the_leg_that_was_answered),
     scenario(reconciliation.test_the_books_balance_after_random_movements, seed=7, operations=80),
+    # Overdraft limits: the conditional debit, the group function and a limit change.
+    scenario(overdraft.test_staff_set_a_limit_and_the_account_may_go_down_to_it, role=Role.TELLER),
+    scenario(overdraft.test_a_limit_can_be_lowered_to_what_the_account_uses_but_not_below),
+    scenario(overdraft.test_a_change_is_audited_and_the_same_limit_again_changes_nothing),
+    scenario(overdraft.test_credits_and_transfers_into_an_overdrawn_account_repay_it),
+    scenario(overdraft.test_a_batch_uses_the_limit_item_by_item),
+    scenario(overdraft.test_a_command_applied_later_uses_the_limit_of_then),
+    scenario(overdraft.test_concurrent_debits_stop_exactly_at_the_limit),
+    scenario(overdraft.test_lowering_the_limit_while_debits_race_never_leaves_a_balance_below_it),
     # Groups: what PostgreSQL decides in one call must match the reference decisions.
     *[
         scenario(getattr(groups, name))

@@ -144,6 +144,18 @@ class MemoryLedgerStore:
     async def get_balance(self, account_id: UUID) -> Balance | None:
         return self.books.balances.get(account_id)
 
+    async def set_overdraft_limit(
+        self, account_id: UUID, limit: Decimal, at: datetime
+    ) -> Balance | None:
+        balance = self.books.balances.get(account_id)
+        if balance is None or min(balance.available_balance, balance.current_balance) < -limit:
+            return None
+        updated = replace(
+            balance, overdraft_limit=limit, version=balance.version + 1, last_updated=at
+        )
+        self.books.balances[account_id] = updated
+        return updated
+
     async def get_owner(self, user_id: UUID) -> Owner | None:
         return self.books.owners.get(user_id)
 
@@ -155,7 +167,7 @@ class MemoryLedgerStore:
         self, account_id: UUID, amount: Decimal, at: datetime
     ) -> BalanceAfter | None:
         balance = self.books.balances.get(account_id)
-        if balance is None or balance.available_balance < amount:
+        if balance is None or balance.available_balance + balance.overdraft_limit < amount:
             return None
         return self._set(balance, -amount, at)
 
@@ -435,7 +447,8 @@ class MemoryLedgerStore:
             if (
                 balance.current_balance != (legs_total or _ZERO)
                 or balance.available_balance != balance.current_balance
-                or balance.available_balance < _ZERO
+                or min(balance.available_balance, balance.current_balance)
+                < -balance.overdraft_limit
             ):
                 found.append(
                     AccountMismatch(

@@ -94,6 +94,7 @@ def encode(account: Account, balance: Balance) -> str:
                 "available_balance": str(balance.available_balance),
                 "version": balance.version,
                 "last_updated": balance.last_updated.isoformat(),
+                "overdraft_limit": str(balance.overdraft_limit),
             },
         },
         separators=(",", ":"),
@@ -120,6 +121,8 @@ def decode(payload: str | bytes) -> tuple[Account, Balance]:
         available_balance=Decimal(b["available_balance"]),
         version=int(b["version"]),
         last_updated=datetime.fromisoformat(b["last_updated"]),
+        # Entries cached before overdraft limits existed had none.
+        overdraft_limit=Decimal(b.get("overdraft_limit", "0.00")),
     )
     return account, balance
 

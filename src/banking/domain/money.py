@@ -51,8 +51,16 @@ def parse_amount(raw: object) -> Decimal:
     Accepts ``"12.50"``, ``12`` and JSON number lexemes (kept as text by the REST door). Rejects
     floats, booleans, exponents, signs, NaN and Infinity, zero, and anything at or above 10^16.
     """
+    amount = parse_non_negative(raw, "amount")
+    if amount <= 0:
+        raise ValidationFailed("amount must be greater than zero", field="amount")
+    return amount
+
+
+def parse_non_negative(raw: object, field: str) -> Decimal:
+    """``parse_amount``'s rules, zero allowed: a limit (an overdraft limit of 0 is none)."""
     if isinstance(raw, bool | float):
-        raise ValidationFailed("amount must be a decimal string or integer", field="amount")
+        raise ValidationFailed(f"{field} must be a decimal string or integer", field=field)
     if isinstance(raw, int):
         text = str(raw)
     elif isinstance(raw, Decimal):
@@ -60,31 +68,29 @@ def parse_amount(raw: object) -> Decimal:
     elif isinstance(raw, str):
         text = raw.strip()
     else:
-        raise ValidationFailed("amount must be a decimal string", field="amount")
+        raise ValidationFailed(f"{field} must be a decimal string", field=field)
     if text.startswith("-"):
-        raise ValidationFailed("amount must be greater than zero", field="amount")
+        raise ValidationFailed(f"{field} must not be negative", field=field)
     if not _DECIMAL_TEXT.fullmatch(text):
         raise ValidationFailed(
-            'amount must be plain decimal notation such as "10.00"', field="amount"
+            f'{field} must be plain decimal notation such as "10.00"', field=field
         )
     try:
         amount = Decimal(text)
     except InvalidOperation as error:  # the regex makes this unreachable; kept as a guard
-        raise ValidationFailed("amount is not a number", field="amount") from error
-    if amount <= 0:
-        raise ValidationFailed("amount must be greater than zero", field="amount")
+        raise ValidationFailed(f"{field} is not a number", field=field) from error
     if amount >= AMOUNT_LIMIT_EXCLUSIVE:
-        raise ValidationFailed("amount must be below 10^16", field="amount")
+        raise ValidationFailed(f"{field} must be below 10^16", field=field)
     return amount
 
 
-def check_amount_for_currency(amount: Decimal, currency: str) -> Decimal:
+def check_amount_for_currency(amount: Decimal, currency: str, field: str = "amount") -> Decimal:
     """Return ``amount`` quantized to the currency's minor digits, refusing extra precision."""
     digits = minor_digits(currency)
     exponent = amount.normalize().as_tuple().exponent
     if isinstance(exponent, int) and -exponent > digits:
         raise ValidationFailed(
-            f"amount has more than {digits} decimal places for {currency}", field="amount"
+            f"{field} has more than {digits} decimal places for {currency}", field=field
         )
     return amount.quantize(Decimal(1).scaleb(-2))
 

@@ -50,6 +50,8 @@ class Balance:
     available_balance: Decimal
     version: int
     last_updated: datetime
+    # How far below zero the balances may go (an account product, set by staff; 0: none).
+    overdraft_limit: Decimal = Decimal("0.00")
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +296,7 @@ class StaffActionType(StrEnum):
     USER_CREATED = "user_created"
     ACCOUNT_FROZEN = "account_frozen"
     ACCOUNT_UNFROZEN = "account_unfrozen"
+    OVERDRAFT_LIMIT_SET = "overdraft_limit_set"
     HOLD_RELEASED = "hold_released"
     HOLD_REJECTED = "hold_rejected"
     WEBHOOK_CREATED = "webhook_created"

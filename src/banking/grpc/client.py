@@ -133,6 +133,7 @@ class BalanceInfo:
     available_balance: Decimal
     version: int
     last_updated: datetime
+    overdraft_limit: Decimal
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +253,14 @@ class BankingClient:
     async def get_balance(self, account_id: UUID | str) -> BalanceInfo:
         request = accounts_pb2.GetBalanceRequest(account_id=str(account_id))
         return balance_info(await self._unary(self._accounts.GetBalance, request))
+
+    async def set_overdraft_limit(
+        self, account_id: UUID | str, overdraft_limit: Decimal | str
+    ) -> BalanceInfo:
+        request = accounts_pb2.SetOverdraftLimitRequest(
+            account_id=str(account_id), overdraft_limit=str(overdraft_limit)
+        )
+        return balance_info(await self._unary(self._accounts.SetOverdraftLimit, request))
 
     async def list_transactions(
         self,

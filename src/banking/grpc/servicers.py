@@ -206,6 +206,15 @@ class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
             await self._statements.statement(current_actor(), account_id, period_from, period_to)
         )
 
+    async def SetOverdraftLimit(
+        self, request: accounts_pb2.SetOverdraftLimitRequest, context: Context
+    ) -> accounts_pb2.Balance:
+        account_id = _uuid(request.account_id, "account_id")
+        balance = await self._accounts.set_overdraft_limit(
+            current_actor(), account_id, request.overdraft_limit, trace_id=_trace_id()
+        )
+        return balance_message(balance)
+
     async def ListTransactions(
         self, request: accounts_pb2.ListTransactionsRequest, context: Context
     ) -> accounts_pb2.ListTransactionsResponse:

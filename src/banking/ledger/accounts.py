@@ -10,7 +10,12 @@ from uuid import UUID, uuid4
 
 from banking.domain.clock import utc_now
 from banking.domain.errors import AccountNotFound, InvariantViolated, ValidationFailed
-from banking.domain.money import normalize_currency
+from banking.domain.money import (
+    check_amount_for_currency,
+    format_amount,
+    normalize_currency,
+    parse_non_negative,
+)
 from banking.domain.records import Account, Balance, StaffAction, StaffActionType
 from banking.domain.roles import Actor, Role
 from banking.ledger.access import require_manages_accounts, require_visible
@@ -28,6 +33,7 @@ ACCOUNT_TYPES = frozenset({"checking", "savings", "business", "loan"})
 ACCOUNT_NUMBER_DIGITS = 11  # plus one Luhn check digit
 ACCOUNT_NUMBER_ATTEMPTS_MAX = 10
 ACCOUNTS_LISTED_MAX = 500
+OVERDRAFT_LIMIT_FIELD = "overdraft_limit"
 
 
 def luhn_check_digit(digits: str) -> str:
@@ -241,6 +247,55 @@ class AccountService:
             return updated
 
         return await self._unit_of_work.run(work)
+
+    async def set_overdraft_limit(
+        self, actor: Actor, account_id: UUID, limit: object, *, trace_id: str | None = None
+    ) -> Balance:
+        """Set how far below zero the account's balances may go (tellers and admins; 0 for
+        none). A limit below what the account already uses is refused and changes nothing.
+        A change is audited (``staff.overdraft_limit_set``) in the same transaction; setting
+        the limit it already has changes and audits nothing."""
+        require_manages_accounts(actor)
+        parsed = parse_non_negative(limit, OVERDRAFT_LIMIT_FIELD)
+
+        async def work(store: LedgerStore) -> Balance:
+            account = require_visible(actor, await store.get_account(account_id))
+            amount = check_amount_for_currency(parsed, account.currency, OVERDRAFT_LIMIT_FIELD)
+            before = await store.get_balance(account_id)
+            if before is None:
+                raise InvariantViolated(f"account {account_id} has no balance row")
+            if before.overdraft_limit == amount:
+                return before
+            now = utc_now()
+            updated = await store.set_overdraft_limit(account_id, amount, now)
+            if updated is None:
+                raise ValidationFailed(
+                    f"the balance ({format_amount(before.available_balance)}) is below the "
+                    f"new limit's floor (-{format_amount(amount)})",
+                    field="overdraft_limit",
+                )
+            await store.add_events(
+                [
+                    StaffAction(
+                        action_id=uuid4(),
+                        action=StaffActionType.OVERDRAFT_LIMIT_SET,
+                        actor=actor,
+                        created_at=now,
+                        trace_id=trace_id,
+                        account_id=account_id,
+                        user_id=account.customer_id,
+                        details={
+                            "overdraft_limit": format_amount(amount),
+                            "previous": format_amount(before.overdraft_limit),
+                        },
+                    )
+                ]
+            )
+            return updated
+
+        balance = await self._unit_of_work.run(work)
+        await self._balance_cache.invalidate_many([account_id])
+        return balance
 
     async def balance(self, actor: Actor, account_id: UUID) -> Balance:
         """The balance to show, through the balance cache (never used to decide money). The

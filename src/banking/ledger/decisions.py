@@ -6,8 +6,9 @@ as stored. The rules (DESIGN.md section 4):
 - the account exists and the actor may act on it (another customer's account is not found);
 - the currency is the account's;
 - an inactive account declines (``ACCOUNT_INACTIVE``, stored as a failed leg);
-- a debit or transfer takes money only if that much is available: the store's conditional
-  update decides, so no concurrency can overdraw (``INSUFFICIENT_FUNDS``, a failed leg);
+- a debit or transfer takes money only if that much is available, down to minus the
+  account's overdraft limit: the store's conditional update decides, so no concurrency can
+  overdraw (``INSUFFICIENT_FUNDS``, a failed leg);
 - a transfer locks both balances in account-id order first, and moves money, never makes it;
 - a balance never reaches 10^16 (refused as a validation error; nothing is stored);
 - a decline is recorded while its account's balance row is locked, like a movement that

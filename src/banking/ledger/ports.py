@@ -9,7 +9,7 @@ invalidation) wrap it with the same Protocol instead of subclassing it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from decimal import Decimal
@@ -83,6 +83,13 @@ class LedgerStore(Protocol):
     ) -> None: ...
 
     async def get_balance(self, account_id: UUID) -> Balance | None: ...
+    async def set_overdraft_limit(
+        self, account_id: UUID, limit: Decimal, at: datetime
+    ) -> Balance | None:
+        """Set how far below zero the account's balances may go, and bump the balance's
+        version; None (nothing changed) when a balance is already below ``-limit``."""
+        ...
+
     async def get_owner(self, user_id: UUID) -> Owner | None: ...
 
     # --- money ---
@@ -336,6 +343,10 @@ class BalanceCache(Protocol):
         self, account_id: UUID, load: Callable[[], Awaitable[tuple[Account, Balance]]]
     ) -> tuple[Account, Balance]: ...
 
+    async def invalidate_many(self, account_ids: Iterable[UUID]) -> None:
+        """Drop these accounts' entries (after a committed change that moved no money)."""
+        ...
+
 
 class NoBalanceCache:
     """No cache: every read loads."""
@@ -344,6 +355,9 @@ class NoBalanceCache:
         self, account_id: UUID, load: Callable[[], Awaitable[tuple[Account, Balance]]]
     ) -> tuple[Account, Balance]:
         return await load()
+
+    async def invalidate_many(self, account_ids: Iterable[UUID]) -> None:
+        pass
 
 
 class MovementsDecorator:

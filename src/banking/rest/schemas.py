@@ -39,6 +39,7 @@ from banking.domain.money import (
     format_amount,
     normalize_currency,
     parse_amount,
+    parse_non_negative,
 )
 from banking.domain.records import (
     Account,
@@ -168,6 +169,26 @@ MoneyText = Annotated[
         description="Exact decimal amount with two decimal places.",
     ),
 ]
+
+# A balance may be below zero, down to its account's overdraft limit.
+BalanceText = Annotated[
+    str,
+    BeforeValidator(_money_text),
+    Field(
+        examples=["900.00"],
+        pattern=r"^-?[0-9]+\.[0-9]{2}$",
+        description="Exact decimal balance with two decimal places; below zero only within "
+        "the account's overdraft limit.",
+    ),
+]
+
+
+def _limit(value: Any) -> Decimal:
+    try:
+        return parse_non_negative(value, "overdraft_limit")
+    except ValidationFailed as error:
+        raise ValueError(error.message) from error
+
 
 _RFC3339 = re.compile(
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
@@ -396,6 +417,31 @@ class AccountCreateBody(_Request):
     )
 
 
+class OverdraftLimitBody(_Request):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"overdraft_limit": "500.00"}]})
+
+    overdraft_limit: Annotated[
+        Decimal,
+        BeforeValidator(_limit),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "string", "pattern": r"^[0-9]{1,16}(\.[0-9]{1,2}0{0,18})?$"},
+                    {
+                        "type": "number",
+                        "minimum": 0,
+                        "exclusiveMaximum": int(AMOUNT_LIMIT_EXCLUSIVE),
+                        "multipleOf": 0.01,
+                    },
+                ],
+                "examples": ["500.00"],
+                "description": "How far below zero the balances may go, 0 for not at all; "
+                "at most the currency's minor digits.",
+            }
+        ),
+    ]
+
+
 class AccountPatchBody(_Request):
     model_config = ConfigDict(json_schema_extra={"examples": [{"is_active": False}]})
 
@@ -513,6 +559,7 @@ _BALANCE_EXAMPLE: dict[str, Any] = {
     "available_balance": "900.00",
     "version": 3,
     "last_updated": EXAMPLE_TIME,
+    "overdraft_limit": "0.00",
 }
 
 
@@ -547,10 +594,13 @@ class BalanceRead(_RecordBody):
 
     account_id: UUID
     currency: Currency
-    current_balance: MoneyText
-    available_balance: MoneyText
+    current_balance: BalanceText
+    available_balance: BalanceText
     version: int = Field(description="Increments on every change; the ETag of the balance.")
     last_updated: datetime
+    overdraft_limit: MoneyText = Field(
+        description="How far below zero the balances may go (0.00: not at all); set by staff."
+    )
 
 
 class AccountCreated(AccountRead):
@@ -722,7 +772,7 @@ class MovementRead(TransactionRead):
         "balance_version": "balance_version_after",
     }
 
-    available_balance: MoneyText
+    available_balance: BalanceText
     balance_version: int
 
     @classmethod
@@ -889,7 +939,7 @@ class TransactionPage(BaseModel):
 
 
 class StatementLineRead(TransactionRead):
-    running_balance: MoneyText = Field(description="The account's balance right after this leg.")
+    running_balance: BalanceText = Field(description="The account's balance right after this leg.")
 
 
 _STATEMENT_EXAMPLE: dict[str, Any] = {
@@ -919,8 +969,8 @@ class StatementRead(BaseModel):
     currency: Currency
     period_from: datetime = Field(alias="from", serialization_alias="from")
     period_to: datetime = Field(alias="to", serialization_alias="to")
-    opening_balance: MoneyText
-    closing_balance: MoneyText
+    opening_balance: BalanceText
+    closing_balance: BalanceText
     credits_total: MoneyText = Field(description="Credits and incoming transfers of the period.")
     debits_total: MoneyText = Field(description="Debits and outgoing transfers of the period.")
     count: int = Field(ge=0, description="How many legs the period has.")

@@ -90,7 +90,7 @@ _APPLY_DEBIT = (
     update(balances)
     .where(
         balances.c.account_id == bindparam("p_account_id"),
-        balances.c.available_balance >= bindparam("p_amount"),
+        balances.c.available_balance + balances.c.overdraft_limit >= bindparam("p_amount"),
     )
     .values(
         current_balance=balances.c.current_balance - bindparam("p_amount"),
@@ -260,12 +260,28 @@ class SqlLedgerStore:
                 balances.c.available_balance,
                 balances.c.version,
                 balances.c.last_updated,
+                balances.c.overdraft_limit,
             )
             .join(accounts, accounts.c.account_id == balances.c.account_id)
             .where(balances.c.account_id == account_id)
         )
         row = result.first()
         return Balance(*row) if row else None
+
+    async def set_overdraft_limit(
+        self, account_id: UUID, limit: Decimal, at: datetime
+    ) -> Balance | None:
+        result = await self.connection.execute(
+            update(balances)
+            .where(
+                balances.c.account_id == account_id,
+                balances.c.available_balance + limit >= _ZERO,
+                balances.c.current_balance + limit >= _ZERO,
+            )
+            .values(overdraft_limit=limit, version=balances.c.version + 1, last_updated=at)
+            .returning(balances.c.account_id)
+        )
+        return await self.get_balance(account_id) if result.first() else None
 
     async def get_owner(self, user_id: UUID) -> Owner | None:
         result = await self.connection.execute(
@@ -676,7 +692,8 @@ class SqlLedgerStore:
                 or_(
                     balances.c.current_balance != func.coalesce(legs.c.legs_total, _ZERO),
                     balances.c.available_balance != balances.c.current_balance,
-                    balances.c.available_balance < _ZERO,
+                    balances.c.available_balance < -balances.c.overdraft_limit,
+                    balances.c.current_balance < -balances.c.overdraft_limit,
                 )
             )
             .limit(limit)

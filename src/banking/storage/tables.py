@@ -68,8 +68,13 @@ balances = Table(
     Column("available_balance", Money, nullable=False),
     Column("last_updated", UTCDateTime, nullable=False),
     Column("version", BigInteger, nullable=False),
-    CheckConstraint("available_balance >= 0", name="available_not_negative"),
-    CheckConstraint("current_balance >= 0", name="current_not_negative"),
+    # An account product: how far below zero both balances may go (DESIGN.md invariant 2, "no
+    # balance goes below its limit"). On the balance row, so that the conditional debit reads
+    # it in the row it locks and a limit change waits for that lock (migration 0007).
+    Column("overdraft_limit", Money, nullable=False, server_default="0"),
+    CheckConstraint("overdraft_limit >= 0", name="overdraft_limit_not_negative"),
+    CheckConstraint("available_balance >= -overdraft_limit", name="available_within_limit"),
+    CheckConstraint("current_balance >= -overdraft_limit", name="current_within_limit"),
 )
 
 # The idempotency key's unique index (its violation is how a duplicate is recognised).

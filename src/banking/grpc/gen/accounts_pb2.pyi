@@ -321,6 +321,7 @@ class Balance(_message.Message):
     AVAILABLE_BALANCE_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     LAST_UPDATED_FIELD_NUMBER: _builtins.int
+    OVERDRAFT_LIMIT_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     currency: _builtins.str
     current_balance: _builtins.str
@@ -329,6 +330,8 @@ class Balance(_message.Message):
     """decimal string"""
     version: _builtins.int
     last_updated: _builtins.str
+    overdraft_limit: _builtins.str
+    """decimal string; the balances may go down to minus this"""
     def __init__(
         self,
         *,
@@ -338,14 +341,38 @@ class Balance(_message.Message):
         available_balance: _builtins.str = ...,
         version: _builtins.int = ...,
         last_updated: _builtins.str = ...,
+        overdraft_limit: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "available_balance", b"available_balance", "currency", b"currency", "current_balance", b"current_balance", "last_updated", b"last_updated", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "available_balance", b"available_balance", "currency", b"currency", "current_balance", b"current_balance", "last_updated", b"last_updated", "overdraft_limit", b"overdraft_limit", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Balance: _TypeAlias = Balance  # noqa: Y015
+
+@_typing.final
+class SetOverdraftLimitRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_ID_FIELD_NUMBER: _builtins.int
+    OVERDRAFT_LIMIT_FIELD_NUMBER: _builtins.int
+    account_id: _builtins.str
+    overdraft_limit: _builtins.str
+    """decimal string, zero or more"""
+    def __init__(
+        self,
+        *,
+        account_id: _builtins.str = ...,
+        overdraft_limit: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "overdraft_limit", b"overdraft_limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetOverdraftLimitRequest: _TypeAlias = SetOverdraftLimitRequest  # noqa: Y015
 
 @_typing.final
 class ListTransactionsRequest(_message.Message):

@@ -54,6 +54,11 @@ class AccountServiceStub:
                 request_serializer=banking_dot_v1_dot_accounts__pb2.GetBalanceRequest.SerializeToString,
                 response_deserializer=banking_dot_v1_dot_accounts__pb2.Balance.FromString,
                 _registered_method=True)
+        self.SetOverdraftLimit = channel.unary_unary(
+                '/banking.v1.AccountService/SetOverdraftLimit',
+                request_serializer=banking_dot_v1_dot_accounts__pb2.SetOverdraftLimitRequest.SerializeToString,
+                response_deserializer=banking_dot_v1_dot_accounts__pb2.Balance.FromString,
+                _registered_method=True)
         self.ListTransactions = channel.unary_unary(
                 '/banking.v1.AccountService/ListTransactions',
                 request_serializer=banking_dot_v1_dot_accounts__pb2.ListTransactionsRequest.SerializeToString,
@@ -106,6 +111,14 @@ class AccountServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetOverdraftLimit(self, request, context):
+        """How far below zero the balances may go (tellers and admins; "0" for not at all). A limit
+        the account already uses more than is refused (INVALID_ARGUMENT) and changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListTransactions(self, request, context):
         """History, newest first, with cursor pagination and filters.
         """
@@ -152,6 +165,11 @@ def add_AccountServiceServicer_to_server(servicer, server):
             'GetBalance': grpc.unary_unary_rpc_method_handler(
                     servicer.GetBalance,
                     request_deserializer=banking_dot_v1_dot_accounts__pb2.GetBalanceRequest.FromString,
+                    response_serializer=banking_dot_v1_dot_accounts__pb2.Balance.SerializeToString,
+            ),
+            'SetOverdraftLimit': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetOverdraftLimit,
+                    request_deserializer=banking_dot_v1_dot_accounts__pb2.SetOverdraftLimitRequest.FromString,
                     response_serializer=banking_dot_v1_dot_accounts__pb2.Balance.SerializeToString,
             ),
             'ListTransactions': grpc.unary_unary_rpc_method_handler(
@@ -277,6 +295,33 @@ class AccountService:
             target,
             '/banking.v1.AccountService/GetBalance',
             banking_dot_v1_dot_accounts__pb2.GetBalanceRequest.SerializeToString,
+            banking_dot_v1_dot_accounts__pb2.Balance.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetOverdraftLimit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/banking.v1.AccountService/SetOverdraftLimit',
+            banking_dot_v1_dot_accounts__pb2.SetOverdraftLimitRequest.SerializeToString,
             banking_dot_v1_dot_accounts__pb2.Balance.FromString,
             options,
             channel_credentials,

@@ -46,6 +46,10 @@ class AccountServiceStub:
     GetAccount: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.GetAccountRequest, _accounts_pb2.Account]
     GetBalance: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.GetBalanceRequest, _accounts_pb2.Balance]
     """Current and available balance; `version` changes with every movement."""
+    SetOverdraftLimit: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.SetOverdraftLimitRequest, _accounts_pb2.Balance]
+    """How far below zero the balances may go (tellers and admins; "0" for not at all). A limit
+    the account already uses more than is refused (INVALID_ARGUMENT) and changes nothing.
+    """
     ListTransactions: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.ListTransactionsRequest, _accounts_pb2.ListTransactionsResponse]
     """History, newest first, with cursor pagination and filters."""
     WatchBalance: _grpc.UnaryStreamMultiCallable[_accounts_pb2.WatchBalanceRequest, _accounts_pb2.Balance]
@@ -75,6 +79,10 @@ class AccountServiceAsyncStub(AccountServiceStub):
     GetAccount: _aio.UnaryUnaryMultiCallable[_accounts_pb2.GetAccountRequest, _accounts_pb2.Account]  # type: ignore[assignment]
     GetBalance: _aio.UnaryUnaryMultiCallable[_accounts_pb2.GetBalanceRequest, _accounts_pb2.Balance]  # type: ignore[assignment]
     """Current and available balance; `version` changes with every movement."""
+    SetOverdraftLimit: _aio.UnaryUnaryMultiCallable[_accounts_pb2.SetOverdraftLimitRequest, _accounts_pb2.Balance]  # type: ignore[assignment]
+    """How far below zero the balances may go (tellers and admins; "0" for not at all). A limit
+    the account already uses more than is refused (INVALID_ARGUMENT) and changes nothing.
+    """
     ListTransactions: _aio.UnaryUnaryMultiCallable[_accounts_pb2.ListTransactionsRequest, _accounts_pb2.ListTransactionsResponse]  # type: ignore[assignment]
     """History, newest first, with cursor pagination and filters."""
     WatchBalance: _aio.UnaryStreamMultiCallable[_accounts_pb2.WatchBalanceRequest, _accounts_pb2.Balance]  # type: ignore[assignment]
@@ -125,6 +133,16 @@ class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_accounts_pb2.Balance, _abc.Awaitable[_accounts_pb2.Balance]]:
         """Current and available balance; `version` changes with every movement."""
+
+    @_abc_1.abstractmethod
+    def SetOverdraftLimit(
+        self,
+        request: _accounts_pb2.SetOverdraftLimitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.Balance, _abc.Awaitable[_accounts_pb2.Balance]]:
+        """How far below zero the balances may go (tellers and admins; "0" for not at all). A limit
+        the account already uses more than is refused (INVALID_ARGUMENT) and changes nothing.
+        """
 
     @_abc_1.abstractmethod
     def ListTransactions(

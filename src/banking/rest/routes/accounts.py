@@ -24,6 +24,7 @@ from banking.rest.schemas import (
     BalanceRead,
     CreationIdempotencyKey,
     DateTimeQuery,
+    OverdraftLimitBody,
     StatementLineRead,
     StatementRead,
     TransactionPage,
@@ -173,6 +174,27 @@ async def update_account(
         actor, account_id, is_active=body.is_active, trace_id=trace_id_of(request)
     )
     return AccountRead.of(account)
+
+
+@router.put(
+    "/{account_id}/overdraft-limit",
+    response_model=BalanceRead,
+    responses=responses(*_READ_ERRORS, E.FORBIDDEN),
+)
+async def set_overdraft_limit(
+    account_id: UUID,
+    body: OverdraftLimitBody,
+    actor: CurrentActor,
+    container: ContainerDep,
+    request: Request,
+) -> BalanceRead:
+    """Set how far below zero the account's balances may go (tellers and admins; `0` for
+    not at all). A limit the account already uses more than is refused (422) and changes
+    nothing. The balance's version (its ETag) increases."""
+    balance = await container.accounts.set_overdraft_limit(
+        actor, account_id, body.overdraft_limit, trace_id=trace_id_of(request)
+    )
+    return BalanceRead.of(balance)
 
 
 @router.get(
