@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from decimal import Decimal
 from uuid import uuid4
 
@@ -20,6 +21,7 @@ from banking.domain.roles import Role
 from tests.ledger.test_groups import completed
 from tests.ledger.world import CREDIT, DEBIT, TRANSFER, Path, ask, last_command, make_world, request
 from tests.support.ledger import Core
+from tests.support.memory_store import MemoryUnitOfWork
 
 
 @pytest.mark.parametrize("role", [Role.TELLER, Role.ADMIN])
@@ -238,3 +240,23 @@ async def test_lowering_the_limit_while_debits_race_never_leaves_a_balance_below
     assert balance.available_balance >= -balance.overdraft_limit
     assert balance.current_balance >= -balance.overdraft_limit
     assert (await core.reconcile()).clean
+
+
+async def test_reconcile_reports_a_balance_below_its_limit(
+    core: Core, memory: MemoryUnitOfWork
+) -> None:
+    world = await make_world(core)
+    await core.accounts.set_overdraft_limit(world.teller, world.usd.account_id, "40.00")
+    await core.movements.debit(world.alice, request(DEBIT, world.usd, "120.00"))
+    assert (await core.reconcile()).clean
+    usd = world.usd.account_id
+
+    # What the database's checks refuse: the limit lowered under what the account uses.
+    memory.books.balances[usd] = replace(
+        memory.books.balances[usd], overdraft_limit=Decimal("10.00")
+    )
+
+    assert (await core.reconcile()).problems == [
+        f"account {usd}: current -20.00, available -20.00, sum of completed legs -20.00, "
+        "below its overdraft limit 10.00"
+    ]

@@ -274,7 +274,10 @@ def split_available_from_current(memory: MemoryUnitOfWork, scene: Scene) -> list
 def make_a_balance_negative(memory: MemoryUnitOfWork, scene: Scene) -> list[str]:
     bob = scene.world.usd_bob.account_id
     _balance(memory, bob, current=Decimal("-5.00"), available=Decimal("-5.00"))
-    return [f"account {bob}: current -5.00, available -5.00, sum of completed legs 30.00"]
+    return [
+        f"account {bob}: current -5.00, available -5.00, sum of completed legs 30.00, "
+        "below its overdraft limit 0.00"
+    ]
 
 
 def lose_a_completed_debit(memory: MemoryUnitOfWork, scene: Scene) -> list[str]:

@@ -456,6 +456,7 @@ class MemoryLedgerStore:
                         balance.current_balance,
                         balance.available_balance,
                         legs_total,
+                        balance.overdraft_limit,
                     )
                 )
         return found[:limit]

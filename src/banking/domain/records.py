@@ -352,3 +352,4 @@ class AccountMismatch:
     current_balance: Decimal
     available_balance: Decimal
     legs_total: Decimal | None
+    overdraft_limit: Decimal

@@ -24,7 +24,8 @@ class ReconcileReport:
 
 async def reconcile(unit_of_work: UnitOfWork) -> ReconcileReport:
     """Per currency, balances equal completed credits minus debits and transfers net to zero;
-    per account, the balance equals the signed sum of its completed legs; no balance below 0;
+    per account, the balance equals the signed sum of its completed legs; no balance below
+    minus its overdraft limit;
     every completed transfer leg has a completed partner of the same amount."""
     report = ReconcileReport()
     async with unit_of_work.read() as store:
@@ -56,9 +57,11 @@ async def reconcile(unit_of_work: UnitOfWork) -> ReconcileReport:
         if sent != received:
             report.problems.append(f"{currency}: transfers out {sent} != transfers in {received}")
     for row in mismatched_accounts:
+        below = min(row.current_balance, row.available_balance) < -row.overdraft_limit
         report.problems.append(
             f"account {row.account_id}: current {row.current_balance}, available "
             f"{row.available_balance}, sum of completed legs {row.legs_total or _ZERO}"
+            + (f", below its overdraft limit {row.overdraft_limit}" if below else "")
         )
     for transaction_id in unmatched_legs:
         report.problems.append(f"transfer leg {transaction_id} has no matching partner leg")

@@ -686,6 +686,7 @@ class SqlLedgerStore:
                 balances.c.current_balance,
                 balances.c.available_balance,
                 legs.c.legs_total,
+                balances.c.overdraft_limit,
             )
             .select_from(balances.outerjoin(legs, legs.c.account_id == balances.c.account_id))
             .where(
