@@ -135,3 +135,30 @@ async def test_an_unknown_account_is_404_and_changes_nothing(
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "ACCOUNT_NOT_FOUND"
     assert await bank.snapshot() == before
+
+
+async def test_statements_and_past_balances_show_an_overdrawn_account(
+    bank: Bank, staff: dict[str, str]
+) -> None:
+    customer_id, customer = await bank.user(Role.CUSTOMER)
+    account_id = await bank.account(customer_id, staff, funded="10.00")
+    await bank.client.put(limit_path(account_id), json={"overdraft_limit": "50"}, headers=staff)
+    assert (await debit(bank, account_id, "30.00", customer)).status_code == 200
+    period = {"from": "2000-01-01T00:00:00Z", "to": "2999-01-01T00:00:00Z"}
+
+    statement = await bank.client.get(
+        f"/api/v1/accounts/{account_id}/statement", params=period, headers=customer
+    )
+    past = await bank.client.get(
+        f"/api/v1/accounts/{account_id}/balance",
+        params={"as_of": period["to"]},
+        headers=customer,
+    )
+
+    assert statement.status_code == 200, statement.text
+    body = statement.json()
+    assert (body["opening_balance"], body["closing_balance"]) == ("0.00", "-20.00")
+    assert [line["running_balance"] for line in body["transactions"]] == ["10.00", "-20.00"]
+    assert past.status_code == 200, past.text
+    assert past.json()["available_balance"] == "-20.00"
+    assert past.json()["overdraft_limit"] == "50.00"

@@ -177,7 +177,8 @@ class StatementService:
 
     async def balance_as_of(self, actor: Actor, account_id: UUID, as_of: datetime) -> Balance:
         """The balance from the completed legs created at or before ``as_of``; its version is
-        the balance version right after the last of them (1, the opening, when none)."""
+        the balance version right after the last of them (1, the opening, when none); its
+        overdraft limit is the account's limit now (limits keep no history)."""
         at = _required_utc(as_of, "as_of")
 
         async def read(store: LedgerStore) -> Balance:
@@ -187,7 +188,10 @@ class StatementService:
             if last is not None and last.balance_version_after is not None:
                 version = last.balance_version_after
             updated = account.created_at if last is None else last.created_at
-            return Balance(account_id, account.currency, total, total, version, updated)
+            # Limits keep no history: the limit shown is the account's limit now.
+            now = await store.get_balance(account_id)
+            limit = now.overdraft_limit if now is not None else Decimal("0.00")
+            return Balance(account_id, account.currency, total, total, version, updated, limit)
 
         return await self._unit_of_work.read_may_lag(actor.user_id, read)
 
