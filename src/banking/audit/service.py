@@ -18,7 +18,7 @@ from uuid import UUID
 from banking.audit import store
 from banking.domain.errors import BankingError, ValidationFailed
 from banking.domain.roles import Actor
-from banking.ledger.history import in_utc
+from banking.ledger.history import in_utc, page_size_within
 from banking.storage.database import Database
 
 CURSOR_PREFIX: Final = "audit:"
@@ -154,11 +154,9 @@ class AuditService:
     ) -> AuditPage:
         """One page of the audit trail, newest first."""
         require_audit_reader(actor)
-        size = self.page_size_default if page_size is None else page_size
-        if not 1 <= size <= self.page_size_max:
-            raise ValidationFailed(
-                f"page_size must be between 1 and {self.page_size_max}", field="page_size"
-            )
+        size = page_size_within(
+            page_size, default=self.page_size_default, maximum=self.page_size_max
+        )
         time_from = in_utc(audit_filter.time_from, "from")
         time_to = in_utc(audit_filter.time_to, "to")
         if time_from is not None and time_to is not None and time_from >= time_to:

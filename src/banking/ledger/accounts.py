@@ -26,7 +26,7 @@ from banking.ledger.creation_keys import (
     check_key,
     require_same,
 )
-from banking.ledger.history import decode_cursor
+from banking.ledger.history import decode_cursor, page_size_within
 from banking.ledger.ports import BalanceCache, LedgerStore, NoBalanceCache, UnitOfWork
 
 ACCOUNT_TYPES = frozenset({"checking", "savings", "business", "loan"})
@@ -197,11 +197,9 @@ class AccountService:
     ) -> AccountPage:
         """One page of ``list``, oldest first, keyset-paginated like the history: pass the
         previous page's ``next_cursor`` to get the next one."""
-        size = self.page_size_default if page_size is None else page_size
-        if not 1 <= size <= self.page_size_max:
-            raise ValidationFailed(
-                f"page_size must be between 1 and {self.page_size_max}", field="page_size"
-            )
+        size = page_size_within(
+            page_size, default=self.page_size_default, maximum=self.page_size_max
+        )
         after = decode_cursor(cursor) if cursor else None
         customer_id = None if actor.reads_everything else actor.user_id
         async with self._unit_of_work.read() as store:

@@ -44,6 +44,22 @@ def in_utc(moment: datetime | None, field: str) -> datetime | None:
         raise ValidationFailed(f"{field} is out of range", field=field) from error
 
 
+def page_size_within(page_size: int | None, *, default: int, maximum: int) -> int:
+    """The size of a page: ``default`` when none is asked for; ``ValidationFailed`` (field
+    ``page_size``) outside 1 to ``maximum``."""
+    size = default if page_size is None else page_size
+    if not 1 <= size <= maximum:
+        raise ValidationFailed(f"page_size must be between 1 and {maximum}", field="page_size")
+    return size
+
+
+def newest_first_page(legs: list[Transaction], size: int) -> HistoryPage:
+    """A page of at most ``size`` legs from a read of ``size + 1``: the extra one only says
+    that a next page exists (its cursor is the page's last leg)."""
+    page = legs[:size]
+    return HistoryPage(page, encode_cursor(page[-1]) if len(legs) > size and page else None)
+
+
 class HistoryService:
     def __init__(
         self, unit_of_work: UnitOfWork, *, page_size_default: int, page_size_max: int
@@ -61,11 +77,9 @@ class HistoryService:
         cursor: str | None = None,
         page_size: int | None = None,
     ) -> HistoryPage:
-        size = self.page_size_default if page_size is None else page_size
-        if not 1 <= size <= self.page_size_max:
-            raise ValidationFailed(
-                f"page_size must be between 1 and {self.page_size_max}", field="page_size"
-            )
+        size = page_size_within(
+            page_size, default=self.page_size_default, maximum=self.page_size_max
+        )
         after = decode_cursor(cursor) if cursor else None
         history = replace(
             history,
@@ -78,7 +92,4 @@ class HistoryService:
             return await store.list_transactions(account_id, history, after=after, limit=size + 1)
 
         # History may be slightly behind (a replica), never behind the caller's own writes.
-        legs = await self._unit_of_work.read_may_lag(actor.user_id, read)
-        has_more = len(legs) > size
-        legs = legs[:size]
-        return HistoryPage(legs, encode_cursor(legs[-1]) if has_more and legs else None)
+        return newest_first_page(await self._unit_of_work.read_may_lag(actor.user_id, read), size)

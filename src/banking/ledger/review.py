@@ -29,7 +29,6 @@ from banking.domain.errors import (
     Forbidden,
     TransactionNotFound,
     TransactionNotHeld,
-    ValidationFailed,
 )
 from banking.domain.records import (
     Command,
@@ -50,7 +49,7 @@ from banking.domain.roles import Actor, Role
 from banking.ledger.checks import check_movement
 from banking.ledger.commands import current_actor, reject_command
 from banking.ledger.decisions import DECISIONS
-from banking.ledger.history import decode_cursor, encode_cursor
+from banking.ledger.history import decode_cursor, encode_cursor, page_size_within
 from banking.ledger.ports import LedgerStore, UnitOfWork
 from banking.ledger.recording import failed, journal_entry
 
@@ -290,10 +289,7 @@ class ReviewService:
 
     async def queue(self, actor: Actor, *, cursor: str | None, page_size: int) -> HeldPage:
         require_queue_reader(actor)
-        if not 1 <= page_size <= self.page_size_max:
-            raise ValidationFailed(
-                f"page_size must be between 1 and {self.page_size_max}", field="page_size"
-            )
+        page_size_within(page_size, default=page_size, maximum=self.page_size_max)
         after = decode_cursor(cursor) if cursor else None
         async with self._unit_of_work.read() as store:
             legs = await store.held_legs(after=after, limit=page_size + 1)

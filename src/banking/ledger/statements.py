@@ -28,7 +28,7 @@ from banking.domain.records import (
 from banking.domain.roles import Actor
 from banking.ledger.access import require_visible
 from banking.ledger.checks import REFERENCE_ID_LENGTH_MAX
-from banking.ledger.history import decode_cursor, encode_cursor, in_utc
+from banking.ledger.history import decode_cursor, in_utc, newest_first_page, page_size_within
 from banking.ledger.ports import LedgerStore, UnitOfWork
 
 _ZERO = Decimal("0.00")
@@ -139,11 +139,9 @@ class StatementService:
     ) -> HistoryPage:
         """Legs across accounts, newest first. A customer sees only legs of their own
         accounts (another customer's ``account_id``: not found); staff see every leg."""
-        size = self.page_size_default if page_size is None else page_size
-        if not 1 <= size <= self.page_size_max:
-            raise ValidationFailed(
-                f"page_size must be between 1 and {self.page_size_max}", field="page_size"
-            )
+        size = page_size_within(
+            page_size, default=self.page_size_default, maximum=self.page_size_max
+        )
         reference = search.reference_id
         if reference is not None and not 1 <= len(reference) <= REFERENCE_ID_LENGTH_MAX:
             raise ValidationFailed(
@@ -170,10 +168,7 @@ class StatementService:
                 require_visible(actor, await store.get_account(search.account_id))
             return await store.search_transactions(search, owner=owner, after=after, limit=size + 1)
 
-        legs = await self._unit_of_work.read_may_lag(actor.user_id, read)
-        has_more = len(legs) > size
-        legs = legs[:size]
-        return HistoryPage(legs, encode_cursor(legs[-1]) if has_more and legs else None)
+        return newest_first_page(await self._unit_of_work.read_may_lag(actor.user_id, read), size)
 
     async def balance_as_of(self, actor: Actor, account_id: UUID, as_of: datetime) -> Balance:
         """The balance from the completed legs created at or before ``as_of``; its version is

@@ -24,6 +24,7 @@ from banking.domain.errors import BankingError, ValidationFailed
 from banking.domain.records import StaffAction, StaffActionType
 from banking.domain.roles import Actor, Role
 from banking.events.outbox import staff_action_event
+from banking.ledger.history import page_size_within
 from banking.notifications import store
 from banking.notifications.model import (
     EVENT_TYPES,
@@ -221,11 +222,9 @@ class WebhookService:
         page_size: int | None = None,
     ) -> DeliveryPage:
         """A webhook's deliveries, newest first, each with every attempt."""
-        size = page_size or DELIVERY_PAGE_SIZE_DEFAULT
-        if not 1 <= size <= self._page_size_max:
-            raise ValidationFailed(
-                f"page_size must be between 1 and {self._page_size_max}", field="page_size"
-            )
+        size = page_size_within(
+            page_size or None, default=DELIVERY_PAGE_SIZE_DEFAULT, maximum=self._page_size_max
+        )
         before = decode_cursor(cursor) if cursor is not None else None
         async with self._database.read() as connection:
             await self._visible(connection, actor, webhook_id)

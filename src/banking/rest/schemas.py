@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Annotated, Any, ClassVar, Literal, Self
 from uuid import UUID
 
-from fastapi import Header
+from fastapi import Header, Query
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -206,6 +206,19 @@ def _rfc3339(value: Any) -> Any:
 
 
 DateTimeQuery = Annotated[datetime, BeforeValidator(_rfc3339)]
+
+# The ``cursor`` query parameter of every paged list: the previous page's ``next_cursor``.
+CURSOR_QUERY_LENGTH_MAX = 200
+CursorQuery = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=CURSOR_QUERY_LENGTH_MAX,
+        description="`next_cursor` of the previous page (opaque).",
+        json_schema_extra={"pattern": "^[A-Za-z0-9_-]+$"},
+        examples=[EXAMPLE_CURSOR],
+    ),
+]
 
 # --- requests ---------------------------------------------------------------------------
 

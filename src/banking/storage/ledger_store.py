@@ -31,6 +31,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql import Select
 
 from banking.domain.errors import ReferenceAlreadyUsed
 from banking.domain.money import AMOUNT_LIMIT_EXCLUSIVE
@@ -408,6 +409,12 @@ class SqlLedgerStore:
             query = query.where(transactions.c.transaction_type == history.transaction_type.value)
         if history.status is not None:
             query = query.where(transactions.c.status == history.status.value)
+        return await self._newest_first(query, after, limit)
+
+    async def _newest_first(
+        self, query: Select[Any], after: tuple[datetime, UUID] | None, limit: int
+    ) -> list[Transaction]:
+        """``query``'s legs newest first, from after the keyset cursor ``after``."""
         if after is not None:
             created_at, transaction_id = after
             query = query.where(
@@ -562,21 +569,7 @@ class SqlLedgerStore:
             query = query.where(transactions.c.created_at >= search.created_from)
         if search.created_to is not None:
             query = query.where(transactions.c.created_at < search.created_to)
-        if after is not None:
-            created_at, transaction_id = after
-            query = query.where(
-                or_(
-                    transactions.c.created_at < created_at,
-                    and_(
-                        transactions.c.created_at == created_at,
-                        transactions.c.transaction_id < transaction_id,
-                    ),
-                )
-            )
-        query = query.order_by(
-            transactions.c.created_at.desc(), transactions.c.transaction_id.desc()
-        ).limit(limit)
-        return [transaction_of_row(row) for row in await self.connection.execute(query)]
+        return await self._newest_first(query, after, limit)
 
     async def completed_balance(
         self, account_id: UUID, *, at: datetime

@@ -15,7 +15,6 @@ from banking.rest.openapi import body_link, header, link, responses
 from banking.rest.routes import Route
 from banking.rest.schemas import (
     EXAMPLE_ACCOUNT_NUMBER,
-    EXAMPLE_CURSOR,
     AccountCreateBody,
     AccountCreated,
     AccountList,
@@ -23,6 +22,7 @@ from banking.rest.schemas import (
     AccountRead,
     BalanceRead,
     CreationIdempotencyKey,
+    CursorQuery,
     DateTimeQuery,
     OverdraftLimitBody,
     StatementLineRead,
@@ -124,16 +124,7 @@ async def list_accounts(
             examples=[EXAMPLE_ACCOUNT_NUMBER],
         ),
     ] = None,
-    cursor: Annotated[
-        str | None,
-        Query(
-            min_length=1,
-            max_length=200,
-            description="`next_cursor` of the previous page (opaque).",
-            json_schema_extra={"pattern": "^[A-Za-z0-9_-]+$"},
-            examples=[EXAMPLE_CURSOR],
-        ),
-    ] = None,
+    cursor: CursorQuery = None,
     page_size: Annotated[
         int | None,
         Query(ge=1, description="Accounts per page (500 when absent; at most PAGE_SIZE_MAX)."),
@@ -271,16 +262,7 @@ async def list_account_transactions(
     actor: CurrentActor,
     container: ContainerDep,
     request: Request,
-    cursor: Annotated[
-        str | None,
-        Query(
-            min_length=1,
-            max_length=200,
-            description="`next_cursor` of the previous page (opaque).",
-            json_schema_extra={"pattern": "^[A-Za-z0-9_-]+$"},
-            examples=[EXAMPLE_CURSOR],
-        ),
-    ] = None,
+    cursor: CursorQuery = None,
     page_size: Annotated[int | None, Query(ge=1, description="Legs per page.")] = None,
     created_from: Annotated[
         DateTimeQuery | None,

@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from banking.audit.service import (
     ACTOR_LENGTH_MAX,
-    CURSOR_LENGTH_MAX,
     EVENT_TYPE_LENGTH_MAX,
     AuditFilter,
     AuditRecord,
@@ -24,7 +23,13 @@ from banking.rest.dependencies import ContainerDep, CurrentActor
 from banking.rest.errors import ErrorCode
 from banking.rest.openapi import responses
 from banking.rest.routes import Route
-from banking.rest.schemas import EXAMPLE_ACCOUNT_ID, EXAMPLE_TIME, DateTimeQuery, printable
+from banking.rest.schemas import (
+    EXAMPLE_ACCOUNT_ID,
+    EXAMPLE_TIME,
+    CursorQuery,
+    DateTimeQuery,
+    printable,
+)
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"], route_class=Route)
 E = ErrorCode
@@ -150,15 +155,7 @@ async def list_audit_records(
             max_length=EVENT_TYPE_LENGTH_MAX,
         ),
     ] = None,
-    cursor: Annotated[
-        str | None,
-        Query(
-            min_length=1,
-            max_length=CURSOR_LENGTH_MAX,
-            description="`next_cursor` of the previous page (opaque).",
-            json_schema_extra={"pattern": "^[A-Za-z0-9_-]+$"},
-        ),
-    ] = None,
+    cursor: CursorQuery = None,
     page_size: Annotated[
         int | None, Query(ge=1, description="Records per page (at most PAGE_SIZE_MAX).")
     ] = None,

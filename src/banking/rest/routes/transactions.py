@@ -30,12 +30,12 @@ from banking.rest.errors import ErrorCode
 from banking.rest.openapi import header, link, responses
 from banking.rest.routes import Route
 from banking.rest.schemas import (
-    EXAMPLE_CURSOR,
     BatchBody,
     BatchCredit,
     BatchDebit,
     BatchRead,
     BatchTransfer,
+    CursorQuery,
     DateTimeQuery,
     DebitCreditBody,
     HeldPage,
@@ -359,14 +359,7 @@ async def list_transactions(
         DateTimeQuery | None,
         Query(alias="to", description="Legs created before this time (RFC 3339)."),
     ] = None,
-    cursor: Annotated[
-        str | None,
-        Query(
-            max_length=200,
-            description="`next_cursor` of the previous page (opaque).",
-            examples=[EXAMPLE_CURSOR],
-        ),
-    ] = None,
+    cursor: CursorQuery = None,
     page_size: Annotated[int | None, Query(ge=1, description="Legs per page.")] = None,
 ) -> HeldPage:
     """The lookup of legs across accounts (a customer sees only their own), or with

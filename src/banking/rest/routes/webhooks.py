@@ -27,7 +27,7 @@ from banking.rest.dependencies import ContainerDep, CurrentActor
 from banking.rest.errors import ErrorCode
 from banking.rest.openapi import header, link, responses
 from banking.rest.routes import Route
-from banking.rest.schemas import EXAMPLE_CUSTOMER_ID, EXAMPLE_TIME
+from banking.rest.schemas import EXAMPLE_CUSTOMER_ID, EXAMPLE_TIME, CursorQuery
 
 router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"], route_class=Route)
 E = ErrorCode
@@ -288,15 +288,7 @@ async def list_webhook_deliveries(
     webhook_id: UUID,
     actor: CurrentActor,
     container: ContainerDep,
-    cursor: Annotated[
-        str | None,
-        Query(
-            min_length=1,
-            max_length=200,
-            description="`next_cursor` of the previous page (opaque).",
-            json_schema_extra={"pattern": "^[A-Za-z0-9_-]+$"},
-        ),
-    ] = None,
+    cursor: CursorQuery = None,
     page_size: Annotated[
         int | None, Query(ge=1, description="Deliveries per page (at most PAGE_SIZE_MAX).")
     ] = None,
