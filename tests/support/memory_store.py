@@ -37,7 +37,7 @@ from banking.domain.records import (
 )
 from banking.ledger.creation_keys import CreationKey
 from banking.ledger.groups import Decided, GroupItem, decide_each
-from banking.ledger.statements import TransactionSearch
+from banking.ledger.statements import TransactionSearch, signed
 
 T = TypeVar("T")
 _ZERO = Decimal("0.00")
@@ -400,11 +400,7 @@ class MemoryLedgerStore:
         self, account_id: UUID, *, at: datetime
     ) -> tuple[Decimal, Transaction | None]:
         legs = [leg for leg in self._completed_of(account_id) if leg.created_at <= at]
-        incoming = (TransactionType.CREDIT, TransactionType.TRANSFER_IN)
-        total = sum(
-            (leg.amount if leg.transaction_type in incoming else -leg.amount for leg in legs),
-            _ZERO,
-        )
+        total = sum((signed(leg) for leg in legs), _ZERO)
         return total, (legs[-1] if legs else None)
 
     async def completed_legs(
@@ -437,10 +433,7 @@ class MemoryLedgerStore:
     async def account_mismatches(self, limit: int) -> list[AccountMismatch]:
         sums: dict[UUID, Decimal] = {}
         for leg in self._completed():
-            incoming = leg.transaction_type in (TransactionType.CREDIT, TransactionType.TRANSFER_IN)
-            sums[leg.account_id] = sums.get(leg.account_id, _ZERO) + (
-                leg.amount if incoming else -leg.amount
-            )
+            sums[leg.account_id] = sums.get(leg.account_id, _ZERO) + signed(leg)
         found = []
         for balance in self.books.balances.values():
             legs_total = sums.get(balance.account_id)

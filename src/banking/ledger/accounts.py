@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
@@ -26,7 +25,7 @@ from banking.ledger.creation_keys import (
     check_key,
     require_same,
 )
-from banking.ledger.history import decode_cursor, page_size_within
+from banking.ledger.history import decode_cursor, keyset_cursor, page_size_within
 from banking.ledger.ports import BalanceCache, LedgerStore, NoBalanceCache, UnitOfWork
 
 ACCOUNT_TYPES = frozenset({"checking", "savings", "business", "loan"})
@@ -75,9 +74,8 @@ class AccountPage:
 
 
 def encode_account_cursor(account: Account) -> str:
-    """The same opaque form as the history's cursor (``history.decode_cursor`` reads it)."""
-    raw = f"{account.created_at.isoformat()}|{account.account_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    """The history's cursor form (``history.decode_cursor`` reads it)."""
+    return keyset_cursor(account.created_at, account.account_id)
 
 
 class AccountService:

@@ -15,9 +15,15 @@ from banking.ledger.access import require_visible
 from banking.ledger.ports import LedgerStore, UnitOfWork
 
 
-def encode_cursor(leg: Transaction) -> str:
-    raw = f"{leg.created_at.isoformat()}|{leg.transaction_id}".encode()
+def keyset_cursor(created_at: datetime, record_id: UUID) -> str:
+    """The opaque cursor after a record of a list ordered by (time, id): ``decode_cursor``
+    reads it back."""
+    raw = f"{created_at.isoformat()}|{record_id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def encode_cursor(leg: Transaction) -> str:
+    return keyset_cursor(leg.created_at, leg.transaction_id)
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, UUID]:

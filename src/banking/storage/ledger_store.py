@@ -87,6 +87,19 @@ _LOCK_BALANCES = (
     .order_by(balances.c.account_id)
     .with_for_update()
 )
+# What a completed leg did to its account's balance (``statements.signed`` in SQL).
+_SIGNED_AMOUNT = type_coerce(
+    case(
+        (
+            transactions.c.transaction_type.in_(
+                [TransactionType.CREDIT.value, TransactionType.TRANSFER_IN.value]
+            ),
+            transactions.c.amount,
+        ),
+        else_=-transactions.c.amount,
+    ),
+    Money,
+)
 _APPLY_DEBIT = (
     update(balances)
     .where(
@@ -579,19 +592,7 @@ class SqlLedgerStore:
             transactions.c.status == TransactionStatus.COMPLETED.value,
             transactions.c.created_at <= at,
         )
-        signed = type_coerce(
-            case(
-                (
-                    transactions.c.transaction_type.in_(
-                        [TransactionType.CREDIT.value, TransactionType.TRANSFER_IN.value]
-                    ),
-                    transactions.c.amount,
-                ),
-                else_=-transactions.c.amount,
-            ),
-            Money,
-        )
-        summed = select(type_coerce(func.sum(signed), Money)).where(completed)
+        summed = select(type_coerce(func.sum(_SIGNED_AMOUNT), Money)).where(completed)
         total = (await self.connection.execute(summed)).scalar_one_or_none()
         last_row = (
             await self.connection.execute(
@@ -656,17 +657,7 @@ class SqlLedgerStore:
         return {(currency, kind): total for currency, kind, total in result}
 
     async def account_mismatches(self, limit: int) -> list[AccountMismatch]:
-        signed = func.sum(
-            case(
-                (
-                    transactions.c.transaction_type.in_(
-                        [TransactionType.CREDIT.value, TransactionType.TRANSFER_IN.value]
-                    ),
-                    transactions.c.amount,
-                ),
-                else_=-transactions.c.amount,
-            )
-        )
+        signed = func.sum(_SIGNED_AMOUNT)
         legs = (
             select(transactions.c.account_id, signed.label("legs_total"))
             .where(transactions.c.status == TransactionStatus.COMPLETED.value)
