@@ -64,6 +64,9 @@ LEG = Transaction(
     available_balance_after=Decimal("0.10"),
     balance_version_after=7,
     hold_reason="fraud score 0.9500 (new_counterparty)",
+    metadata={"order_id": "42", "channel": "web"},
+    reverses_transaction_id=UUID("8f1c1b8e-9a38-4a2e-8d8c-0f5b1f3c2a10"),
+    hold_id=UUID("9f1c1b8e-9a38-4a2e-8d8c-0f5b1f3c2a10"),
 )
 BARE_LEG = replace(
     LEG,
@@ -77,6 +80,9 @@ BARE_LEG = replace(
     available_balance_after=None,
     balance_version_after=None,
     hold_reason=None,
+    metadata={},
+    reverses_transaction_id=None,
+    hold_id=None,
 )
 ACCOUNT = Account(
     account_id=LEG.account_id,
@@ -87,6 +93,7 @@ ACCOUNT = Account(
     is_active=True,
     created_at=CREATED,
     updated_at=CREATED + timedelta(days=1),
+    metadata={"branch": "north"},
 )
 BALANCE = Balance(
     account_id=LEG.account_id,
@@ -276,7 +283,7 @@ FORMATS = [
             event_format.value,
             Transaction,
             _kafka(outbox.EVENT_TRANSACTION_COMPLETED, outbox.transaction_payload, event_format),
-            schemas.TRANSACTION_V1.wire_names,
+            schemas.TRANSACTION_V3.wire_names,
         )
         for event_format in EventFormat
     ],
@@ -342,6 +349,8 @@ def _other(value: object) -> object:
         return UUID(int=value.int ^ 1)
     if isinstance(value, datetime):
         return value + timedelta(seconds=1, microseconds=1)
+    if isinstance(value, Mapping):
+        return {**value, "other": "value"}
     raise TypeError(f"no other value for {value!r}: extend _other")
 
 
@@ -436,7 +445,15 @@ LEG_COLUMNS = [
 def test_the_leg_schema_gives_the_published_event_and_export_schemas() -> None:
     event = [("timestamp", TIME) if name == "created_at" else (name, t) for name, t in LEG_COLUMNS]
     assert _columns(*event) == schemas.TRANSACTION_SCHEMA_V1
-    assert _columns(*LEG_COLUMNS, ("available_balance_after", MONEY)) == statements.HISTORY_SCHEMA
+    links = [("reverses_transaction_id", TEXT), ("hold_id", TEXT)]
+    v3 = _columns(*event, ("metadata", TEXT), *links)
+    assert v3 == schemas.TRANSACTION_SCHEMA_V3
+    assert schemas.TRANSACTION_SCHEMA_V3.field("metadata").metadata == {
+        b"encoding": b"application/json"
+    }
+    labels = ("metadata", pa.map_(TEXT, TEXT))
+    history = _columns(*LEG_COLUMNS, ("available_balance_after", MONEY), labels, *links)
+    assert history == statements.HISTORY_SCHEMA
     assert (
         _columns(
             ("account_id", TEXT),
@@ -461,6 +478,8 @@ def _same(wire: object, value: object) -> bool:
         return type(value)(wire) is value
     if isinstance(value, Decimal):
         return isinstance(wire, Decimal) and wire == value
+    if isinstance(value, Mapping):  # Arrow reads a map back as its (key, value) pairs
+        return dict(wire) == value  # type: ignore[call-overload]
     return wire == value
 
 

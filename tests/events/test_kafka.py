@@ -168,7 +168,7 @@ async def test_debit_event_reaches_kafka_and_decodes_exactly(kbank: Bank, prefix
     assert event.headers["content-type"] == ARROW_BATCH_CONTENT_TYPE
     assert event.headers["ce_type"] == "transaction.completed"
     assert event.headers["ce_specversion"] == "1.0"
-    assert event.headers["ce_dataschema"] == "urn:banking:schema:transaction.v2"
+    assert event.headers["ce_dataschema"] == "urn:banking:schema:transaction.v3"
     assert event.headers["ce_subject"] == account_id
     assert envelope.trace_id_of(event.headers["traceparent"]) == "ab" * 16
     uuid.UUID(event.headers["ce_id"])
@@ -176,11 +176,13 @@ async def test_debit_event_reaches_kafka_and_decodes_exactly(kbank: Bank, prefix
         event.value,
         content_type=ARROW_BATCH_CONTENT_TYPE,
         event_type="transaction.completed",
-        schema_version=2,
+        schema_version=3,
     )
     assert fields["transaction_id"] == transaction_id
     assert fields["status"] == "completed"
     assert fields["amount"] == Decimal("100.10")
+    assert fields["metadata"] == "{}"  # a debit without labels
+    assert fields["reverses_transaction_id"] is None and fields["hold_id"] is None
     balances = await consume(
         kafka_bootstrap(),
         topics.ACCOUNT_BALANCES,

@@ -23,7 +23,9 @@ from banking.events.serialization import (
 )
 
 CURRENT = outbox.TRANSACTION_SCHEMA_VERSION
-TRANSACTION = {
+BALANCE_CURRENT = outbox.BALANCE_SCHEMA_VERSION
+COMMAND_CURRENT = outbox.COMMAND_SCHEMA_VERSION
+TRANSACTION_V2 = {
     "transaction_id": "6f1c1b8e-9a38-4a2e-8d8c-0f5b1f3c2a10",
     "account_id": "0d4f5b3e-1c2a-4e7f-9b8d-3a2c1e0f9d8b",
     "transaction_type": "debit",
@@ -36,6 +38,14 @@ TRANSACTION = {
     "related_transaction_id": None,
     "failure_code": None,
 }
+# v3 adds the leg's metadata (JSON text) and its reversal and hold links.
+TRANSACTION = {
+    **TRANSACTION_V2,
+    "metadata": '{"channel":"web","order_id":"42"}',
+    "reverses_transaction_id": "7f1c1b8e-9a38-4a2e-8d8c-0f5b1f3c2a10",
+    "hold_id": None,
+}
+PAYLOADS = {1: TRANSACTION_V2, 2: TRANSACTION_V2, 3: TRANSACTION}
 COMMAND = {
     "transaction_id": "6f1c1b8e-9a38-4a2e-8d8c-0f5b1f3c2a10",
     "command": "transfer",
@@ -50,16 +60,25 @@ COMMAND = {
 }
 
 
-@pytest.mark.parametrize("version", [1, CURRENT])
+@pytest.mark.parametrize("version", sorted(PAYLOADS))
 @pytest.mark.parametrize("event_format", list(EventFormat))
 def test_round_trip_keeps_amounts_and_times_exact(event_format: EventFormat, version: int) -> None:
-    value, content_type = encode("transaction.completed", version, TRANSACTION, event_format)
+    payload = PAYLOADS[version]
+    value, content_type = encode("transaction.completed", version, payload, event_format)
     fields = decode(
         value, content_type=content_type, event_type="transaction.completed", schema_version=version
     )
     assert fields["amount"] == Decimal("9999999999999999.99")
     assert fields["timestamp"] == datetime(2026, 11, 25, 12, 0, 0, 123456, tzinfo=UTC)
-    assert payload_text(fields) == TRANSACTION
+    assert payload_text(fields) == payload
+
+
+def test_v3_adds_metadata_and_links_to_v2s_columns() -> None:
+    v2, v3 = (registry.by_id(f"transaction.v{version}") for version in (2, 3))
+    assert v2 is not None and v3 is not None
+    assert v3.schema.names == [*v2.schema.names, "metadata", "reverses_transaction_id", "hold_id"]
+    with pytest.raises(UndecodableEvent, match="does not fit"):  # a v2 payload is not v3
+        encode("transaction.completed", 3, TRANSACTION_V2, EventFormat.ARROW)
 
 
 def test_arrow_v2_is_the_record_batch_alone_read_with_the_published_schema() -> None:
@@ -72,8 +91,9 @@ def test_arrow_v2_is_the_record_batch_alone_read_with_the_published_schema() -> 
     assert batch.schema.field("amount").type == pa.decimal128(18, 2)
     assert batch.schema.field("timestamp").type == pa.timestamp("us", tz="UTC")
     assert batch.to_pylist()[0]["amount"] == Decimal("9999999999999999.99")
-    stream, _ = encode("transaction.completed", 1, TRANSACTION, EventFormat.ARROW)
-    assert len(value) < len(stream) * 0.65  # the schema is no longer in every message
+    stream, _ = encode("transaction.completed", 1, TRANSACTION_V2, EventFormat.ARROW)
+    batch_v2, _ = encode("transaction.completed", 2, TRANSACTION_V2, EventFormat.ARROW)
+    assert len(batch_v2) < len(stream) * 0.65  # the schema is no longer in every message
 
 
 def test_arrow_v1_is_still_the_self_describing_stream() -> None:
@@ -84,7 +104,7 @@ def test_arrow_v1_is_still_the_self_describing_stream() -> None:
     assert table.num_rows == 1
 
 
-@pytest.mark.parametrize("version", [1, CURRENT])
+@pytest.mark.parametrize("version", [1, COMMAND_CURRENT])
 @pytest.mark.parametrize("event_format", list(EventFormat))
 def test_commands_round_trip_with_their_requester(event_format: EventFormat, version: int) -> None:
     value, content_type = encode("transaction.submitted", version, COMMAND, event_format)
@@ -95,7 +115,7 @@ def test_commands_round_trip_with_their_requester(event_format: EventFormat, ver
 
 
 def test_a_batch_without_a_known_version_is_read_with_the_current_schema() -> None:
-    value, content_type = encode("balance.updated", CURRENT, _BALANCE, EventFormat.ARROW)
+    value, content_type = encode("balance.updated", BALANCE_CURRENT, _BALANCE, EventFormat.ARROW)
     assert decode(value, content_type=content_type, event_type="balance.updated")["version"] == 7
 
 
@@ -115,27 +135,34 @@ def test_every_event_type_has_a_schema_in_every_version_and_unknown_ones_are_ref
     }
     assert set(registry.CURRENT_VERSIONS) == framed_as_streams_in_v1 | batches_from_v1
     for event_type, current in registry.CURRENT_VERSIONS.items():
-        assert current == (2 if event_type in framed_as_streams_in_v1 else 1)
+        expected = {"transaction": CURRENT, "balance": BALANCE_CURRENT, "command": COMMAND_CURRENT}
+        family = registry.lookup(event_type)
+        assert family is not None
+        default = 2 if event_type in framed_as_streams_in_v1 else 1
+        assert current == expected.get(family.name, default)
         found = [registry.lookup(event_type, version) for version in range(1, current + 1)]
         assert all(entry is not None for entry in found)
         assert registry.lookup(event_type, current + 1) is None
         assert found[-1] is not None and found[-1].framing is registry.Framing.RECORD_BATCH
     with pytest.raises(UndecodableEvent):
-        encode("transaction.completed", 3, TRANSACTION, EventFormat.ARROW)
+        encode("transaction.completed", CURRENT + 1, TRANSACTION, EventFormat.ARROW)
     value, _ = encode("transaction.completed", CURRENT, TRANSACTION, EventFormat.ARROW)
     with pytest.raises(UndecodableEvent, match="no schema"):
         decode(
             value,
             content_type=ARROW_BATCH_CONTENT_TYPE,
             event_type="transaction.completed",
-            schema_version=3,
+            schema_version=CURRENT + 1,
         )
 
 
 def test_an_amount_with_more_decimals_than_the_schema_is_refused_not_rounded() -> None:
     with pytest.raises(UndecodableEvent, match="does not fit"):
         encode(
-            "balance.updated", CURRENT, {**_BALANCE, "current_balance": "1.005"}, EventFormat.ARROW
+            "balance.updated",
+            BALANCE_CURRENT,
+            {**_BALANCE, "current_balance": "1.005"},
+            EventFormat.ARROW,
         )
 
 
@@ -176,7 +203,7 @@ def test_garbage_is_undecodable(value: bytes, content_type: str) -> None:
 
 
 def test_a_batch_of_the_wrong_schema_is_undecodable() -> None:
-    balance, _ = encode("balance.updated", CURRENT, _BALANCE, EventFormat.ARROW)
+    balance, _ = encode("balance.updated", BALANCE_CURRENT, _BALANCE, EventFormat.ARROW)
     with pytest.raises(UndecodableEvent, match="columns"):
         decode(balance, content_type=ARROW_BATCH_CONTENT_TYPE, event_type="transaction.completed")
 

@@ -30,7 +30,7 @@ from banking.events.schemas import (
     HELD_SCHEMA_V1,
     MONEY,
     TIME,
-    TRANSACTION_SCHEMA_V1,
+    TRANSACTION_SCHEMA_V3,
 )
 from banking.events.serialization import JSON_CONTENT_TYPE, UndecodableEvent, decode
 from banking.events.transport import Message
@@ -68,7 +68,7 @@ DATASETS: Final = (
             outbox.EVENT_TRANSACTION_FAILED,
             outbox.EVENT_TRANSACTION_REJECTED,
         ),
-        _with_envelope(TRANSACTION_SCHEMA_V1),
+        _with_envelope(TRANSACTION_SCHEMA_V3),
     ),
     Dataset("balances", (outbox.EVENT_BALANCE_UPDATED,), _with_envelope(BALANCE_SCHEMA_V1)),
     Dataset("fraud_alerts", (outbox.EVENT_FRAUD_ALERT,), _with_envelope(FRAUD_ALERT_SCHEMA_V1)),

@@ -6,7 +6,8 @@ Every door and every format converts from these through one mapping each (see
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -40,6 +41,9 @@ class Account:
     is_active: bool
     created_at: datetime
     updated_at: datetime
+    # The caller's own labels (a bounded string map, validated by ``ledger.checks``). Left out
+    # of the hash (a dict has none); equality still compares it.
+    metadata: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +79,13 @@ class Transaction:
     balance_version_after: int | None
     # Why a pending leg waits for a reviewer (its command was held by the fraud detector).
     hold_reason: str | None = None
+    # The caller's own labels (a bounded string map; both legs of a transfer carry it). Left out
+    # of the hash (a dict has none); equality still compares it.
+    metadata: Mapping[str, str] = field(default_factory=dict, hash=False)
+    # The initiating leg this leg reverses (a reversal's legs); None otherwise.
+    reverses_transaction_id: UUID | None = None
+    # The hold this leg captures (a capture's legs); None otherwise.
+    hold_id: UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,8 @@
 Payloads are JSON text with amounts as decimal strings; the relay turns them into the Arrow or
 JSON wire format (``events.serialization``). Event types and schema versions are fixed here:
 v2 has the columns of v1 and frames Arrow values as a record batch alone, the schema
-published once (``events.registry``).
+published once (``events.registry``); the transaction event v3 adds a leg's metadata and its
+reversal and hold links (older versions stay readable).
 
 Each record has one payload mapping: ``transaction_payload`` (a leg) and ``balance_payload``
 follow the columns of ``events.schemas`` (the same ones the Arrow encoding uses), and
@@ -39,9 +40,9 @@ from banking.domain.records import (
 )
 from banking.domain.roles import SYSTEM_ACTOR_NAME, Actor
 from banking.events import topics
-from banking.events.schemas import BALANCE_V1, TRANSACTION_V1
+from banking.events.schemas import BALANCE_V1, TRANSACTION_V3
 
-TRANSACTION_SCHEMA_VERSION: Final = 2
+TRANSACTION_SCHEMA_VERSION: Final = 3
 BALANCE_SCHEMA_VERSION: Final = 2
 EVENT_TRANSACTION_COMPLETED: Final = "transaction.completed"
 EVENT_TRANSACTION_FAILED: Final = "transaction.failed"
@@ -72,8 +73,8 @@ def _row(
 
 
 def transaction_payload(leg: Transaction) -> dict[str, Any]:
-    """The payload of a leg's transaction event (the columns of schema v1, also v2's)."""
-    return TRANSACTION_V1.text_row(leg)
+    """The payload of a leg's transaction event (the columns of schema v3)."""
+    return TRANSACTION_V3.text_row(leg)
 
 
 def balance_payload(balance: Balance) -> dict[str, Any]:
@@ -198,8 +199,11 @@ def rejection_event(command: Command, code: str, message: str) -> dict[str, Any]
         "status": TransactionStatus.FAILED,
         "related_transaction_id": None,
         "failure_code": code,
+        "metadata": {},
+        "reverses_transaction_id": None,
+        "hold_id": None,
     }
-    payload = {**TRANSACTION_V1.text_row(leg), "failure_reason": message}
+    payload = {**TRANSACTION_V3.text_row(leg), "failure_reason": message}
     return _row(
         topic=topics.TRANSACTIONS_FAILED,
         key=_account_of(command),

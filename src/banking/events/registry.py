@@ -6,9 +6,12 @@ how an Arrow value is framed:
 
 - **v1**: a one-row Arrow IPC *stream* per message, the schema inside every message
   (``application/vnd.apache.arrow.stream``). Still read, no longer written.
-- **v2** (current): the same columns, the IPC record batch message alone
+- **v2**: the same columns, the IPC record batch message alone
   (``application/vnd.apache.arrow.recordbatch``, ``events.arrow_ipc``): a reader needs the
   schema, found by the schema id. The JSON encoding is the same in both versions.
+- **transaction v3** (current): v2's framing, and three columns more: the leg's ``metadata``
+  (a string map) and its ``reverses_transaction_id`` and ``hold_id`` links. A reader of v2
+  sees none of them; a reader of v3 reads v1 and v2 events with an empty map and no links.
 
 The schemas that came later (fraud alerts, held commands, notifications, staff actions) were
 framed as record batches from their v1.
@@ -42,6 +45,7 @@ from banking.events.schemas import (
     NOTIFICATION_SCHEMA_V1,
     STAFF_ACTION_SCHEMA_V1,
     TRANSACTION_SCHEMA_V1,
+    TRANSACTION_SCHEMA_V3,
 )
 from banking.events.transport import Message
 
@@ -158,8 +162,13 @@ _TRANSACTION_EVENTS: Final = (
     outbox.EVENT_TRANSACTION_REJECTED,
 )
 # name -> (columns, event types, current version); every version from 1 to it is readable.
-_FAMILIES: Final = {
-    "transaction": (TRANSACTION_SCHEMA_V1, _TRANSACTION_EVENTS, outbox.TRANSACTION_SCHEMA_VERSION),
+# Columns are one schema for every version, or {first version: schema} where they changed.
+_FAMILIES: Final[dict[str, tuple[pa.Schema | dict[int, pa.Schema], tuple[str, ...], int]]] = {
+    "transaction": (
+        {1: TRANSACTION_SCHEMA_V1, 3: TRANSACTION_SCHEMA_V3},
+        _TRANSACTION_EVENTS,
+        outbox.TRANSACTION_SCHEMA_VERSION,
+    ),
     "balance": (BALANCE_SCHEMA_V1, (outbox.EVENT_BALANCE_UPDATED,), outbox.BALANCE_SCHEMA_VERSION),
     "command": (
         COMMAND_SCHEMA_V1,
@@ -185,11 +194,25 @@ _FAMILIES: Final = {
 }
 _STREAMED_V1: Final = frozenset({"transaction", "balance", "command"})
 
+
+def _columns_at(columns: pa.Schema | dict[int, pa.Schema], version: int) -> pa.Schema:
+    """A family's columns in ``version``: those of the latest change at or before it."""
+    if isinstance(columns, pa.Schema):
+        return columns
+    return columns[max(first for first in columns if first <= version)]
+
+
 SCHEMAS: Final[dict[str, EventSchema]] = {
     entry.schema_id: entry
     for name, (columns, event_types, current) in _FAMILIES.items()
     for entry in (
-        EventSchema(name, version, columns, event_types, streamed_v1=name in _STREAMED_V1)
+        EventSchema(
+            name,
+            version,
+            _columns_at(columns, version),
+            event_types,
+            streamed_v1=name in _STREAMED_V1,
+        )
         for version in range(1, current + 1)
     )
 }

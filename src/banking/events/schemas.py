@@ -7,7 +7,8 @@ derived the same way from ``BALANCE_SCHEMA``. Both the JSON payloads of those ev
 (``events/outbox.py``) and their Arrow encoding (``events/serialization.py``) follow these
 columns, so the two encodings cannot disagree on a name or a type. Schema v2 of the events
 has exactly these columns (it changed how Arrow values are framed, see ``events.registry``),
-so the ``*_V1`` names below are the columns of v1 and v2 alike.
+so the ``*_V1`` names below are the columns of v1 and v2 alike. The transaction event v3
+(``TRANSACTION_V3``) adds a leg's metadata and its reversal and hold links.
 
 Amounts are ``decimal128(18,2)`` (text with two decimal places in JSON), timestamps
 microseconds UTC (ISO 8601 in JSON), identifiers and enum values strings.
@@ -15,6 +16,7 @@ microseconds UTC (ISO 8601 in JSON), identifiers and enum values strings.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Mapping
 from decimal import Decimal
 from enum import Enum
@@ -25,6 +27,14 @@ import pyarrow as pa
 
 MONEY: Final = pa.decimal128(18, 2)
 TIME: Final = pa.timestamp("us", tz="UTC")
+# A string map (metadata): a map in Arrow, an object in JSON, never null (empty when none).
+LABELS: Final = pa.map_(pa.string(), pa.string())
+# In the events a string map is text: a JSON object with sorted keys and no spaces, in the
+# Arrow and the JSON encoding alike (the one-row event codec, ``events.arrow_ipc``, writes flat
+# columns only; ``"{}"`` when empty).
+LABELS_TEXT: Final = pa.field("metadata", pa.string()).with_metadata(
+    {"encoding": "application/json"}
+)
 
 # One leg (``domain.records.Transaction``), named as in the record, in wire order.
 LEG_SCHEMA: Final = pa.schema(
@@ -41,6 +51,9 @@ LEG_SCHEMA: Final = pa.schema(
         ("related_transaction_id", pa.string()),
         ("failure_code", pa.string()),
         ("available_balance_after", MONEY),
+        ("metadata", LABELS),
+        ("reverses_transaction_id", pa.string()),
+        ("hold_id", pa.string()),
     ]
 )
 
@@ -62,9 +75,12 @@ BALANCE_SCHEMA: Final = pa.schema(
 # is not bound by the sketch and keeps the record's names (``created_at``).
 TRANSACTION_V1_NAMES: Final[Mapping[str, str]] = {"created_at": "timestamp"}
 BALANCE_V1_NAMES: Final[Mapping[str, str]] = {"last_updated": "timestamp"}
-# Leg columns the transaction event v1 leaves out: the balance after a leg is the balance
+# Leg columns the transaction event leaves out: the balance after a leg is the balance
 # event's (published next to it, with its version).
-TRANSACTION_V1_OMITS: Final = frozenset({"available_balance_after"})
+TRANSACTION_OMITS: Final = frozenset({"available_balance_after"})
+# The columns that v3 added (metadata, the reversal and hold links): v1 and v2 leave them out.
+TRANSACTION_V3_ADDS: Final = frozenset({"metadata", "reverses_transaction_id", "hold_id"})
+TRANSACTION_V1_OMITS: Final = TRANSACTION_OMITS | TRANSACTION_V3_ADDS
 
 
 _Convert = Callable[[Any], object]
@@ -78,8 +94,8 @@ class Columns:
 
     def __init__(self, pairs: tuple[tuple[str, pa.Field], ...]) -> None:
         self.pairs = pairs  # (record field, column)
-        self._arrow = tuple((field, col.name, _arrow_value(col.type)) for field, col in pairs)
-        self._text = tuple((field, col.name, _text_value(col.type)) for field, col in pairs)
+        self._arrow = tuple((field, col.name, _arrow_value(col)) for field, col in pairs)
+        self._text = tuple((field, col.name, _text_value(col)) for field, col in pairs)
 
     @classmethod
     def of(
@@ -88,19 +104,21 @@ class Columns:
         *,
         names: Mapping[str, str] | None = None,
         omit: Collection[str] = (),
+        labels_as_text: bool = False,
     ) -> Columns:
-        """The columns of ``schema`` but ``omit``, renamed to their wire ``names``."""
+        """The columns of ``schema`` but ``omit``, renamed to their wire ``names``; with
+        ``labels_as_text``, string maps as JSON text (``LABELS_TEXT``)."""
         names = names or {}
         unknown = (set(names) | set(omit)) - set(schema.names)
         if unknown:
             raise ValueError(f"not columns of the schema: {sorted(unknown)}")
-        return cls(
-            tuple(
-                (field.name, field.with_name(names.get(field.name, field.name)))
-                for field in schema
-                if field.name not in omit
-            )
-        )
+
+        def column(field: pa.Field) -> pa.Field:
+            if labels_as_text and pa.types.is_map(field.type):
+                field = LABELS_TEXT.with_name(field.name)
+            return field.with_name(names.get(field.name, field.name))
+
+        return cls(tuple((field.name, column(field)) for field in schema if field.name not in omit))
 
     @property
     def schema(self) -> pa.Schema:
@@ -129,7 +147,12 @@ def _getter(source: object) -> Callable[[str], object]:
     return partial(getattr, source)
 
 
-def _arrow_value(column_type: pa.DataType) -> _Convert:
+def _arrow_value(column: pa.Field) -> _Convert:
+    column_type = column.type
+    if pa.types.is_map(column_type):
+        return _pairs
+    if column.metadata and column.metadata.get(b"encoding") == b"application/json":
+        return labels_text
     if pa.types.is_decimal(column_type):
         quantum = Decimal(1).scaleb(-column_type.scale)
         return lambda value: None if value is None else value.quantize(quantum)
@@ -138,13 +161,16 @@ def _arrow_value(column_type: pa.DataType) -> _Convert:
     return _as_is
 
 
-def _text_value(column_type: pa.DataType) -> _Convert:
+def _text_value(column: pa.Field) -> _Convert:
+    column_type = column.type
+    if pa.types.is_map(column_type):
+        return _mapping
     if pa.types.is_decimal(column_type):
         quantum = Decimal(1).scaleb(-column_type.scale)
         return lambda value: None if value is None else format(value.quantize(quantum), "f")
     if pa.types.is_timestamp(column_type):
         return lambda value: None if value is None else value.isoformat()
-    return _arrow_value(column_type)
+    return _arrow_value(column)
 
 
 def _string(value: object) -> object:
@@ -158,16 +184,42 @@ def _as_is(value: object) -> object:
     return value
 
 
+def _pairs(value: object) -> object:
+    """A string map as Arrow takes it: its (key, value) pairs, sorted by key."""
+    return sorted(_mapping(value).items())
+
+
+def labels_text(value: object) -> str:
+    """A string map as the events' JSON text (sorted keys, no spaces); a text passes as is."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(_mapping(value), separators=(",", ":"), sort_keys=True)
+
+
+def _mapping(value: object) -> dict[str, str]:
+    """A string map as a dict, from a mapping or from Arrow's (key, value) pairs."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        return dict(sorted(value.items()))
+    return dict(sorted(value))  # type: ignore[call-overload]
+
+
 # --- the schemas in use ----------------------------------------------------------------------
 
 HISTORY: Final = Columns.of(LEG_SCHEMA)
 TRANSACTION_V1: Final = Columns.of(
     LEG_SCHEMA, names=TRANSACTION_V1_NAMES, omit=TRANSACTION_V1_OMITS
 )
+# v3: v2's columns and the leg's metadata and links (an event's time keeps v1's name).
+TRANSACTION_V3: Final = Columns.of(
+    LEG_SCHEMA, names=TRANSACTION_V1_NAMES, omit=TRANSACTION_OMITS, labels_as_text=True
+)
 BALANCE_V1: Final = Columns.of(BALANCE_SCHEMA, names=BALANCE_V1_NAMES)
 
 HISTORY_SCHEMA: Final = HISTORY.schema
 TRANSACTION_SCHEMA_V1: Final = TRANSACTION_V1.schema
+TRANSACTION_SCHEMA_V3: Final = TRANSACTION_V3.schema
 BALANCE_SCHEMA_V1: Final = BALANCE_V1.schema
 # A command (``domain.records.Command``) is nested (its request, its requester); its event is
 # flat in Arrow (``requested_by`` becomes three columns) and nested in JSON, so it is written

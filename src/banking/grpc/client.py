@@ -14,7 +14,7 @@ for a declined movement, the bad field (``BadRequest``), how long to wait before
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from types import TracebackType
@@ -94,6 +94,9 @@ class Movement:
     related_transaction_id: UUID | None
     reference_id: str
     replayed: bool
+    metadata: dict[str, str] = field(default_factory=dict)
+    reverses_transaction_id: UUID | None = None
+    hold_id: UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +114,9 @@ class TransactionInfo:
     counterparty_account_id: UUID | None
     failure_code: str
     failure_reason: str
+    metadata: dict[str, str] = field(default_factory=dict)
+    reverses_transaction_id: UUID | None = None
+    hold_id: UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +129,7 @@ class AccountInfo:
     is_active: bool
     created_at: datetime
     updated_at: datetime
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

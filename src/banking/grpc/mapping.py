@@ -150,6 +150,7 @@ _WIRE: Final[Mapping[type, Callable[[Any], object]]] = {
     UUID: str,
     Decimal: format_amount,
     datetime: datetime.isoformat,
+    dict: dict,  # a string map (metadata): a proto map field
 }
 
 
@@ -157,6 +158,8 @@ def _wire(value: object) -> object:
     """The slow path, for subclasses (asyncpg's UUID, enums)."""
     if isinstance(value, Enum):
         return value.value
+    if isinstance(value, Mapping):
+        return dict(value)
     for kind, convert in _WIRE.items():
         if isinstance(value, kind):
             return convert(value)
@@ -185,6 +188,7 @@ _READERS: Final[Mapping[object, Callable[[Any], object]]] = {
     UUID | None: lambda text: UUID(text) if text else None,
     Decimal: Decimal,
     datetime: datetime.fromisoformat,
+    dict[str, str]: dict,  # a proto map field
 }
 
 

@@ -589,6 +589,9 @@ class AccountRead(_RecordBody):
     is_active: bool
     created_at: datetime
     updated_at: datetime
+    metadata: dict[str, str] = Field(
+        default_factory=dict, description="The caller's own labels (a bounded string map)."
+    )
 
 
 class AccountList(BaseModel):
@@ -686,6 +689,17 @@ class TransactionRead(_RecordBody):
         default=None,
         description="Why the fraud detector held this asynchronous movement for review "
         "(kept once it was released or rejected); null when it was never held.",
+    )
+    metadata: dict[str, str] = Field(
+        default_factory=dict,
+        description="The caller's own labels (a bounded string map; both legs of a transfer "
+        "carry them).",
+    )
+    reverses_transaction_id: UUID | None = Field(
+        default=None, description="The movement this leg reverses; null when it is no reversal."
+    )
+    hold_id: UUID | None = Field(
+        default=None, description="The hold this leg captures; null when it is no capture."
     )
 
 

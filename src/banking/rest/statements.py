@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 
 from banking.domain.money import format_amount
 from banking.domain.records import Transaction
-from banking.events.schemas import HISTORY
+from banking.events.schemas import HISTORY, labels_text
 from banking.ledger.statements import Statement
 
 ARROW_STREAM_MEDIA_TYPE: Final = "application/vnd.apache.arrow.stream"
@@ -96,6 +96,13 @@ def statement_parquet(statement: Statement) -> bytes:
     return sink.getvalue()
 
 
+def _csv_value(value: object) -> object:
+    """A CSV cell: empty for None, a string map as its JSON text."""
+    if value is None:
+        return ""
+    return labels_text(value) if isinstance(value, dict) else value
+
+
 def statement_csv(statement: Statement) -> bytes:
     """One row per leg (amounts and running balances as plain decimal strings)."""
     names = [*HISTORY_SCHEMA.names, "running_balance"]
@@ -106,7 +113,7 @@ def statement_csv(statement: Statement) -> bytes:
         row = HISTORY.text_row(line.leg)
         writer.writerow(
             {
-                **{name: "" if value is None else value for name, value in row.items()},
+                **{name: _csv_value(value) for name, value in row.items()},
                 "running_balance": format_amount(line.running_balance),
             }
         )

@@ -140,6 +140,7 @@ def _account(row: Row[Any]) -> Account:
         is_active=row.is_active,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        metadata=row.metadata,
     )
 
 

@@ -18,8 +18,12 @@ from sqlalchemy import (
     Uuid,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 from banking.storage.types import Money, UTCDateTime
+
+# A string map (metadata): JSONB on PostgreSQL, so that it can be searched with an index.
+Labels = JSON().with_variant(JSONB(), "postgresql")
 
 metadata = MetaData(
     naming_convention={
@@ -56,6 +60,7 @@ accounts = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("is_active", Boolean, nullable=False),
+    Column("metadata", Labels, nullable=False, server_default=text("'{}'")),
     Index("ix_accounts_customer_id", "customer_id"),
 )
 
@@ -105,6 +110,10 @@ transactions = Table(
     Column("created_by", Uuid, nullable=True),
     # Why a pending leg waits for a reviewer (the fraud detector held its command); None otherwise.
     Column("hold_reason", String(200), nullable=True),
+    # The caller's labels; the leg a reversal reverses; the hold a capture captures (0008).
+    Column("metadata", Labels, nullable=False, server_default=text("'{}'")),
+    Column("reverses_transaction_id", Uuid, nullable=True),
+    Column("hold_id", Uuid, nullable=True),
     CheckConstraint("amount > 0", name="amount_positive"),
     CheckConstraint(
         "transaction_type IN ('debit', 'credit', 'transfer_out', 'transfer_in')", name="type"
@@ -114,6 +123,18 @@ transactions = Table(
     Index("ix_transactions_created_at", "created_at"),
     # The lookup across accounts by the caller's own reference (GET /api/v1/transactions).
     Index("ix_transactions_reference_id", "reference_id"),
+    Index(
+        "ix_transactions_reverses_transaction_id",
+        "reverses_transaction_id",
+        sqlite_where=text("reverses_transaction_id IS NOT NULL"),
+        postgresql_where=text("reverses_transaction_id IS NOT NULL"),
+    ),
+    Index(
+        "ix_transactions_hold_id",
+        "hold_id",
+        sqlite_where=text("hold_id IS NOT NULL"),
+        postgresql_where=text("hold_id IS NOT NULL"),
+    ),
     # The idempotency key: one initiating leg per (account, reference). The receiving leg of a
     # transfer repeats the reference for readability and is left out of the uniqueness.
     Index(

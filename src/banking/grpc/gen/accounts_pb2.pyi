@@ -147,6 +147,26 @@ Global___GetAccountRequest: _TypeAlias = GetAccountRequest  # noqa: Y015
 class Account(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     ACCOUNT_NUMBER_FIELD_NUMBER: _builtins.int
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
@@ -155,6 +175,7 @@ class Account(_message.Message):
     IS_ACTIVE_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
     account_id: _builtins.str
     account_number: _builtins.str
     customer_id: _builtins.str
@@ -163,6 +184,10 @@ class Account(_message.Message):
     is_active: _builtins.bool
     created_at: _builtins.str
     updated_at: _builtins.str
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """the caller's own labels"""
+
     def __init__(
         self,
         *,
@@ -174,10 +199,11 @@ class Account(_message.Message):
         is_active: _builtins.bool = ...,
         created_at: _builtins.str = ...,
         updated_at: _builtins.str = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_number", b"account_number", "account_type", b"account_type", "created_at", b"created_at", "currency", b"currency", "customer_id", b"customer_id", "is_active", b"is_active", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "account_number", b"account_number", "account_type", b"account_type", "created_at", b"created_at", "currency", b"currency", "customer_id", b"customer_id", "is_active", b"is_active", "metadata", b"metadata", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -220,6 +220,26 @@ class TransactionResponse(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     TRANSACTION_ID_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     TIMESTAMP_FIELD_NUMBER: _builtins.int
@@ -231,6 +251,9 @@ class TransactionResponse(_message.Message):
     RELATED_TRANSACTION_ID_FIELD_NUMBER: _builtins.int
     TRANSACTION_TYPE_FIELD_NUMBER: _builtins.int
     REFERENCE_ID_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    REVERSES_TRANSACTION_ID_FIELD_NUMBER: _builtins.int
+    HOLD_ID_FIELD_NUMBER: _builtins.int
     transaction_id: _builtins.str
     status: _builtins.str
     """enum TransactionStatus: always "completed" """
@@ -249,6 +272,14 @@ class TransactionResponse(_message.Message):
     transaction_type: _builtins.str
     """enum TransactionType: debit, credit or transfer_out"""
     reference_id: _builtins.str
+    reverses_transaction_id: _builtins.str
+    """the movement a reversal reverses; empty otherwise"""
+    hold_id: _builtins.str
+    """the hold a capture captures; empty otherwise"""
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """the caller's own labels"""
+
     def __init__(
         self,
         *,
@@ -263,10 +294,13 @@ class TransactionResponse(_message.Message):
         related_transaction_id: _builtins.str = ...,
         transaction_type: _builtins.str = ...,
         reference_id: _builtins.str = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        reverses_transaction_id: _builtins.str = ...,
+        hold_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount", b"amount", "available_balance", b"available_balance", "balance_version", b"balance_version", "currency", b"currency", "reference_id", b"reference_id", "related_transaction_id", b"related_transaction_id", "status", b"status", "timestamp", b"timestamp", "transaction_id", b"transaction_id", "transaction_type", b"transaction_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount", b"amount", "available_balance", b"available_balance", "balance_version", b"balance_version", "currency", b"currency", "hold_id", b"hold_id", "metadata", b"metadata", "reference_id", b"reference_id", "related_transaction_id", b"related_transaction_id", "reverses_transaction_id", b"reverses_transaction_id", "status", b"status", "timestamp", b"timestamp", "transaction_id", b"transaction_id", "transaction_type", b"transaction_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -297,6 +331,26 @@ class Transaction(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     TRANSACTION_ID_FIELD_NUMBER: _builtins.int
     ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     TRANSACTION_TYPE_FIELD_NUMBER: _builtins.int
@@ -310,6 +364,9 @@ class Transaction(_message.Message):
     COUNTERPARTY_ACCOUNT_ID_FIELD_NUMBER: _builtins.int
     FAILURE_CODE_FIELD_NUMBER: _builtins.int
     FAILURE_REASON_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    REVERSES_TRANSACTION_ID_FIELD_NUMBER: _builtins.int
+    HOLD_ID_FIELD_NUMBER: _builtins.int
     transaction_id: _builtins.str
     account_id: _builtins.str
     transaction_type: _builtins.str
@@ -330,6 +387,14 @@ class Transaction(_message.Message):
     failure_code: _builtins.str
     """why a failed leg failed (INSUFFICIENT_FUNDS, ...); empty otherwise"""
     failure_reason: _builtins.str
+    reverses_transaction_id: _builtins.str
+    """the movement this leg reverses; empty otherwise"""
+    hold_id: _builtins.str
+    """the hold this leg captures; empty otherwise"""
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """the caller's own labels (both legs of a transfer)"""
+
     def __init__(
         self,
         *,
@@ -346,10 +411,13 @@ class Transaction(_message.Message):
         counterparty_account_id: _builtins.str = ...,
         failure_code: _builtins.str = ...,
         failure_reason: _builtins.str = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        reverses_transaction_id: _builtins.str = ...,
+        hold_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount", b"amount", "counterparty_account_id", b"counterparty_account_id", "created_at", b"created_at", "currency", b"currency", "description", b"description", "failure_code", b"failure_code", "failure_reason", b"failure_reason", "reference_id", b"reference_id", "related_transaction_id", b"related_transaction_id", "status", b"status", "transaction_id", b"transaction_id", "transaction_type", b"transaction_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount", b"amount", "counterparty_account_id", b"counterparty_account_id", "created_at", b"created_at", "currency", b"currency", "description", b"description", "failure_code", b"failure_code", "failure_reason", b"failure_reason", "hold_id", b"hold_id", "metadata", b"metadata", "reference_id", b"reference_id", "related_transaction_id", b"related_transaction_id", "reverses_transaction_id", b"reverses_transaction_id", "status", b"status", "transaction_id", b"transaction_id", "transaction_type", b"transaction_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
