@@ -86,6 +86,7 @@ def encode(account: Account, balance: Balance) -> str:
                 "is_active": account.is_active,
                 "created_at": account.created_at.isoformat(),
                 "updated_at": account.updated_at.isoformat(),
+                "metadata": dict(account.metadata),
             },
             "balance": {
                 "account_id": str(balance.account_id),
@@ -113,6 +114,8 @@ def decode(payload: str | bytes) -> tuple[Account, Balance]:
         is_active=bool(a["is_active"]),
         created_at=datetime.fromisoformat(a["created_at"]),
         updated_at=datetime.fromisoformat(a["updated_at"]),
+        # Entries cached before accounts had labels had none.
+        metadata=dict(a.get("metadata", {})),
     )
     balance = Balance(
         account_id=UUID(b["account_id"]),
