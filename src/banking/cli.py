@@ -808,6 +808,87 @@ def audit_gaps(
     raise typer.Exit(1 if gaps else 0)
 
 
+@audit_app.command("seal")
+def audit_seal() -> None:
+    """Seal every journal (transaction_logs) row not yet in the hash chain, now, in batches of
+    JOURNAL_SEAL_BATCH rows (the relay does this after each publish pass; docs/audit.md)."""
+    from banking.audit.chain import JournalSealer
+    from banking.storage.database import Database, create_engine
+
+    settings = _settings()
+    _require_current_schema(settings)
+
+    async def run() -> int:
+        database = Database(create_engine(settings))
+        try:
+            return await JournalSealer(database, batch_size=settings.journal_seal_batch).seal_all()
+        finally:
+            await database.dispose()
+
+    typer.echo(f"{asyncio.run(run())} journal row(s) sealed", err=True)
+
+
+@audit_app.command("verify")
+def audit_verify(
+    from_seq: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Start at this chain position, trusting the stored hash of the one before.",
+        ),
+    ] = 1,
+    unsealed_grace_seconds: Annotated[
+        float,
+        typer.Option(min=0, help="Warn about journal rows left unsealed for longer than this."),
+    ] = 60.0,
+) -> None:
+    """Recompute the journal's hash chain in position order and name the first row that does
+    not match (one JSON line: kind content_changed, hash_changed, content_or_hash_changed,
+    seq_gap or head_mismatch, with seq, log_id and transaction_id). Exit 1 when the chain is
+    broken, 0 when it is intact; rows not yet sealed are counted in a warning."""
+    from banking.audit.chain import Verification, verify_chain
+    from banking.storage.database import Database, create_engine
+
+    settings = _settings()
+    _require_current_schema(settings)
+
+    async def run() -> Verification:
+        database = Database(create_engine(settings))
+        try:
+            return await verify_chain(
+                database, from_seq=from_seq, unsealed_grace_seconds=unsealed_grace_seconds
+            )
+        finally:
+            await database.dispose()
+
+    try:
+        outcome = asyncio.run(run())
+    except ValueError as error:  # --from-seq past the head
+        typer.echo(f"cannot verify: {error}", err=True)
+        raise typer.Exit(2) from error
+    if outcome.unsealed_overdue:
+        oldest = outcome.unsealed_oldest.isoformat() if outcome.unsealed_oldest else "?"
+        typer.echo(
+            f"warning: {outcome.unsealed_overdue} journal row(s) unsealed for more than "
+            f"{unsealed_grace_seconds:g} s (oldest created {oldest}): is the relay running? "
+            "(`banking audit seal` seals them now)",
+            err=True,
+        )
+    if outcome.broken is not None:
+        typer.echo(json.dumps(outcome.broken.as_json()))
+        typer.echo(
+            f"journal chain BROKEN at position {outcome.broken.seq} ({outcome.broken.kind}); "
+            f"intact from {outcome.from_seq} through {outcome.verified_seq}",
+            err=True,
+        )
+        raise typer.Exit(1)
+    typer.echo(
+        f"journal chain intact: {outcome.rows_verified} row(s) verified from position "
+        f"{outcome.from_seq} through {outcome.verified_seq}, head hash {outcome.head.last_hash}",
+        err=True,
+    )
+
+
 def main() -> None:
     app()
 

@@ -174,6 +174,12 @@ class Settings(BaseSettings):
     # append-only audit store by `banking worker audit` (in-process in `banking serve` when no
     # Kafka is configured).
     audit_enabled: bool = True
+    # Tamper-evident journal (docs/audit.md): the relay seals transaction_logs rows into the
+    # hash chain after commit, at most this many rows per transaction; the audit worker (in
+    # `banking serve` when embedded) verifies the chain every JOURNAL_VERIFY_SECONDS (in full
+    # at start, then from the last verified row; 0: never).
+    journal_seal_batch: int = Field(default=1000, ge=1, le=10_000)
+    journal_verify_seconds: float = Field(default=300.0, ge=0.0, le=7 * 86400)
 
     # Analytics sink (README "Analytics"): a directory or a pyarrow.fs URL (s3://bucket/path)
     # for the partitioned Parquet dataset; empty: no sink. `banking worker analytics` writes it

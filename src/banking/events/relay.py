@@ -53,6 +53,7 @@ IDLE_POLL_SECONDS: Final = 0.05
 ERROR_BACKOFF_SECONDS_MAX: Final = 5.0
 STANDBY_POLL_SECONDS: Final = 2.0
 BACKLOG_REPORT_SECONDS: Final = 5.0
+SEAL_BACKOFF_SECONDS: Final = 5.0
 
 
 def headers_of(row: Any, content_type: str) -> dict[str, str]:
@@ -108,6 +109,15 @@ class RelayObserver(Protocol):
     def relay_backlog(self, count: int, oldest_age_seconds: float) -> None: ...
 
 
+class JournalSealing(Protocol):
+    """Seals committed journal rows into the hash chain (``banking.audit.chain``): the relay
+    runs one batch after each publish pass, when one is wired in."""
+
+    batch_size: int
+
+    async def seal_batch(self) -> int: ...
+
+
 class _Unobserved:
     def relay_published(self, count: int) -> None:
         pass
@@ -130,8 +140,13 @@ class OutboxRelay:
         observer: RelayObserver | None = None,
         publish_schemas: bool = True,
         keyring: signing.CommandKeyring | None = None,
+        sealer: JournalSealing | None = None,
     ) -> None:
         self._database = database
+        # Off the money path: the journal rows committed since the last pass are chained
+        # here, after publishing, in a transaction of their own (docs/audit.md).
+        self._sealer = sealer
+        self._seal_paused_until = 0.0
         self._keyring = keyring or signing.development_keyring()
         self._publisher = publisher
         self._event_format = event_format
@@ -252,8 +267,32 @@ class OutboxRelay:
                 )
                 await _sleep_or_stop(stop, delay)
                 continue
-            if published < self._batch_size:
+            sealed_full = await self._seal_journal()
+            if published < self._batch_size and not sealed_full:
                 await _sleep_or_stop(stop, IDLE_POLL_SECONDS)
+
+    async def _seal_journal(self) -> bool:
+        """Seal one batch of the journal when a sealer is wired in; True when it was full
+        (more may wait). A failure never stops publishing: it is logged, and sealing pauses
+        for ``SEAL_BACKOFF_SECONDS`` (the rows wait unsealed; ``banking audit verify`` warns
+        about rows left unsealed for long)."""
+        if self._sealer is None:
+            return False
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._seal_paused_until:
+            return False
+        try:
+            return await self._sealer.seal_batch() >= self._sealer.batch_size
+        except Exception as error:  # noqa: BLE001 - the database is down or busy: later
+            self._seal_paused_until = loop.time() + SEAL_BACKOFF_SECONDS
+            log.warning(
+                "journal_seal_failed",
+                error_type=type(error).__name__,
+                error=str(error)[:300],
+                database_unavailable=is_outage(error),
+                retry_in_seconds=SEAL_BACKOFF_SECONDS,
+            )
+            return False
 
     async def _run_as_leader(self, stop: asyncio.Event) -> None:
         """Hold the relay advisory lock on a dedicated connection while publishing."""

@@ -372,6 +372,34 @@ class Metrics:
             ["topic"],
             registry=r,
         )
+        # The tamper-evident journal (banking.audit.chain): sealed by the relay, verified by
+        # the audit worker (in-process in `banking serve` when embedded).
+        self.journal_rows_sealed = Counter(
+            "banking_journal_rows_sealed_total",
+            "Journal (transaction_logs) rows sealed into the hash chain.",
+            registry=r,
+        )
+        self.journal_chain_broken = Gauge(
+            "banking_journal_chain_broken",
+            "1 when the last verification of the journal's hash chain found a break, else 0.",
+            registry=r,
+        )
+        self.journal_chain_verified_seq = Gauge(
+            "banking_journal_chain_verified_seq",
+            "The last chain position the last verification found intact.",
+            registry=r,
+        )
+        self.journal_unsealed_overdue = Gauge(
+            "banking_journal_unsealed_overdue_rows",
+            "Journal rows left unsealed for more than a minute at the last verification.",
+            registry=r,
+        )
+        self.journal_verifications = Counter(
+            "banking_journal_chain_verifications_total",
+            "Verifications of the journal's hash chain, by result: clean, broken or error.",
+            ["result"],
+            registry=r,
+        )
 
         # The analytics sink (banking.analytics): event_type takes only ANALYTICS_EVENT_TYPES.
         self.analytics_rows = Counter(
@@ -436,6 +464,8 @@ class Metrics:
             self.webhook_deliveries.labels(result)
         for target in ("primary", "replica"):
             self.db_reads.labels(target)
+        for result in ("clean", "broken", "error"):
+            self.journal_verifications.labels(result)
 
     # ReplicaObserver (storage.replicas)
     def read_served(self, target: str) -> None:
@@ -545,6 +575,19 @@ class Metrics:
 
     def audit_duplicate(self, topic: str) -> None:
         self.audit_duplicates.labels(topic).inc()
+
+    # SealObserver and VerifyObserver (audit.chain)
+    def journal_sealed(self, count: int) -> None:
+        self.journal_rows_sealed.inc(count)
+
+    def journal_verified(self, *, broken: bool, verified_seq: int, unsealed_overdue: int) -> None:
+        self.journal_chain_broken.set(1 if broken else 0)
+        self.journal_chain_verified_seq.set(verified_seq)
+        self.journal_unsealed_overdue.set(unsealed_overdue)
+        self.journal_verifications.labels("broken" if broken else "clean").inc()
+
+    def journal_verify_failed(self) -> None:
+        self.journal_verifications.labels("error").inc()
 
     # Notifications and webhooks (workers.notifications)
     def notification_published(self, event_type: str) -> None:

@@ -163,7 +163,30 @@ transaction_logs = Table(
     Column("metadata", JSON, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("created_by", String(64), nullable=False),
+    # The tamper-evident chain (banking.audit.chain, migration 0012): NULL until the sealer
+    # chains the row after commit; the money path never writes them.
+    Column("chain_seq", BigInteger, nullable=True),
+    Column("chain_hash", String(64), nullable=True),
     Index("ix_transaction_logs_transaction_id", "transaction_id"),
+    Index("uq_transaction_logs_chain_seq", "chain_seq", unique=True),
+    Index(
+        "ix_transaction_logs_unsealed",
+        "created_at",
+        "log_id",
+        sqlite_where=text("chain_seq IS NULL"),
+        postgresql_where=text("chain_seq IS NULL"),
+    ),
+)
+
+# The chain's head (one row, id 1): the last sealed position and hash. Sealers lock it.
+journal_chain_head = Table(
+    "journal_chain_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("last_hash", String(64), nullable=False),
+    Column("sealed_at", UTCDateTime, nullable=True),
+    CheckConstraint("id = 1", name="one_row"),
 )
 
 outbox = Table(

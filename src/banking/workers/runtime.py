@@ -7,6 +7,7 @@ import asyncio
 from typing import Final
 
 from banking.analytics.consumer import consumer_of as analytics_consumer_of
+from banking.audit.chain import JournalSealer, JournalVerifier
 from banking.audit.consumer import AuditRecorder
 from banking.container import Container
 from banking.events import topics
@@ -159,6 +160,7 @@ async def run_kafka_worker(name: str, container: Container, stop: asyncio.Event)
                 event_format=EventFormat(settings.event_format),
                 observer=container.metrics,
                 keyring=keyring_of(settings),
+                sealer=journal_sealer(container),
             )
             # The relay process also keeps the outbox bounded (OUTBOX_RETENTION_HOURS).
             await asyncio.gather(relay.run(stop), _retention(container).run(stop))
@@ -184,9 +186,30 @@ async def run_kafka_worker(name: str, container: Container, stop: asyncio.Event)
         if delivery is not None:  # the consumer and the delivery loop, side by side
             await asyncio.gather(loop.run(stop), delivery.run(stop))
             return
+        if name == "audit":  # the audit worker also verifies the journal's chain
+            await asyncio.gather(loop.run(stop), journal_verifier(container).run(stop))
+            return
         await loop.run(stop)
     finally:
         await publisher.stop()
+
+
+def journal_sealer(container: Container) -> JournalSealer:
+    """The sealer of the tamper-evident journal the relay runs after each publish pass."""
+    return JournalSealer(
+        container.database,
+        batch_size=container.settings.journal_seal_batch,
+        observer=container.metrics,
+    )
+
+
+def journal_verifier(container: Container) -> JournalVerifier:
+    """The periodic verifier of the journal's chain (JOURNAL_VERIFY_SECONDS; 0: off)."""
+    return JournalVerifier(
+        container.database,
+        interval_seconds=container.settings.journal_verify_seconds,
+        observer=container.metrics,
+    )
 
 
 def _retention(container: Container) -> OutboxRetention:
@@ -242,8 +265,10 @@ class EmbeddedEvents:
             observer=container.metrics,
             publish_schemas=False,  # no reader outside this process to resolve them
             keyring=keyring_of(container.settings),  # signed and verified as on Kafka
+            sealer=journal_sealer(container),
         )
         self.retention = _retention(container)
+        self.verifier = journal_verifier(container)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -253,6 +278,7 @@ class EmbeddedEvents:
             asyncio.create_task(self.relay.run(self._stop), name="embedded-relay"),
             asyncio.create_task(self.retention.run(self._stop), name="embedded-retention"),
             asyncio.create_task(self.delivery.run(self._stop), name="embedded-webhooks"),
+            asyncio.create_task(self.verifier.run(self._stop), name="embedded-journal-verify"),
         ]
 
     async def stop(self) -> None:
