@@ -178,6 +178,7 @@ class Settings(BaseSettings):
     # hash chain after commit, at most this many rows per transaction; the audit worker (in
     # `banking serve` when embedded) verifies the chain every JOURNAL_VERIFY_SECONDS (in full
     # at start, then from the last verified row; 0: never).
+    journal_seal: bool = True
     journal_seal_batch: int = Field(default=1000, ge=1, le=10_000)
     journal_verify_seconds: float = Field(default=300.0, ge=0.0, le=7 * 86400)
 

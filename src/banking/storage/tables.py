@@ -163,7 +163,7 @@ transaction_logs = Table(
     Column("metadata", JSON, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("created_by", String(64), nullable=False),
-    # The tamper-evident chain (banking.audit.chain, migration 0012): NULL until the sealer
+    # The tamper-evident chain (banking.audit.chain, migration 0009): NULL until the sealer
     # chains the row after commit; the money path never writes them.
     Column("chain_seq", BigInteger, nullable=True),
     Column("chain_hash", String(64), nullable=True),

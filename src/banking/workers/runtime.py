@@ -194,8 +194,11 @@ async def run_kafka_worker(name: str, container: Container, stop: asyncio.Event)
         await publisher.stop()
 
 
-def journal_sealer(container: Container) -> JournalSealer:
-    """The sealer of the tamper-evident journal the relay runs after each publish pass."""
+def journal_sealer(container: Container) -> JournalSealer | None:
+    """The sealer of the tamper-evident journal the relay runs after each publish pass; None
+    with ``JOURNAL_SEAL=false`` (the rows then wait unsealed, and verify warns about them)."""
+    if not container.settings.journal_seal:
+        return None
     return JournalSealer(
         container.database,
         batch_size=container.settings.journal_seal_batch,

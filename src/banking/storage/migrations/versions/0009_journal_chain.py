@@ -1,7 +1,7 @@
 """The tamper-evident journal: transaction_logs rows hash-chained after commit
 
-Revision ID: 0012
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-02
 
 Issue 15, item 7 (docs/audit.md, "Tamper-evident journal"). Every ``transaction_logs`` row
@@ -23,8 +23,8 @@ from alembic import op
 
 from banking.storage.types import UTCDateTime
 
-revision = "0012"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
