@@ -712,13 +712,22 @@ def bench(
             help="REST/gRPC single, group commit and batches, SQLite, next to pgbench.",
         ),
     ] = False,
+    ledger_features: Annotated[
+        bool,
+        typer.Option(
+            "--ledger-features",
+            help="Transfers/s without/with the hash chain and open holds; statements.",
+        ),
+    ] = False,
 ) -> None:
     """Benchmark the REST API on PostgreSQL against pgbench on the same server, or (--events)
     the event backbone under that load, or (--fraud) the cost of the fraud worker and the
     latency of webhook deliveries, or (--replicas) the share of reads the read replicas serve and
     the primary's CPU without and with them, or (--topology) how far the audit trail and the
     analytics dataset are behind the commit and what an event costs in Parquet, or
-    (--money-path) the money path's scenarios of issue 14 next to pgbench."""
+    (--money-path) the money path's scenarios of issue 14 next to pgbench, or
+    (--ledger-features) what the hash chain and open holds cost a transfer, and a 100,000-leg
+    statement."""
     try:
         from benchmarks.cli import run as run_bench
     except ModuleNotFoundError as error:
@@ -739,6 +748,7 @@ def bench(
             replicas=replicas,
             topology=topology,
             money_path=money_path,
+            ledger_features=ledger_features,
             output=output,
         )
     )
