@@ -459,7 +459,7 @@ async def _grpc_sender(plan: MoneyPathPlan, address: str) -> Any:
             try:
                 if plan.batch_items == 1:
                     await stub.TransferBetweenAccounts(
-                        transactions_pb2.TransferRequest(**items[0]),
+                        _grpc_transfer(items[0]),
                         metadata=metadata,
                         timeout=REQUEST_TIMEOUT_SECONDS,
                     )
@@ -481,13 +481,16 @@ async def _grpc_batch(
 ) -> Outcome:
     request = transactions_pb2.BatchMovementsRequest(
         atomic=False,
-        items=[
-            transactions_pb2.BatchItem(transfer=transactions_pb2.TransferRequest(**item))
-            for item in items
-        ],
+        items=[transactions_pb2.BatchItem(transfer=_grpc_transfer(item)) for item in items],
     )
     answer = await stub.BatchMovements(request, metadata=metadata, timeout=REQUEST_TIMEOUT_SECONDS)
     return _batch_outcome([item.status for item in answer.items], len(items))
+
+
+def _grpc_transfer(item: dict[str, str]) -> transactions_pb2.TransferRequest:
+    """A ``transfer_items`` item as the gRPC TransferRequest (its fields are the message's)."""
+    fields: dict[str, Any] = dict(item)
+    return transactions_pb2.TransferRequest(**fields)
 
 
 def _grpc_error_code(error: Any) -> str | None:

@@ -563,6 +563,7 @@ def test_the_command_event_of_a_pending_leg_carries_its_command() -> None:
             pending.currency,
             pending.description,
             pending.reference_id,
+            pending.metadata,
         ),
         ACTOR,
         "abc",

@@ -226,16 +226,20 @@ def item(
     to: uuid.UUID | None = None,
     currency: str = "USD",
     description: str | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> GroupItem:
     request: DebitOrCredit | TransferRequest
+    labels = metadata or {}
     if kind is TRANSFER:
         if to is None:
             raise ValueError("a transfer needs a destination")
         request = TransferRequest(
-            account_id, to, Decimal(amount), currency, description, reference_id
+            account_id, to, Decimal(amount), currency, description, reference_id, labels
         )
     else:
-        request = DebitOrCredit(account_id, Decimal(amount), currency, description, reference_id)
+        request = DebitOrCredit(
+            account_id, Decimal(amount), currency, description, reference_id, labels
+        )
     return GroupItem(actor, check_movement(kind, request), trace_id=f"trace-{reference_id}")
 
 
@@ -305,11 +309,11 @@ def _mixed_group(actors: dict[str, Actor]) -> list[GroupItem]:
         IDS[name] for name in ("a1", "a2", "b1", "frozen", "full", "hot")
     )
     return [
-        item(alice, DEBIT, a1, "30.00", "d1", description="groceries"),  # 0 completed
+        item(alice, DEBIT, a1, "30.00", "d1", description="groceries", metadata={"o": "1"}),  # 0
         item(teller, CREDIT, b1, "20.00", "c1"),  # 1 completed
-        item(alice, TRANSFER, a1, "10.00", "t1", to=b1),  # 2 completed
+        item(alice, TRANSFER, a1, "10.00", "t1", to=b1, metadata={"o": "2"}),  # 2 both legs
         item(bob, TRANSFER, b1, "5.00", "t2", to=a1),  # 3 the other direction
-        item(alice, DEBIT, a2, "500.00", "d2"),  # 4 declined: insufficient funds
+        item(alice, DEBIT, a2, "500.00", "d2", metadata={"o": "4"}),  # 4 declined: no funds
         item(teller, CREDIT, frozen, "10.00", "c2"),  # 5 declined: inactive
         item(teller, CREDIT, full, "10.00", "c3"),  # 6 refused: over the limit
         item(teller, CREDIT, full, "5.00", "c3"),  # 7 the key is still free: completed

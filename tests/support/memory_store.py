@@ -379,6 +379,7 @@ class MemoryLedgerStore:
                 and (search.status is None or leg.status is search.status)
                 and (search.created_from is None or leg.created_at >= search.created_from)
                 and (search.created_to is None or leg.created_at < search.created_to)
+                and all(leg.metadata.get(key) == value for key, value in search.metadata.items())
                 and (after is None or (leg.created_at, leg.transaction_id) < after)
             )
 

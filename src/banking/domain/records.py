@@ -103,6 +103,8 @@ class DebitOrCredit:
     currency: str
     description: str | None = None
     reference_id: str | None = None
+    # The caller's own labels (a bounded string map, validated by ``ledger.metadata``).
+    metadata: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,8 @@ class TransferRequest:
     currency: str
     description: str | None = None
     reference_id: str | None = None
+    # The caller's own labels, carried by both legs (validated by ``ledger.metadata``).
+    metadata: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,9 +139,10 @@ def request_of(leg: Transaction) -> DebitOrCredit | TransferRequest:
             leg.currency,
             leg.description,
             leg.reference_id,
+            leg.metadata,
         )
     return DebitOrCredit(
-        leg.account_id, leg.amount, leg.currency, leg.description, leg.reference_id
+        leg.account_id, leg.amount, leg.currency, leg.description, leg.reference_id, leg.metadata
     )
 
 

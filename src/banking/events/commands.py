@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
@@ -34,6 +36,7 @@ def command_from_payload(payload: dict[str, Any], *, trace_id: str | None) -> Co
         amount = parse_amount(str(payload["amount"]))
         description = payload.get("description")
         reference_id = payload.get("reference_id")
+        metadata = _metadata(payload.get("metadata"))
         request: DebitOrCredit | TransferRequest
         if kind is TransactionType.TRANSFER_OUT:
             request = TransferRequest(
@@ -43,6 +46,7 @@ def command_from_payload(payload: dict[str, Any], *, trace_id: str | None) -> Co
                 str(payload["currency"]),
                 description,
                 reference_id,
+                metadata,
             )
         else:
             request = DebitOrCredit(
@@ -51,7 +55,19 @@ def command_from_payload(payload: dict[str, Any], *, trace_id: str | None) -> Co
                 str(payload["currency"]),
                 description,
                 reference_id,
+                metadata,
             )
         return Command(UUID(payload["transaction_id"]), kind, request, actor, trace_id)
     except (KeyError, TypeError, ValueError, AttributeError, ValidationFailed) as error:
         raise MalformedCommand(f"not a valid command: {error}") from error
+
+
+def _metadata(value: object) -> dict[str, str]:
+    """A command's metadata: JSON text in v3 (an object in a JSON payload is read too); none
+    in v1 and v2. Its rules are the core's (``ledger.metadata``), checked when applied."""
+    if value is None:
+        return {}
+    loaded = json.loads(value) if isinstance(value, str) else value
+    if not isinstance(loaded, Mapping):
+        raise ValueError("metadata must be a JSON object")
+    return {str(key): item for key, item in loaded.items()}

@@ -40,7 +40,7 @@ from banking.domain.records import (
 )
 from banking.domain.roles import SYSTEM_ACTOR_NAME, Actor
 from banking.events import topics
-from banking.events.schemas import BALANCE_V1, TRANSACTION_V3
+from banking.events.schemas import BALANCE_V1, TRANSACTION_V3, labels_text
 
 TRANSACTION_SCHEMA_VERSION: Final = 3
 BALANCE_SCHEMA_VERSION: Final = 2
@@ -133,7 +133,8 @@ def events_for_legs(legs: list[Transaction], *, trace_id: str | None) -> list[di
 
 EVENT_TRANSACTION_SUBMITTED: Final = "transaction.submitted"
 EVENT_TRANSACTION_REJECTED: Final = "transaction.rejected"
-COMMAND_SCHEMA_VERSION: Final = 2
+# v3 adds the movement's metadata (JSON text); v1 and v2 stay readable (no metadata).
+COMMAND_SCHEMA_VERSION: Final = 3
 COMMAND_NAMES: Final = {
     TransactionType.DEBIT: "debit",
     TransactionType.CREDIT: "credit",
@@ -142,7 +143,7 @@ COMMAND_NAMES: Final = {
 
 
 def command_payload(command: Command, *, at: datetime) -> dict[str, Any]:
-    """The payload of a command event (the columns of v1 and v2), submitted at ``at``. The
+    """The payload of a command event (the columns of v3), submitted at ``at``. The
     command's ``trace_id`` is not in it: it travels as the outbox row's ``trace_id`` (the
     ``traceparent`` Kafka header)."""
     request = command.request
@@ -162,6 +163,7 @@ def command_payload(command: Command, *, at: datetime) -> dict[str, Any]:
             "role": command.actor.role.value,
         },
         "timestamp": at.isoformat(),
+        "metadata": labels_text(request.metadata),
     }
 
 
@@ -199,7 +201,7 @@ def rejection_event(command: Command, code: str, message: str) -> dict[str, Any]
         "status": TransactionStatus.FAILED,
         "related_transaction_id": None,
         "failure_code": code,
-        "metadata": {},
+        "metadata": request.metadata,
         "reverses_transaction_id": None,
         "hold_id": None,
     }

@@ -40,6 +40,7 @@ from banking.events.arrow_ipc import RecordBatchCodec
 from banking.events.schemas import (
     BALANCE_SCHEMA_V1,
     COMMAND_SCHEMA_V1,
+    COMMAND_SCHEMA_V3,
     FRAUD_ALERT_SCHEMA_V1,
     HELD_SCHEMA_V1,
     NOTIFICATION_SCHEMA_V1,
@@ -171,7 +172,7 @@ _FAMILIES: Final[dict[str, tuple[pa.Schema | dict[int, pa.Schema], tuple[str, ..
     ),
     "balance": (BALANCE_SCHEMA_V1, (outbox.EVENT_BALANCE_UPDATED,), outbox.BALANCE_SCHEMA_VERSION),
     "command": (
-        COMMAND_SCHEMA_V1,
+        {1: COMMAND_SCHEMA_V1, 3: COMMAND_SCHEMA_V3},
         (outbox.EVENT_TRANSACTION_SUBMITTED,),
         outbox.COMMAND_SCHEMA_VERSION,
     ),

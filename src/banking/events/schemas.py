@@ -241,6 +241,8 @@ COMMAND_SCHEMA_V1: Final = pa.schema(
         ("timestamp", TIME),
     ]
 )
+# v3 adds the movement's metadata (JSON text, as in the transaction event v3).
+COMMAND_SCHEMA_V3: Final = COMMAND_SCHEMA_V1.append(LABELS_TEXT)
 
 # A fraud alert (``domain.records.FraudAlert``), flat: the leg's identity and amount, the score
 # as decimal text (exact, four places) and the reasons joined by commas, most important first.

@@ -13,7 +13,7 @@ for a declined movement, the bad field (``BadRequest``), how long to wait before
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -192,9 +192,12 @@ class BankingClient:
         *,
         description: str | None = None,
         reference_id: str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> Movement:
         request = transactions_pb2.DebitRequest(
-            **_single_account_fields(account_id, amount, currency, description, reference_id)
+            **_single_account_fields(
+                account_id, amount, currency, description, reference_id, metadata
+            )
         )
         return await self._movement(self._transactions.DebitAccount, request)
 
@@ -206,9 +209,12 @@ class BankingClient:
         *,
         description: str | None = None,
         reference_id: str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> Movement:
         request = transactions_pb2.CreditRequest(
-            **_single_account_fields(account_id, amount, currency, description, reference_id)
+            **_single_account_fields(
+                account_id, amount, currency, description, reference_id, metadata
+            )
         )
         return await self._movement(self._transactions.CreditAccount, request)
 
@@ -221,6 +227,7 @@ class BankingClient:
         *,
         description: str | None = None,
         reference_id: str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> Movement:
         request = transactions_pb2.TransferRequest(
             source_account_id=str(source_account_id),
@@ -229,6 +236,7 @@ class BankingClient:
             currency=currency,
             description=description or "",
             reference_id=reference_id or "",
+            metadata=dict(metadata or {}),
         )
         return await self._movement(self._transactions.TransferBetweenAccounts, request)
 
@@ -336,7 +344,8 @@ def _single_account_fields(
     currency: str,
     description: str | None,
     reference_id: str | None,
-) -> dict[str, str]:
+    metadata: Mapping[str, str] | None,
+) -> dict[str, Any]:
     """The fields DebitRequest and CreditRequest share (empty text means "not given")."""
     return {
         "account_id": str(account_id),
@@ -344,6 +353,7 @@ def _single_account_fields(
         "currency": currency,
         "description": description or "",
         "reference_id": reference_id or "",
+        "metadata": dict(metadata or {}),
     }
 
 

@@ -47,6 +47,7 @@ from banking.grpc.mapping import (
     statement_message,
     transaction_message,
 )
+from banking.ledger.metadata import check_metadata
 from banking.ledger.movements import keyed_batch
 from banking.ledger.statements import TransactionSearch
 from banking.observability import context as log_context
@@ -130,6 +131,7 @@ class TransactionServicer(transactions_pb2_grpc.TransactionServiceServicer):
             status=_choice(TransactionStatus, request.status, "status"),
             created_from=_time(request.created_from, "created_from"),
             created_to=_time(request.created_to, "created_to"),
+            metadata=dict(request.metadata),
         )
         page = await self._statements.search(
             current_actor(),
@@ -159,6 +161,7 @@ class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
             currency=request.currency,
             customer_id=_uuid(request.customer_id, "customer_id") if request.customer_id else None,
             idempotency_key=_creation_key(request.idempotency_key, context),
+            metadata=dict(request.metadata),
         )
         if opened.replayed:
             context.set_trailing_metadata(((REPLAYED_KEY, "true"),))
@@ -271,6 +274,7 @@ def _debit_or_credit(
         currency=request.currency,
         description=request.description or None,
         reference_id=request.reference_id or None,
+        metadata=dict(request.metadata),
     )
 
 
@@ -282,6 +286,7 @@ def _transfer(request: transactions_pb2.TransferRequest) -> TransferRequest:
         currency=request.currency,
         description=request.description or None,
         reference_id=request.reference_id or None,
+        metadata=dict(request.metadata),
     )
 
 
@@ -306,6 +311,7 @@ def _batch_item(item: transactions_pb2.BatchItem, index: int) -> BatchItem:
             text = getattr(request, field)
             if text is not None and not text.isprintable():
                 raise ValidationFailed(f"{field} must be printable text", field=field)
+        check_metadata(request.metadata)
     except ValidationFailed as error:
         raise ValidationFailed(
             f"items[{index}]: {error.message}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from uuid import UUID, uuid4
@@ -26,6 +27,7 @@ from banking.ledger.creation_keys import (
     require_same,
 )
 from banking.ledger.history import decode_cursor, keyset_cursor, page_size_within
+from banking.ledger.metadata import canonical_metadata, check_metadata
 from banking.ledger.ports import BalanceCache, LedgerStore, NoBalanceCache, UnitOfWork
 
 ACCOUNT_TYPES = frozenset({"checking", "savings", "business", "loan"})
@@ -95,7 +97,13 @@ class AccountService:
         self.page_size_default = min(ACCOUNTS_LISTED_MAX, page_size_max)
 
     async def open(
-        self, actor: Actor, *, account_type: str, currency: str, customer_id: UUID | None
+        self,
+        actor: Actor,
+        *,
+        account_type: str,
+        currency: str,
+        customer_id: UUID | None,
+        metadata: Mapping[str, str] | None = None,
     ) -> tuple[Account, Balance]:
         """Open an account with a zero balance. Customers open their own; tellers and admins
         open for a customer (``customer_id``); auditors open none."""
@@ -105,6 +113,7 @@ class AccountService:
             currency=currency,
             customer_id=customer_id,
             idempotency_key=None,
+            metadata=metadata,
         )
         return opened.account, opened.balance
 
@@ -116,10 +125,12 @@ class AccountService:
         currency: str,
         customer_id: UUID | None,
         idempotency_key: str | None,
+        metadata: Mapping[str, str] | None = None,
     ) -> OpenedAccount:
         """``open`` under an ``Idempotency-Key`` (``banking.ledger.creation_keys``): the first
         request with the key opens the account; a retry with the same parameters answers that
-        account (``replayed``); other parameters are ``IDEMPOTENCY_CONFLICT``, nothing opened."""
+        account (``replayed``); other parameters are ``IDEMPOTENCY_CONFLICT``, nothing opened.
+        ``metadata`` (the caller's labels, ``ledger.metadata``'s rules) is one of them."""
         if account_type not in ACCOUNT_TYPES:
             raise ValidationFailed(
                 f"account_type must be one of {sorted(ACCOUNT_TYPES)}", field="account_type"
@@ -128,7 +139,11 @@ class AccountService:
         owner_id = self._owner_for(actor, customer_id)
         key = None if idempotency_key is None else check_key(idempotency_key)
         account_id = uuid4()
+        labels = check_metadata(metadata)
         parameters = {"account_type": account_type, "currency": code, "customer_id": str(owner_id)}
+        if labels:
+            # Only when there is some: a key claimed before metadata existed still replays.
+            parameters["metadata"] = canonical_metadata(labels)
 
         async def work(store: LedgerStore) -> OpenedAccount:
             now = utc_now()
@@ -146,7 +161,9 @@ class AccountService:
                     "customer_id must be an active customer", field="customer_id"
                 )
             number = await self._unused_account_number(store)
-            account = Account(account_id, number, owner_id, account_type, code, True, now, now)
+            account = Account(
+                account_id, number, owner_id, account_type, code, True, now, now, labels
+            )
             return OpenedAccount(account, await store.insert_account(account), replayed=False)
 
         return await self._unit_of_work.run(work)

@@ -6,7 +6,8 @@ Pure: no store, no I/O. A request that fails here changes nothing anywhere.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 from uuid import UUID, uuid4
 
@@ -20,6 +21,7 @@ from banking.domain.money import (
 from banking.domain.records import DebitOrCredit, TransactionType, TransferRequest
 from banking.domain.roles import Actor
 from banking.ledger.access import require_can_credit, require_moves_money
+from banking.ledger.metadata import canonical_metadata, check_metadata
 
 REFERENCE_ID_LENGTH_MAX = 255
 DESCRIPTION_LENGTH_MAX = 500
@@ -40,6 +42,8 @@ class CheckedMovement:
     fingerprint: str
     # Set for a command applied asynchronously: the id of its pending leg.
     transaction_id: UUID | None = None
+    # The caller's labels, validated and sorted by key (empty: none); on every leg.
+    metadata: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 def check_movement(
@@ -83,20 +87,30 @@ def _checked(
     amount = check_amount_for_currency(parse_amount(request.amount), currency)
     description = _checked_description(request.description)
     reference_id = _checked_reference(request.reference_id)
-    fingerprint = hashlib.sha256(
-        "\x1f".join(
-            [
-                kind.value,
-                str(account_id),
-                str(counterparty_id or ""),
-                format_amount(amount),
-                currency,
-                description or "",
-            ]
-        ).encode()
-    ).hexdigest()
+    metadata = check_metadata(request.metadata)
+    compared = [
+        kind.value,
+        str(account_id),
+        str(counterparty_id or ""),
+        format_amount(amount),
+        currency,
+        description or "",
+    ]
+    if metadata:
+        # Only when there is some: a movement without metadata keeps the fingerprint it had
+        # before metadata existed, so its key still replays.
+        compared.append(canonical_metadata(metadata))
+    fingerprint = hashlib.sha256("\x1f".join(compared).encode()).hexdigest()
     return CheckedMovement(
-        kind, account_id, counterparty_id, amount, currency, description, reference_id, fingerprint
+        kind,
+        account_id,
+        counterparty_id,
+        amount,
+        currency,
+        description,
+        reference_id,
+        fingerprint,
+        metadata=metadata,
     )
 
 

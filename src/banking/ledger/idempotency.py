@@ -64,6 +64,7 @@ def differing_fields(leg: Transaction, checked: CheckedMovement) -> list[str]:
         "amount": (leg.amount, checked.amount),
         "currency": (leg.currency, checked.currency),
         "description": (leg.description or None, checked.description or None),
+        "metadata": (dict(leg.metadata), dict(checked.metadata)),
     }
     return [name for name, (stored, asked) in compared.items() if stored != asked]
 

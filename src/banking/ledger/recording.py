@@ -53,6 +53,7 @@ def new_leg(
         failure_reason=failure[1] if failure else None,
         available_balance_after=balance_after.available_balance if balance_after else None,
         balance_version_after=balance_after.version if balance_after else None,
+        metadata=checked.metadata,
     )
 
 

@@ -11,7 +11,8 @@ current balance as of ``T``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
@@ -29,6 +30,7 @@ from banking.domain.roles import Actor
 from banking.ledger.access import require_visible
 from banking.ledger.checks import REFERENCE_ID_LENGTH_MAX
 from banking.ledger.history import decode_cursor, in_utc, newest_first_page, page_size_within
+from banking.ledger.metadata import check_metadata
 from banking.ledger.ports import LedgerStore, UnitOfWork
 
 _ZERO = Decimal("0.00")
@@ -47,6 +49,9 @@ class TransactionSearch:
     status: TransactionStatus | None = None
     created_from: datetime | None = None
     created_to: datetime | None = None
+    # Legs whose metadata holds every one of these pairs (empty: any); ``ledger.metadata``'s
+    # rules bound it as they bound a movement's.
+    metadata: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +165,7 @@ class StatementService:
             search.status,
             created_from,
             created_to,
+            metadata=check_metadata(search.metadata),
         )
         owner = None if actor.reads_everything else actor.user_id
 

@@ -53,6 +53,13 @@ from banking.domain.records import (
 from banking.domain.roles import Role
 from banking.ledger.accounts import ACCOUNT_TYPES
 from banking.ledger.checks import DESCRIPTION_LENGTH_MAX, REFERENCE_ID_LENGTH_MAX
+from banking.ledger.metadata import (
+    METADATA_KEY_LENGTH_MAX,
+    METADATA_KEY_PATTERN,
+    METADATA_KEYS_MAX,
+    METADATA_VALUE_LENGTH_MAX,
+    check_metadata,
+)
 from banking.ledger.movements import BATCH_ITEMS_MAX, BATCH_KEY_LENGTH_MAX
 from banking.rest.errors import ErrorCode
 
@@ -232,6 +239,23 @@ _DESCRIPTION = Field(
     max_length=DESCRIPTION_LENGTH_MAX,
     json_schema_extra=printable("Free text for the statement.", DESCRIPTION_LENGTH_MAX),
 )
+# The core's rules of metadata (banking.ledger.metadata), as JSON Schema; the core decides.
+METADATA_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "maxProperties": METADATA_KEYS_MAX,
+    "propertyNames": {"pattern": METADATA_KEY_PATTERN},
+    "additionalProperties": {
+        "type": "string",
+        **printable("", METADATA_VALUE_LENGTH_MAX),
+    },
+    "description": f"The caller's own labels: at most {METADATA_KEYS_MAX} keys of 1 to "
+    f"{METADATA_KEY_LENGTH_MAX} characters `A-Z a-z 0-9 _ . -`, each value a string of at most "
+    f"{METADATA_VALUE_LENGTH_MAX} printable characters. Stored with the record, returned "
+    "wherever it is, part of the idempotency key's parameters (other metadata under the same "
+    "key: 409 IDEMPOTENCY_CONFLICT) and searchable (`GET /api/v1/transactions?metadata[k]=v`).",
+    "examples": [{"order_id": "42", "channel": "web"}],
+}
+_METADATA = Field(default=None, json_schema_extra=METADATA_SCHEMA)
 _REFERENCE = Field(
     default=None,
     min_length=1,
@@ -264,6 +288,7 @@ class DebitCreditBody(_Request):
     currency: Currency = Field(min_length=3, max_length=3)
     description: str | None = _DESCRIPTION
     reference_id: str | None = _REFERENCE
+    metadata: dict[str, str] | None = _METADATA
 
 
 class TransferBody(_Request):
@@ -288,6 +313,7 @@ class TransferBody(_Request):
     currency: Currency = Field(min_length=3, max_length=3)
     description: str | None = _DESCRIPTION
     reference_id: str | None = _REFERENCE
+    metadata: dict[str, str] | None = _METADATA
 
 
 # --- batches (POST /api/v1/transactions/batch) -----------------------------------------
@@ -335,6 +361,15 @@ class _BatchItemRules(BaseModel):
     @classmethod
     def _printable(cls, value: str | None) -> str | None:
         return _printable_text(value)
+
+    @field_validator("metadata", check_fields=False)
+    @classmethod
+    def _bounded_labels(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        try:
+            check_metadata(value)
+        except ValidationFailed as error:
+            raise ValueError(error.message) from error
+        return value
 
 
 _BATCH_DEBIT_EXAMPLE: dict[str, Any] = {
@@ -428,6 +463,7 @@ class AccountCreateBody(_Request):
         description="The owner, an active customer: required for tellers and admins; "
         "customers open their own accounts and may only give their own id.",
     )
+    metadata: dict[str, str] | None = _METADATA
 
 
 class OverdraftLimitBody(_Request):

@@ -8,10 +8,11 @@ This module runs the same rules in two halves:
 1. one read of every account of the group (``get_accounts``) and, per item,
    ``decisions.precheck``: existence, who may act, currency, an inactive account's decline,
    exactly as the decisions check them (one function, both paths);
-2. one call of the PL/pgSQL function ``banking_decide_movements`` (migration 0004) for the
-   items that passed: it locks every balance of the group in account-id order, then per item
-   checks the idempotency key, applies the conditional debit and the balance limit, and
-   inserts the legs and their journal rows, returning each item's outcome and balances;
+2. one call of the PL/pgSQL function ``banking_decide_movements`` (migration 0004; 0007 and
+   0009 redefined it) for the items that passed: it locks every balance of the group in
+   account-id order, then per item checks the idempotency key, applies the conditional debit
+   and the balance limit, and inserts the legs (with their metadata) and their journal rows,
+   returning each item's outcome and balances;
 3. one INSERT of the outbox rows, encoded here from the legs (``LegsRecorded`` through the
    store's encoder, as ``recording.record`` does), in item order.
 
@@ -60,6 +61,7 @@ from banking.domain.records import (
 )
 from banking.ledger.decisions import BALANCE_LIMIT_REASON, Decline, precheck
 from banking.ledger.groups import Decided, GroupItem, group_account_ids
+from banking.ledger.metadata import canonical_metadata
 from banking.ledger.recording import new_leg, transfer_legs
 from banking.storage.tables import REFERENCE_KEY
 
@@ -76,7 +78,7 @@ _DECIDE: Final = (
     " r_in_available_after, r_in_version_after FROM banking_decide_movements("
     "$1::text[], $2::uuid[], $3::uuid[], $4::numeric[], $5::uuid[], $6::uuid[], $7::uuid[],"
     " $8::uuid[], $9::text[], $10::text[], $11::uuid[], $12::text[], $13::text[],"
-    " $14::text[], $15::text[], $16::text[], $17::text[], $18::timestamptz[])"
+    " $14::text[], $15::text[], $16::text[], $17::text[], $18::timestamptz[], $19::text[])"
 )
 # The outbox's columns but its id, in the order of the statement's arrays. WITH ORDINALITY
 # and ORDER BY: the outbox ids (the relay's order) follow the rows' order.
@@ -203,6 +205,8 @@ def _arguments(planned: Sequence[_Planned]) -> list[list[Any]]:
         [plan.decline[1] if plan.decline else None for plan in planned],
         [plan.item.actor.username for plan in planned],
         [plan.at for plan in planned],
+        # JSON objects, stored as jsonb on both legs (migration 0009).
+        [canonical_metadata(checked.metadata) for checked in checks],
     ]
 
 

@@ -25,47 +25,51 @@ _sym_db = _symbol_database.Default()
 from banking.grpc.gen import transactions_pb2 as banking_dot_v1_dot_transactions__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x62\x61nking/v1/accounts.proto\x12\nbanking.v1\x1a\x1d\x62\x61nking/v1/transactions.proto\"l\n\x14\x43reateAccountRequest\x12\x14\n\x0c\x61\x63\x63ount_type\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\"8\n\x13ListAccountsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\"R\n\x14ListAccountsResponse\x12%\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x13.banking.v1.Account\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"c\n\x15\x43reateAccountResponse\x12$\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x13.banking.v1.Account\x12$\n\x07\x62\x61lance\x18\x02 \x01(\x0b\x32\x13.banking.v1.Balance\"\'\n\x11GetAccountRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"\x93\x02\n\x07\x41\x63\x63ount\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12\x14\n\x0c\x61\x63\x63ount_type\x18\x04 \x01(\t\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x11\n\tis_active\x18\x06 \x01(\x08\x12\x12\n\ncreated_at\x18\x07 \x01(\t\x12\x12\n\nupdated_at\x18\x08 \x01(\t\x12\x33\n\x08metadata\x18\t \x03(\x0b\x32!.banking.v1.Account.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"6\n\x11GetBalanceRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\r\n\x05\x61s_of\x18\x02 \x01(\t\"Q\n\x13GetStatementRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x13\n\x0bperiod_from\x18\x02 \x01(\t\x12\x11\n\tperiod_to\x18\x03 \x01(\t\"V\n\rStatementLine\x12,\n\x0btransaction\x18\x01 \x01(\x0b\x32\x17.banking.v1.Transaction\x12\x17\n\x0frunning_balance\x18\x02 \x01(\t\"\xf8\x01\n\tStatement\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x13\n\x0bperiod_from\x18\x03 \x01(\t\x12\x11\n\tperiod_to\x18\x04 \x01(\t\x12\x17\n\x0fopening_balance\x18\x05 \x01(\t\x12\x17\n\x0f\x63losing_balance\x18\x06 \x01(\t\x12\x15\n\rcredits_total\x18\x07 \x01(\t\x12\x14\n\x0c\x64\x65\x62its_total\x18\x08 \x01(\t\x12\r\n\x05\x63ount\x18\t \x01(\x05\x12/\n\x0ctransactions\x18\n \x03(\x0b\x32\x19.banking.v1.StatementLine\"\xa3\x01\n\x07\x42\x61lance\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x17\n\x0f\x63urrent_balance\x18\x03 \x01(\t\x12\x19\n\x11\x61vailable_balance\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12\x14\n\x0clast_updated\x18\x06 \x01(\t\x12\x17\n\x0foverdraft_limit\x18\x07 \x01(\t\"G\n\x18SetOverdraftLimitRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x17\n\x0foverdraft_limit\x18\x02 \x01(\t\"\xa4\x01\n\x17ListTransactionsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\x12\x14\n\x0c\x63reated_from\x18\x04 \x01(\t\x12\x12\n\ncreated_to\x18\x05 \x01(\t\x12\x18\n\x10transaction_type\x18\x06 \x01(\t\x12\x0e\n\x06status\x18\x07 \x01(\t\"^\n\x18ListTransactionsResponse\x12-\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x17.banking.v1.Transaction\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"@\n\x13WatchBalanceRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x15\n\rafter_version\x18\x02 \x01(\x03\x32\xfc\x04\n\x0e\x41\x63\x63ountService\x12T\n\rCreateAccount\x12 .banking.v1.CreateAccountRequest\x1a!.banking.v1.CreateAccountResponse\x12Q\n\x0cListAccounts\x12\x1f.banking.v1.ListAccountsRequest\x1a .banking.v1.ListAccountsResponse\x12@\n\nGetAccount\x12\x1d.banking.v1.GetAccountRequest\x1a\x13.banking.v1.Account\x12@\n\nGetBalance\x12\x1d.banking.v1.GetBalanceRequest\x1a\x13.banking.v1.Balance\x12N\n\x11SetOverdraftLimit\x12$.banking.v1.SetOverdraftLimitRequest\x1a\x13.banking.v1.Balance\x12]\n\x10ListTransactions\x12#.banking.v1.ListTransactionsRequest\x1a$.banking.v1.ListTransactionsResponse\x12\x46\n\x0cWatchBalance\x12\x1f.banking.v1.WatchBalanceRequest\x1a\x13.banking.v1.Balance0\x01\x12\x46\n\x0cGetStatement\x12\x1f.banking.v1.GetStatementRequest\x1a\x15.banking.v1.Statementb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x62\x61nking/v1/accounts.proto\x12\nbanking.v1\x1a\x1d\x62\x61nking/v1/transactions.proto\"\xdf\x01\n\x14\x43reateAccountRequest\x12\x14\n\x0c\x61\x63\x63ount_type\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12@\n\x08metadata\x18\x05 \x03(\x0b\x32..banking.v1.CreateAccountRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"8\n\x13ListAccountsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\"R\n\x14ListAccountsResponse\x12%\n\x08\x61\x63\x63ounts\x18\x01 \x03(\x0b\x32\x13.banking.v1.Account\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"c\n\x15\x43reateAccountResponse\x12$\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x13.banking.v1.Account\x12$\n\x07\x62\x61lance\x18\x02 \x01(\x0b\x32\x13.banking.v1.Balance\"\'\n\x11GetAccountRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\"\x93\x02\n\x07\x41\x63\x63ount\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x02 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x03 \x01(\t\x12\x14\n\x0c\x61\x63\x63ount_type\x18\x04 \x01(\t\x12\x10\n\x08\x63urrency\x18\x05 \x01(\t\x12\x11\n\tis_active\x18\x06 \x01(\x08\x12\x12\n\ncreated_at\x18\x07 \x01(\t\x12\x12\n\nupdated_at\x18\x08 \x01(\t\x12\x33\n\x08metadata\x18\t \x03(\x0b\x32!.banking.v1.Account.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"6\n\x11GetBalanceRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\r\n\x05\x61s_of\x18\x02 \x01(\t\"Q\n\x13GetStatementRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x13\n\x0bperiod_from\x18\x02 \x01(\t\x12\x11\n\tperiod_to\x18\x03 \x01(\t\"V\n\rStatementLine\x12,\n\x0btransaction\x18\x01 \x01(\x0b\x32\x17.banking.v1.Transaction\x12\x17\n\x0frunning_balance\x18\x02 \x01(\t\"\xf8\x01\n\tStatement\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x13\n\x0bperiod_from\x18\x03 \x01(\t\x12\x11\n\tperiod_to\x18\x04 \x01(\t\x12\x17\n\x0fopening_balance\x18\x05 \x01(\t\x12\x17\n\x0f\x63losing_balance\x18\x06 \x01(\t\x12\x15\n\rcredits_total\x18\x07 \x01(\t\x12\x14\n\x0c\x64\x65\x62its_total\x18\x08 \x01(\t\x12\r\n\x05\x63ount\x18\t \x01(\x05\x12/\n\x0ctransactions\x18\n \x03(\x0b\x32\x19.banking.v1.StatementLine\"\xa3\x01\n\x07\x42\x61lance\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\x12\x17\n\x0f\x63urrent_balance\x18\x03 \x01(\t\x12\x19\n\x11\x61vailable_balance\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12\x14\n\x0clast_updated\x18\x06 \x01(\t\x12\x17\n\x0foverdraft_limit\x18\x07 \x01(\t\"G\n\x18SetOverdraftLimitRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x17\n\x0foverdraft_limit\x18\x02 \x01(\t\"\xa4\x01\n\x17ListTransactionsRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x03 \x01(\t\x12\x14\n\x0c\x63reated_from\x18\x04 \x01(\t\x12\x12\n\ncreated_to\x18\x05 \x01(\t\x12\x18\n\x10transaction_type\x18\x06 \x01(\t\x12\x0e\n\x06status\x18\x07 \x01(\t\"^\n\x18ListTransactionsResponse\x12-\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x17.banking.v1.Transaction\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"@\n\x13WatchBalanceRequest\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\x15\n\rafter_version\x18\x02 \x01(\x03\x32\xfc\x04\n\x0e\x41\x63\x63ountService\x12T\n\rCreateAccount\x12 .banking.v1.CreateAccountRequest\x1a!.banking.v1.CreateAccountResponse\x12Q\n\x0cListAccounts\x12\x1f.banking.v1.ListAccountsRequest\x1a .banking.v1.ListAccountsResponse\x12@\n\nGetAccount\x12\x1d.banking.v1.GetAccountRequest\x1a\x13.banking.v1.Account\x12@\n\nGetBalance\x12\x1d.banking.v1.GetBalanceRequest\x1a\x13.banking.v1.Balance\x12N\n\x11SetOverdraftLimit\x12$.banking.v1.SetOverdraftLimitRequest\x1a\x13.banking.v1.Balance\x12]\n\x10ListTransactions\x12#.banking.v1.ListTransactionsRequest\x1a$.banking.v1.ListTransactionsResponse\x12\x46\n\x0cWatchBalance\x12\x1f.banking.v1.WatchBalanceRequest\x1a\x13.banking.v1.Balance0\x01\x12\x46\n\x0cGetStatement\x12\x1f.banking.v1.GetStatementRequest\x1a\x15.banking.v1.Statementb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'banking.grpc.gen.accounts_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_CREATEACCOUNTREQUEST_METADATAENTRY']._loaded_options = None
+  _globals['_CREATEACCOUNTREQUEST_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_ACCOUNT_METADATAENTRY']._loaded_options = None
   _globals['_ACCOUNT_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_CREATEACCOUNTREQUEST']._serialized_start=72
-  _globals['_CREATEACCOUNTREQUEST']._serialized_end=180
-  _globals['_LISTACCOUNTSREQUEST']._serialized_start=182
-  _globals['_LISTACCOUNTSREQUEST']._serialized_end=238
-  _globals['_LISTACCOUNTSRESPONSE']._serialized_start=240
-  _globals['_LISTACCOUNTSRESPONSE']._serialized_end=322
-  _globals['_CREATEACCOUNTRESPONSE']._serialized_start=324
-  _globals['_CREATEACCOUNTRESPONSE']._serialized_end=423
-  _globals['_GETACCOUNTREQUEST']._serialized_start=425
-  _globals['_GETACCOUNTREQUEST']._serialized_end=464
-  _globals['_ACCOUNT']._serialized_start=467
-  _globals['_ACCOUNT']._serialized_end=742
-  _globals['_ACCOUNT_METADATAENTRY']._serialized_start=695
-  _globals['_ACCOUNT_METADATAENTRY']._serialized_end=742
-  _globals['_GETBALANCEREQUEST']._serialized_start=744
-  _globals['_GETBALANCEREQUEST']._serialized_end=798
-  _globals['_GETSTATEMENTREQUEST']._serialized_start=800
-  _globals['_GETSTATEMENTREQUEST']._serialized_end=881
-  _globals['_STATEMENTLINE']._serialized_start=883
-  _globals['_STATEMENTLINE']._serialized_end=969
-  _globals['_STATEMENT']._serialized_start=972
-  _globals['_STATEMENT']._serialized_end=1220
-  _globals['_BALANCE']._serialized_start=1223
-  _globals['_BALANCE']._serialized_end=1386
-  _globals['_SETOVERDRAFTLIMITREQUEST']._serialized_start=1388
-  _globals['_SETOVERDRAFTLIMITREQUEST']._serialized_end=1459
-  _globals['_LISTTRANSACTIONSREQUEST']._serialized_start=1462
-  _globals['_LISTTRANSACTIONSREQUEST']._serialized_end=1626
-  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_start=1628
-  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_end=1722
-  _globals['_WATCHBALANCEREQUEST']._serialized_start=1724
-  _globals['_WATCHBALANCEREQUEST']._serialized_end=1788
-  _globals['_ACCOUNTSERVICE']._serialized_start=1791
-  _globals['_ACCOUNTSERVICE']._serialized_end=2427
+  _globals['_CREATEACCOUNTREQUEST']._serialized_start=73
+  _globals['_CREATEACCOUNTREQUEST']._serialized_end=296
+  _globals['_CREATEACCOUNTREQUEST_METADATAENTRY']._serialized_start=249
+  _globals['_CREATEACCOUNTREQUEST_METADATAENTRY']._serialized_end=296
+  _globals['_LISTACCOUNTSREQUEST']._serialized_start=298
+  _globals['_LISTACCOUNTSREQUEST']._serialized_end=354
+  _globals['_LISTACCOUNTSRESPONSE']._serialized_start=356
+  _globals['_LISTACCOUNTSRESPONSE']._serialized_end=438
+  _globals['_CREATEACCOUNTRESPONSE']._serialized_start=440
+  _globals['_CREATEACCOUNTRESPONSE']._serialized_end=539
+  _globals['_GETACCOUNTREQUEST']._serialized_start=541
+  _globals['_GETACCOUNTREQUEST']._serialized_end=580
+  _globals['_ACCOUNT']._serialized_start=583
+  _globals['_ACCOUNT']._serialized_end=858
+  _globals['_ACCOUNT_METADATAENTRY']._serialized_start=249
+  _globals['_ACCOUNT_METADATAENTRY']._serialized_end=296
+  _globals['_GETBALANCEREQUEST']._serialized_start=860
+  _globals['_GETBALANCEREQUEST']._serialized_end=914
+  _globals['_GETSTATEMENTREQUEST']._serialized_start=916
+  _globals['_GETSTATEMENTREQUEST']._serialized_end=997
+  _globals['_STATEMENTLINE']._serialized_start=999
+  _globals['_STATEMENTLINE']._serialized_end=1085
+  _globals['_STATEMENT']._serialized_start=1088
+  _globals['_STATEMENT']._serialized_end=1336
+  _globals['_BALANCE']._serialized_start=1339
+  _globals['_BALANCE']._serialized_end=1502
+  _globals['_SETOVERDRAFTLIMITREQUEST']._serialized_start=1504
+  _globals['_SETOVERDRAFTLIMITREQUEST']._serialized_end=1575
+  _globals['_LISTTRANSACTIONSREQUEST']._serialized_start=1578
+  _globals['_LISTTRANSACTIONSREQUEST']._serialized_end=1742
+  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_start=1744
+  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_end=1838
+  _globals['_WATCHBALANCEREQUEST']._serialized_start=1840
+  _globals['_WATCHBALANCEREQUEST']._serialized_end=1904
+  _globals['_ACCOUNTSERVICE']._serialized_start=1907
+  _globals['_ACCOUNTSERVICE']._serialized_end=2543
 # @@protoc_insertion_point(module_scope)

@@ -25,10 +25,31 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class CreateAccountRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     ACCOUNT_TYPE_FIELD_NUMBER: _builtins.int
     CURRENCY_FIELD_NUMBER: _builtins.int
     CUSTOMER_ID_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
     account_type: _builtins.str
     """checking, savings, business or loan; empty means checking"""
     currency: _builtins.str
@@ -36,6 +57,10 @@ class CreateAccountRequest(_message.Message):
     """required for tellers and admins; customers leave it empty"""
     idempotency_key: _builtins.str
     """1 to 251 printable characters; empty means none (or the `idempotency-key` metadata)"""
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The caller's own labels (the rules of a movement's metadata); part of the key's parameters"""
+
     def __init__(
         self,
         *,
@@ -43,10 +68,11 @@ class CreateAccountRequest(_message.Message):
         currency: _builtins.str = ...,
         customer_id: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_type", b"account_type", "currency", b"currency", "customer_id", b"customer_id", "idempotency_key", b"idempotency_key"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_type", b"account_type", "currency", b"currency", "customer_id", b"customer_id", "idempotency_key", b"idempotency_key", "metadata", b"metadata"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -102,6 +102,7 @@ async def open_account(
         currency=body.currency,
         customer_id=body.customer_id,
         idempotency_key=idempotency_key,
+        metadata=body.metadata,
     )
     account, balance = opened.account, opened.balance
     if opened.replayed:

@@ -3,6 +3,7 @@ fraud review of held asynchronous movements (the queue, release, reject)."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 from uuid import UUID
 
@@ -22,6 +23,7 @@ from banking.domain.records import (
 )
 from banking.domain.roles import Actor
 from banking.ledger.checks import REFERENCE_ID_LENGTH_MAX
+from banking.ledger.metadata import METADATA_FIELD
 from banking.ledger.movements import BATCH_KEY_LENGTH_MAX, keyed_batch
 from banking.ledger.statements import TransactionSearch
 from banking.observability import context
@@ -30,6 +32,7 @@ from banking.rest.errors import ErrorCode
 from banking.rest.openapi import header, link, responses
 from banking.rest.routes import Route
 from banking.rest.schemas import (
+    METADATA_SCHEMA,
     BatchBody,
     BatchCredit,
     BatchDebit,
@@ -157,6 +160,7 @@ def _debit_or_credit(body: DebitCreditBody, idempotency_key: str | None) -> Debi
         body.currency,
         body.description,
         _reference(body.reference_id, idempotency_key),
+        body.metadata or {},
     )
 
 
@@ -211,6 +215,7 @@ async def transfer_between_accounts(
         body.currency,
         body.description,
         _reference(body.reference_id, idempotency_key),
+        body.metadata or {},
     )
     return await _move(
         TransactionType.TRANSFER_OUT, movement, actor, container, request, response, prefer
@@ -268,11 +273,17 @@ def _batch_item(item: BatchDebit | BatchCredit | BatchTransfer) -> BatchItem:
                 item.currency,
                 item.description,
                 reference,
+                item.metadata or {},
             ),
         )
     kind = TransactionType.CREDIT if isinstance(item, BatchCredit) else TransactionType.DEBIT
     request = DebitOrCredit(
-        item.account_id, item.amount, item.currency, item.description, reference
+        item.account_id,
+        item.amount,
+        item.currency,
+        item.description,
+        reference,
+        item.metadata or {},
     )
     return BatchItem(kind, request)
 
@@ -318,14 +329,50 @@ async def batch_movements(
     return BatchRead.of_results(results, atomic=body.atomic)
 
 
+# The lookup's metadata filter: ``metadata[key]=value`` pairs (OpenAPI's deepObject style),
+# which FastAPI does not parse: read from the query string by ``_metadata_pairs``.
+_METADATA_PARAMETER = {
+    "name": "metadata",
+    "in": "query",
+    "required": False,
+    "style": "deepObject",
+    "explode": True,
+    "description": "Legs whose metadata holds every pair: `metadata[order_id]=42` (repeat "
+    "with other keys to narrow). The rules of a movement's metadata apply to the pairs.",
+    "schema": {k: v for k, v in METADATA_SCHEMA.items() if k != "description"},
+}
+_METADATA_QUERY = re.compile(r"metadata\[([^\[\]]*)\]")
+
+
+def _metadata_pairs(request: Request) -> dict[str, str]:
+    """The ``metadata[key]=value`` pairs of the query (validated by the core); a bare
+    ``metadata`` or a key given twice is refused."""
+    pairs: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        if not name.startswith("metadata"):
+            continue
+        match = _METADATA_QUERY.fullmatch(name)
+        if match is None:
+            raise ValidationFailed(
+                "search by metadata as metadata[key]=value", field=METADATA_FIELD
+            )
+        key = match.group(1)
+        if key in pairs:
+            raise ValidationFailed(f"metadata[{key}] is given twice", field=METADATA_FIELD)
+        pairs[key] = value
+    return pairs
+
+
 @router.get(
     "",
     response_model=HeldPage,
     responses=responses(E.UNAUTHENTICATED, E.FORBIDDEN, E.VALIDATION_ERROR, E.ACCOUNT_NOT_FOUND),
+    openapi_extra={"parameters": [_METADATA_PARAMETER]},
 )
 async def list_transactions(
     actor: CurrentActor,
     container: ContainerDep,
+    request: Request,
     transaction_status: Annotated[
         Literal["held", "pending", "completed", "failed"] | None,
         Query(
@@ -364,6 +411,7 @@ async def list_transactions(
 ) -> HeldPage:
     """The lookup of legs across accounts (a customer sees only their own), or with
     ``status=held`` the fraud review queue (staff)."""
+    metadata = _metadata_pairs(request)
     if transaction_status == "held":
         page = await container.review.queue(
             actor, cursor=cursor, page_size=page_size or container.history.page_size_default
@@ -381,6 +429,7 @@ async def list_transactions(
             status=None if transaction_status is None else TransactionStatus(transaction_status),
             created_from=created_from,
             created_to=created_to,
+            metadata=metadata,
         ),
         cursor=cursor,
         page_size=page_size,
