@@ -593,7 +593,7 @@ class SqlLedgerStore:
 
     def _metadata_holds(self, pairs: Mapping[str, str]) -> ColumnElement[bool]:
         """The legs whose metadata holds every pair: on PostgreSQL a JSONB containment, which
-        the GIN index ``ix_transactions_metadata`` serves (migration 0009); on SQLite
+        the GIN index ``ix_transactions_metadata`` serves (migration 0010); on SQLite
         ``json_extract`` per key, unindexed (keys are ``[A-Za-z0-9_.-]``: safe in a quoted
         JSON path)."""
         if self.connection.dialect.name == "postgresql":

@@ -9,7 +9,7 @@ This module runs the same rules in two halves:
    ``decisions.precheck``: existence, who may act, currency, an inactive account's decline,
    exactly as the decisions check them (one function, both paths);
 2. one call of the PL/pgSQL function ``banking_decide_movements`` (migration 0004; 0007 and
-   0009 redefined it) for the items that passed: it locks every balance of the group in
+   0010 redefined it) for the items that passed: it locks every balance of the group in
    account-id order, then per item checks the idempotency key, applies the conditional debit
    and the balance limit, and inserts the legs (with their metadata) and their journal rows,
    returning each item's outcome and balances;
@@ -205,7 +205,7 @@ def _arguments(planned: Sequence[_Planned]) -> list[list[Any]]:
         [plan.decline[1] if plan.decline else None for plan in planned],
         [plan.item.actor.username for plan in planned],
         [plan.at for plan in planned],
-        # JSON objects, stored as jsonb on both legs (migration 0009).
+        # JSON objects, stored as jsonb on both legs (migration 0010).
         [canonical_metadata(checked.metadata) for checked in checks],
     ]
 

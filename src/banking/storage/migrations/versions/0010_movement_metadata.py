@@ -1,7 +1,7 @@
 """Movement metadata: the group function stores it, and the lookup searches it with an index
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-02
 
 Issue 15, item 3. The legs' ``metadata`` column came with 0008 (JSONB on PostgreSQL, an empty
@@ -28,8 +28,8 @@ from types import ModuleType
 
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
