@@ -209,7 +209,13 @@ def _grpc(build: Callable[[Any], Message]) -> Callable[[Any], dict[str, Any]]:
     def write(record: Any) -> dict[str, Any]:
         message = build(record)
         message = type(message).FromString(message.SerializeToString())
-        return {field.name: getattr(message, field.name) for field in message.DESCRIPTOR.fields}
+        # Not the leg's fields: what has been reversed of its movement (``Reversals``), which
+        # GetTransaction adds to the leg (tests/grpc/test_reversals.py).
+        return {
+            field.name: getattr(message, field.name)
+            for field in message.DESCRIPTOR.fields
+            if field.name not in mapping.REVERSAL_FIELDS
+        }
 
     return write
 

@@ -72,6 +72,7 @@ async def test_v1_reflection_lists_and_describes_every_service(grpc_bank: GrpcBa
         "GetTransaction",
         "BatchMovements",
         "SearchTransactions",
+        "ReverseTransaction",
     }
     assert service.methods_by_name["DebitAccount"].input_type.fields_by_name["amount"].type == (
         descriptor_pb2.FieldDescriptorProto.TYPE_STRING

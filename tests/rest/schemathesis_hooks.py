@@ -55,6 +55,13 @@ RULES_THE_SCHEMA_CANNOT_EXPRESS: dict[str, list[Rule]] = {
         *_MOVEMENT,
         ("VALIDATION_ERROR", "destination_account_id", "must be different"),
     ],
+    # A reversal takes at most what is left of the movement (the state of the books), in the
+    # movement's currency's digits, and is decided like any movement.
+    "POST /api/v1/transactions/{transaction_id}/reverse": [
+        *_MOVEMENT,
+        ("VALIDATION_ERROR", "amount", "what is left to reverse"),
+        ("VALIDATION_ERROR", "amount", "nothing is left to reverse"),
+    ],
     # Staff must name an active customer; a customer may name only themselves.
     "POST /api/v1/accounts": [
         ("VALIDATION_ERROR", "customer_id", "customer_id is required"),

@@ -57,6 +57,7 @@ WITH_RULES_BEYOND_THE_SCHEMA = [
     "createWebhook",
     "listWebhookDeliveries",
     "listAuditRecords",
+    "reverseTransaction",
 ]
 CONFIG = f"""
 hooks = "tests.rest.schemathesis_hooks"

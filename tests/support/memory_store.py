@@ -48,6 +48,9 @@ class _StoredLeg:
     leg: Transaction
     fingerprint: str
     created_by: UUID | None
+    # The store's column of reversals (``transactions.reversed_amount``), replaced, never
+    # changed in place, so that a unit of work's copy restores it.
+    reversed_amount: Decimal = Decimal("0.00")
 
 
 @dataclass
@@ -280,6 +283,34 @@ class MemoryLedgerStore:
 
         legs = [stored.leg for stored in self.books.legs.values() if wanted(stored.leg)]
         legs.sort(key=lambda leg: (leg.created_at, leg.transaction_id), reverse=True)
+        return legs[:limit]
+
+    # --- reversals ---
+    async def get_reversed_amount(
+        self, transaction_id: UUID, *, for_update: bool = False
+    ) -> Decimal | None:
+        stored = self.books.legs.get(transaction_id)
+        return stored.reversed_amount if stored else None
+
+    async def add_reversed_amount(self, transaction_id: UUID, amount: Decimal) -> Decimal | None:
+        stored = self.books.legs.get(transaction_id)
+        if stored is None or stored.reversed_amount + amount > stored.leg.amount:
+            return None
+        total = stored.reversed_amount + amount
+        self.books.legs[transaction_id] = replace(stored, reversed_amount=total)
+        return total
+
+    async def reversal_legs(
+        self, transaction_id: UUID, *, account_id: UUID, limit: int
+    ) -> list[Transaction]:
+        legs = [
+            stored.leg
+            for stored in self.books.legs.values()
+            if stored.leg.reverses_transaction_id == transaction_id
+            and stored.leg.account_id == account_id
+            and stored.leg.status is TransactionStatus.COMPLETED
+        ]
+        legs.sort(key=lambda leg: (leg.created_at, leg.transaction_id))
         return legs[:limit]
 
     # --- fraud review ---

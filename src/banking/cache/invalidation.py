@@ -17,6 +17,7 @@ from banking.domain.records import (
     CommandOutcome,
     DebitOrCredit,
     MovementResult,
+    ReversalRequest,
     ReviewDecision,
     Transaction,
     TransactionStatus,
@@ -78,6 +79,11 @@ class InvalidatingMovements(MovementsDecorator):
     ) -> MovementResult:
         call = self._inner.review(actor, transaction_id, decision, trace_id=trace_id)
         return await self._after(await call)
+
+    async def reverse(
+        self, actor: Actor, request: ReversalRequest, *, trace_id: str | None = None
+    ) -> MovementResult:
+        return await self._after(await self._inner.reverse(actor, request, trace_id=trace_id))
 
     async def batch(
         self,

@@ -26,6 +26,7 @@ from banking.domain.records import (
     DebitOrCredit,
     FraudScore,
     MovementResult,
+    ReversalRequest,
     ReviewDecision,
     TransactionType,
     TransferRequest,
@@ -187,6 +188,14 @@ class RecordingWriters(MovementsDecorator):
     ) -> MovementResult:
         try:
             return await self._inner.review(actor, transaction_id, decision, trace_id=trace_id)
+        finally:
+            await self._writers.record(actor.user_id)
+
+    async def reverse(
+        self, actor: Actor, request: ReversalRequest, *, trace_id: str | None = None
+    ) -> MovementResult:
+        try:
+            return await self._inner.reverse(actor, request, trace_id=trace_id)
         finally:
             await self._writers.record(actor.user_id)
 

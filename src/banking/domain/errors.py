@@ -132,6 +132,13 @@ class TransactionNotHeld(BankingError):
     code = "TRANSACTION_NOT_HELD"
 
 
+class TransactionNotReversible(BankingError):
+    """A reversal of a movement that cannot be reversed: not completed (pending or failed), or
+    a reversal itself (``ledger.reversals``)."""
+
+    code = "TRANSACTION_NOT_REVERSIBLE"
+
+
 class ReferenceAlreadyUsed(BankingError):
     """Raised by the unit of work when a leg's idempotency key ``(account_id, reference_id)``
     is taken: a retry or a concurrent duplicate committed first. The ledger answers it by

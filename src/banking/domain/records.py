@@ -120,6 +120,26 @@ class TransferRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class ReversalRequest:
+    """Reverse all or part of a completed movement, named by any of its legs
+    (``banking.ledger.reversals``)."""
+
+    transaction_id: UUID
+    reason: str
+    amount: Decimal | None = None  # None: what is left to reverse
+    reference_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reversals:
+    """What has been reversed of a movement: the total (never more than its amount) and the
+    completed reversal legs on the account of the leg it is shown with, oldest first."""
+
+    reversed_amount: Decimal
+    reversal_ids: tuple[UUID, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class BatchItem:
     """One movement of a batch: a debit or credit (``DebitOrCredit``) or a transfer."""
 

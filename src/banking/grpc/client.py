@@ -244,6 +244,23 @@ class BankingClient:
         request = transactions_pb2.GetTransactionRequest(transaction_id=str(transaction_id))
         return transaction_info(await self._unary(self._transactions.GetTransaction, request))
 
+    async def reverse(
+        self,
+        transaction_id: UUID | str,
+        *,
+        reason: str,
+        amount: Decimal | str | None = None,
+        reference_id: str | None = None,
+    ) -> Movement:
+        """Reverse all or part (``amount``; what is left when None) of a completed movement."""
+        request = transactions_pb2.ReverseTransactionRequest(
+            transaction_id=str(transaction_id),
+            amount="" if amount is None else _amount_text(amount),
+            reason=reason,
+            reference_id=reference_id or "",
+        )
+        return await self._movement(self._transactions.ReverseTransaction, request)
+
     # --- accounts ---------------------------------------------------------------------------
 
     async def create_account(

@@ -22,7 +22,7 @@ from google.protobuf.message import Message
 
 from banking.domain.errors import BankingError, Declined, ValidationFailed
 from banking.domain.money import format_amount
-from banking.domain.records import Account, Balance, MovementResult, Transaction
+from banking.domain.records import Account, Balance, MovementResult, Reversals, Transaction
 from banking.grpc.gen import accounts_pb2, transactions_pb2
 from banking.ledger.accounts import AccountPage
 from banking.ledger.statements import Statement
@@ -39,8 +39,19 @@ MOVEMENT_FIELDS: Final[Mapping[str, str]] = {
 }
 
 
-def transaction_message(leg: Transaction) -> transactions_pb2.Transaction:
-    return _message(transactions_pb2.Transaction, leg)
+# Transaction fields that are not the leg's own: what has been reversed of its movement,
+# filled by GetTransaction only (``Movements.get_reversals``).
+REVERSAL_FIELDS: Final = frozenset({"reversed_amount", "reversal_ids"})
+
+
+def transaction_message(
+    leg: Transaction, reversals: Reversals | None = None
+) -> transactions_pb2.Transaction:
+    message = _message(transactions_pb2.Transaction, leg, skipped=REVERSAL_FIELDS)
+    if reversals is not None:
+        message.reversed_amount = format_amount(reversals.reversed_amount)
+        message.reversal_ids.extend(str(reversal_id) for reversal_id in reversals.reversal_ids)
+    return message
 
 
 def movement_message(leg: Transaction) -> transactions_pb2.TransactionResponse:
@@ -132,10 +143,16 @@ def statement_message(statement: Statement) -> accounts_pb2.Statement:
 
 
 def _message(
-    message_type: type[_Message], record: object, renamed: Mapping[str, str] | None = None
+    message_type: type[_Message],
+    record: object,
+    renamed: Mapping[str, str] | None = None,
+    *,
+    skipped: frozenset[str] = frozenset(),
 ) -> _Message:
     values: dict[str, Any] = {}
     for name in message_type.DESCRIPTOR.fields_by_name:
+        if name in skipped:
+            continue
         value = getattr(record, renamed.get(name, name) if renamed else name)
         if value is not None:
             convert = _WIRE.get(type(value))

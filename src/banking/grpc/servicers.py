@@ -24,6 +24,7 @@ from banking.domain.records import (
     DebitOrCredit,
     HistoryFilter,
     MovementResult,
+    ReversalRequest,
     TransactionStatus,
     TransactionType,
     TransferRequest,
@@ -115,9 +116,20 @@ class TransactionServicer(transactions_pb2_grpc.TransactionServiceServicer):
         self, request: transactions_pb2.GetTransactionRequest, context: Context
     ) -> transactions_pb2.Transaction:
         transaction_id = _uuid(request.transaction_id, "transaction_id")
-        return transaction_message(
-            await self._movements.get_transaction(current_actor(), transaction_id)
+        leg, reversals = await self._movements.get_reversals(current_actor(), transaction_id)
+        return transaction_message(leg, reversals)
+
+    async def ReverseTransaction(
+        self, request: transactions_pb2.ReverseTransactionRequest, context: Context
+    ) -> transactions_pb2.TransactionResponse:
+        reversal = ReversalRequest(
+            transaction_id=_uuid(request.transaction_id, "transaction_id"),
+            reason=request.reason,
+            amount=parse_amount(request.amount) if request.amount else None,
+            reference_id=request.reference_id or None,
         )
+        result = await self._movements.reverse(current_actor(), reversal, trace_id=_trace_id())
+        return _movement(result, context)
 
     async def SearchTransactions(
         self, request: transactions_pb2.SearchTransactionsRequest, context: Context

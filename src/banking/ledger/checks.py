@@ -44,6 +44,8 @@ class CheckedMovement:
     transaction_id: UUID | None = None
     # The caller's labels, validated and sorted by key (empty: none); on every leg.
     metadata: Mapping[str, str] = field(default_factory=dict, hash=False)
+    # Set for a reversal: the initiating leg it reverses (``ledger.reversals``).
+    reverses_transaction_id: UUID | None = None
 
 
 def check_movement(
@@ -114,18 +116,26 @@ def _checked(
     )
 
 
-def _checked_description(description: str | None) -> str | None:
+def _checked_description(description: str | None, field: str = "description") -> str | None:
     if description is None:
         return None
     if len(description) > DESCRIPTION_LENGTH_MAX:
         raise ValidationFailed(
-            f"description is longer than {DESCRIPTION_LENGTH_MAX} characters", field="description"
+            f"{field} is longer than {DESCRIPTION_LENGTH_MAX} characters", field=field
         )
     if not description.isprintable():
-        raise ValidationFailed(
-            "description must not contain control characters", field="description"
-        )
+        raise ValidationFailed(f"{field} must not contain control characters", field=field)
     return description
+
+
+def checked_text(text: str, field: str) -> str:
+    """Free text checked as a description is (a reversal's reason, under its own ``field``)."""
+    return _checked_description(text, field) or ""
+
+
+def checked_reference(reference_id: str | None) -> str:
+    """An idempotency key as every movement's is checked; one of its own when absent."""
+    return _checked_reference(reference_id)
 
 
 def _checked_reference(reference_id: str | None) -> str:

@@ -2,7 +2,8 @@
 
 This module only composes: the rules are in ``checks`` (validation), ``decisions`` (applied,
 declined or refused), ``recording`` (legs, journal, events), ``idempotency`` (replays and
-conflicts), ``commands`` (the asynchronous path) and ``review`` (held commands). Each
+conflicts), ``commands`` (the asynchronous path), ``review`` (held commands) and
+``reversals`` (a movement that undoes another). Each
 movement is one unit of work.
 Locks, metrics and cache invalidation wrap this service with the same ``Movements`` Protocol.
 """
@@ -27,13 +28,15 @@ from banking.domain.records import (
     DebitOrCredit,
     FraudScore,
     MovementResult,
+    ReversalRequest,
+    Reversals,
     ReviewDecision,
     Transaction,
     TransactionType,
     TransferRequest,
 )
 from banking.domain.roles import Actor
-from banking.ledger import commands, review
+from banking.ledger import commands, reversals, review
 from banking.ledger.access import require_visible
 from banking.ledger.checks import REFERENCE_ID_LENGTH_MAX, check_movement, require_may_move
 from banking.ledger.groups import GroupCommit, GroupItem, ItemResult, run_atomic, run_group
@@ -159,6 +162,16 @@ class MovementService:
     ) -> MovementResult:
         decide = review.release if decision is ReviewDecision.RELEASED else review.reject
         return await decide(self._unit_of_work, actor, transaction_id, trace_id=trace_id)
+
+    async def reverse(
+        self, actor: Actor, request: ReversalRequest, *, trace_id: str | None = None
+    ) -> MovementResult:
+        return await reversals.reverse(self._unit_of_work, actor, request, trace_id=trace_id)
+
+    async def get_reversals(
+        self, actor: Actor, transaction_id: UUID
+    ) -> tuple[Transaction, Reversals]:
+        return await reversals.reversals_of(self._unit_of_work, actor, transaction_id)
 
     async def get_transaction(self, actor: Actor, transaction_id: UUID) -> Transaction:
         async def read(store: LedgerStore) -> Transaction:

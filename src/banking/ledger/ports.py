@@ -31,6 +31,8 @@ from banking.domain.records import (
     LedgerEvent,
     MovementResult,
     Owner,
+    ReversalRequest,
+    Reversals,
     ReviewDecision,
     Transaction,
     TransactionType,
@@ -156,6 +158,26 @@ class LedgerStore(Protocol):
         limit: int,
     ) -> list[Transaction]:
         """Newest first, keyset-paginated on ``(created_at, transaction_id)``."""
+        ...
+
+    # --- reversals (``banking.ledger.reversals``) ---
+    async def get_reversed_amount(
+        self, transaction_id: UUID, *, for_update: bool = False
+    ) -> Decimal | None:
+        """How much of the leg's amount its reversals took (None: no such leg); with
+        ``for_update`` the leg's row is locked until the unit of work ends."""
+        ...
+
+    async def add_reversed_amount(self, transaction_id: UUID, amount: Decimal) -> Decimal | None:
+        """Add ``amount`` to the leg's reversed amount only if the total stays within its
+        amount (one conditional update): the new total, or None when it would not."""
+        ...
+
+    async def reversal_legs(
+        self, transaction_id: UUID, *, account_id: UUID, limit: int
+    ) -> list[Transaction]:
+        """The completed legs on ``account_id`` that reverse the leg ``transaction_id``, oldest
+        first (by ``(created_at, transaction_id)``), at most ``limit``."""
         ...
 
     # --- fraud review (held commands and their scores) ---
@@ -332,7 +354,20 @@ class Movements(Protocol):
         """Release (apply now) or reject (fail with ``FRAUD_REJECTED``) a held command."""
         ...
 
+    async def reverse(
+        self, actor: Actor, request: ReversalRequest, *, trace_id: str | None = None
+    ) -> MovementResult:
+        """Reverse all or part of a completed movement (``banking.ledger.reversals``): the
+        reversal's initiating leg; a decline is raised as its error."""
+        ...
+
     async def get_transaction(self, actor: Actor, transaction_id: UUID) -> Transaction: ...
+
+    async def get_reversals(
+        self, actor: Actor, transaction_id: UUID
+    ) -> tuple[Transaction, Reversals]:
+        """A leg (as ``get_transaction``) and what has been reversed of its movement."""
+        ...
 
 
 class BalanceCache(Protocol):
@@ -418,5 +453,15 @@ class MovementsDecorator:
     ) -> MovementResult:
         return await self._inner.review(actor, transaction_id, decision, trace_id=trace_id)
 
+    async def reverse(
+        self, actor: Actor, request: ReversalRequest, *, trace_id: str | None = None
+    ) -> MovementResult:
+        return await self._inner.reverse(actor, request, trace_id=trace_id)
+
     async def get_transaction(self, actor: Actor, transaction_id: UUID) -> Transaction:
         return await self._inner.get_transaction(actor, transaction_id)
+
+    async def get_reversals(
+        self, actor: Actor, transaction_id: UUID
+    ) -> tuple[Transaction, Reversals]:
+        return await self._inner.get_reversals(actor, transaction_id)

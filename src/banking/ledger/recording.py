@@ -54,6 +54,7 @@ def new_leg(
         available_balance_after=balance_after.available_balance if balance_after else None,
         balance_version_after=balance_after.version if balance_after else None,
         metadata=checked.metadata,
+        reverses_transaction_id=checked.reverses_transaction_id,
     )
 
 
@@ -111,6 +112,8 @@ def journal_entry(leg: Transaction, actor: Actor, trace_id: str | None) -> Journ
     if leg.failure_code is not None:
         metadata["failure_code"] = leg.failure_code
         metadata["failure_reason"] = leg.failure_reason
+    if leg.reverses_transaction_id is not None:
+        metadata["reverses_transaction_id"] = str(leg.reverses_transaction_id)
     return JournalEntry(
         log_id=uuid4(),
         transaction_id=leg.transaction_id,

@@ -15,6 +15,7 @@ from banking.domain.records import (
     CommandOutcome,
     DebitOrCredit,
     MovementResult,
+    ReversalRequest,
     ReviewDecision,
     Transaction,
     TransactionStatus,
@@ -24,6 +25,10 @@ from banking.domain.records import (
 from banking.domain.roles import Actor
 from banking.ledger.groups import ItemResult
 from banking.ledger.ports import Movements, MovementsDecorator
+
+# The kind label of a declined reversal (its leg's type is not in the error it raises).
+REVERSAL_KIND = "reversal"
+_NONE = Decimal("0.00")
 
 
 class MovementMetrics(Protocol):
@@ -94,6 +99,26 @@ class MeasuredMovements(MovementsDecorator):
         decline); a repeated review is not counted again."""
         result = await self._inner.review(actor, transaction_id, decision, trace_id=trace_id)
         if not result.replayed:
+            self._count(result.transaction)
+        return result
+
+    async def reverse(
+        self, actor: Actor, request: ReversalRequest, *, trace_id: str | None = None
+    ) -> MovementResult:
+        """A reversal is counted as the movement it is (a credit, a debit or a transfer back);
+        a decline, whose kind the error does not carry, under the kind ``reversal``."""
+        try:
+            result = await self._inner.reverse(actor, request, trace_id=trace_id)
+        except BankingError as error:
+            if error.replayed:
+                self._metrics.replayed(REVERSAL_KIND)
+            elif isinstance(error, Declined):
+                self._metrics.movement(REVERSAL_KIND, TransactionStatus.FAILED.value, "", _NONE)
+                self._metrics.declined(REVERSAL_KIND, error.code)
+            raise
+        if result.replayed:
+            self._metrics.replayed(result.transaction.transaction_type.value)
+        else:
             self._count(result.transaction)
         return result
 

@@ -141,6 +141,8 @@ EXAMPLE_MESSAGES: Final[dict[ErrorCode, str]] = {
     ErrorCode.ACCOUNT_BUSY: "account is busy; retry",
     ErrorCode.FRAUD_REJECTED: "rejected by a fraud reviewer",
     ErrorCode.TRANSACTION_NOT_HELD: "the transaction is not held for review",
+    ErrorCode.TRANSACTION_NOT_REVERSIBLE: "only a completed movement can be reversed; this one "
+    "is failed",
     ErrorCode.USER_ALREADY_EXISTS: "username or email is already taken",
     ErrorCode.UNAUTHENTICATED: "missing bearer token",
     ErrorCode.FORBIDDEN: "crediting an account needs the teller or admin role",

@@ -46,6 +46,7 @@ from banking.domain.records import (
     Balance,
     FraudScore,
     MovementResult,
+    Reversals,
     Transaction,
     TransactionStatus,
     TransactionType,
@@ -314,6 +315,32 @@ class TransferBody(_Request):
     description: str | None = _DESCRIPTION
     reference_id: str | None = _REFERENCE
     metadata: dict[str, str] | None = _METADATA
+
+
+class ReverseBody(_Request):
+    """POST /api/v1/transactions/{transaction_id}/reverse (``banking.ledger.reversals``)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"amount": "25.00", "reason": "duplicate charge", "reference_id": "refund-0001"}
+            ]
+        }
+    )
+
+    amount: Amount | None = Field(
+        default=None,
+        description="How much to reverse, at most what is left of the movement (its amount "
+        "less what earlier reversals took); what is left when absent.",
+    )
+    reason: str = Field(
+        min_length=1,
+        max_length=DESCRIPTION_LENGTH_MAX,
+        json_schema_extra=printable(
+            "Why the movement is reversed: the reversal's description.", DESCRIPTION_LENGTH_MAX
+        ),
+    )
+    reference_id: str | None = _REFERENCE
 
 
 # --- batches (POST /api/v1/transactions/batch) -----------------------------------------
@@ -795,6 +822,46 @@ class TransactionDetail(TransactionRead):
     def of_scored(cls, leg: Transaction, score: FraudScore | None) -> TransactionDetail:
         body = TransactionRead.of(leg).model_dump()
         return cls.model_validate({**body, "fraud": FraudRead.of(score) if score else None})
+
+
+class TransactionView(TransactionDetail):
+    """One leg as ``GET /transactions/{transaction_id}`` shows it: for staff with its fraud
+    score, and with what has been reversed of its movement."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    **_LEG_EXAMPLE,
+                    "fraud": None,
+                    "reversed_amount": "25.00",
+                    "reversals": [EXAMPLE_RELATED_TRANSACTION_ID],
+                }
+            ]
+        }
+    )
+
+    reversed_amount: MoneyText = Field(
+        description="How much of the movement its reversals took (the same on both legs of a "
+        "transfer); never more than its amount."
+    )
+    reversals: list[UUID] = Field(
+        description="The completed reversal legs on this leg's account, oldest first (at most "
+        "100): for a transfer, the reversal's leg on the same side."
+    )
+
+    @classmethod
+    def of_reversed(
+        cls, leg: Transaction, score: FraudScore | None, reversals: Reversals
+    ) -> TransactionView:
+        body = TransactionDetail.of_scored(leg, score).model_dump()
+        return cls.model_validate(
+            {
+                **body,
+                "reversed_amount": reversals.reversed_amount,
+                "reversals": list(reversals.reversal_ids),
+            }
+        )
 
 
 class HeldPage(BaseModel):

@@ -449,6 +449,49 @@ class SqlLedgerStore:
         ).limit(limit)
         return [transaction_of_row(row) for row in await self.connection.execute(query)]
 
+    # --- reversals ------------------------------------------------------------------------------
+
+    async def get_reversed_amount(
+        self, transaction_id: UUID, *, for_update: bool = False
+    ) -> Decimal | None:
+        query = select(transactions.c.reversed_amount).where(
+            transactions.c.transaction_id == transaction_id
+        )
+        if for_update:
+            query = query.with_for_update()
+        reversed_amount: Decimal | None = (
+            await self.connection.execute(query)
+        ).scalar_one_or_none()
+        return reversed_amount
+
+    async def add_reversed_amount(self, transaction_id: UUID, amount: Decimal) -> Decimal | None:
+        result = await self.connection.execute(
+            update(transactions)
+            .where(
+                transactions.c.transaction_id == transaction_id,
+                transactions.c.reversed_amount + amount <= transactions.c.amount,
+            )
+            .values(reversed_amount=transactions.c.reversed_amount + amount)
+            .returning(transactions.c.reversed_amount)
+        )
+        total: Decimal | None = result.scalar_one_or_none()
+        return total
+
+    async def reversal_legs(
+        self, transaction_id: UUID, *, account_id: UUID, limit: int
+    ) -> list[Transaction]:
+        query = (
+            select(transactions)
+            .where(
+                transactions.c.reverses_transaction_id == transaction_id,
+                transactions.c.account_id == account_id,
+                transactions.c.status == TransactionStatus.COMPLETED.value,
+            )
+            .order_by(transactions.c.created_at, transactions.c.transaction_id)
+            .limit(limit)
+        )
+        return [transaction_of_row(row) for row in await self.connection.execute(query)]
+
     # --- fraud review ----------------------------------------------------------------------------
 
     async def get_requester(self, transaction_id: UUID) -> UUID | None:

@@ -114,7 +114,12 @@ transactions = Table(
     Column("metadata", Labels, nullable=False, server_default=text("'{}'")),
     Column("reverses_transaction_id", Uuid, nullable=True),
     Column("hold_id", Uuid, nullable=True),
+    # How much of an initiating leg its reversals took: never more than its amount (0010).
+    Column("reversed_amount", Money, nullable=False, server_default=text("0")),
     CheckConstraint("amount > 0", name="amount_positive"),
+    CheckConstraint(
+        "reversed_amount >= 0 AND reversed_amount <= amount", name="reversed_within_amount"
+    ),
     CheckConstraint(
         "transaction_type IN ('debit', 'credit', 'transfer_out', 'transfer_in')", name="type"
     ),

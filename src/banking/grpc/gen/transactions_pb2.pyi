@@ -42,6 +42,38 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class ReverseTransactionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTION_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REFERENCE_ID_FIELD_NUMBER: _builtins.int
+    transaction_id: _builtins.str
+    """UUID of either leg of the movement to reverse"""
+    amount: _builtins.str
+    """decimal string, at most what is left; empty means what is left"""
+    reason: _builtins.str
+    """required, 1 to 500 printable characters: the reversal's description"""
+    reference_id: _builtins.str
+    """idempotency key, optional, at most 255 printable characters"""
+    def __init__(
+        self,
+        *,
+        transaction_id: _builtins.str = ...,
+        amount: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        reference_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "reason", b"reason", "reference_id", b"reference_id", "transaction_id", b"transaction_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReverseTransactionRequest: _TypeAlias = ReverseTransactionRequest  # noqa: Y015
+
+@_typing.final
 class SearchTransactionsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -476,6 +508,8 @@ class Transaction(_message.Message):
     METADATA_FIELD_NUMBER: _builtins.int
     REVERSES_TRANSACTION_ID_FIELD_NUMBER: _builtins.int
     HOLD_ID_FIELD_NUMBER: _builtins.int
+    REVERSED_AMOUNT_FIELD_NUMBER: _builtins.int
+    REVERSAL_IDS_FIELD_NUMBER: _builtins.int
     transaction_id: _builtins.str
     account_id: _builtins.str
     transaction_type: _builtins.str
@@ -500,10 +534,17 @@ class Transaction(_message.Message):
     """the movement this leg reverses; empty otherwise"""
     hold_id: _builtins.str
     """the hold this leg captures; empty otherwise"""
+    reversed_amount: _builtins.str
+    """What has been reversed of the leg's movement (GetTransaction only; empty elsewhere): the
+    amount (the same on both legs of a transfer) and the completed reversal legs on this
+    leg's account, oldest first (at most 100).
+    """
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """the caller's own labels (both legs of a transfer)"""
 
+    @_builtins.property
+    def reversal_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -523,10 +564,12 @@ class Transaction(_message.Message):
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         reverses_transaction_id: _builtins.str = ...,
         hold_id: _builtins.str = ...,
+        reversed_amount: _builtins.str = ...,
+        reversal_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount", b"amount", "counterparty_account_id", b"counterparty_account_id", "created_at", b"created_at", "currency", b"currency", "description", b"description", "failure_code", b"failure_code", "failure_reason", b"failure_reason", "hold_id", b"hold_id", "metadata", b"metadata", "reference_id", b"reference_id", "related_transaction_id", b"related_transaction_id", "reverses_transaction_id", b"reverses_transaction_id", "status", b"status", "transaction_id", b"transaction_id", "transaction_type", b"transaction_type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account_id", b"account_id", "amount", b"amount", "counterparty_account_id", b"counterparty_account_id", "created_at", b"created_at", "currency", b"currency", "description", b"description", "failure_code", b"failure_code", "failure_reason", b"failure_reason", "hold_id", b"hold_id", "metadata", b"metadata", "reference_id", b"reference_id", "related_transaction_id", b"related_transaction_id", "reversal_ids", b"reversal_ids", "reversed_amount", b"reversed_amount", "reverses_transaction_id", b"reverses_transaction_id", "status", b"status", "transaction_id", b"transaction_id", "transaction_type", b"transaction_type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

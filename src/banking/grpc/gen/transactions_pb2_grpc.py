@@ -64,6 +64,11 @@ class TransactionServiceStub:
                 request_serializer=banking_dot_v1_dot_transactions__pb2.SearchTransactionsRequest.SerializeToString,
                 response_deserializer=banking_dot_v1_dot_transactions__pb2.SearchTransactionsResponse.FromString,
                 _registered_method=True)
+        self.ReverseTransaction = channel.unary_unary(
+                '/banking.v1.TransactionService/ReverseTransaction',
+                request_serializer=banking_dot_v1_dot_transactions__pb2.ReverseTransactionRequest.SerializeToString,
+                response_deserializer=banking_dot_v1_dot_transactions__pb2.TransactionResponse.FromString,
+                _registered_method=True)
 
 
 class TransactionServiceServicer:
@@ -123,6 +128,21 @@ class TransactionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReverseTransaction(self, request, context):
+        """Reverse all or part of a completed debit, credit or transfer (named by either leg): a new
+        movement in the opposite direction linked to it (`reverses_transaction_id`), decided like
+        any movement (a reversal of a credit whose money is gone is FAILED_PRECONDITION
+        INSUFFICIENT_FUNDS, a failed leg). Never more than the original in total
+        (INVALID_ARGUMENT, field `amount`); a failed or pending movement, or a reversal, is
+        FAILED_PRECONDITION TRANSACTION_NOT_REVERSIBLE. Tellers and admins reverse anything; a
+        customer only a transfer into their own account; another customer's is NOT_FOUND.
+        Idempotent by `reference_id` like the movements above. The answer is the reversal's
+        initiating leg; GetTransaction of the original shows `reversed_amount` and `reversal_ids`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TransactionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -155,6 +175,11 @@ def add_TransactionServiceServicer_to_server(servicer, server):
                     servicer.SearchTransactions,
                     request_deserializer=banking_dot_v1_dot_transactions__pb2.SearchTransactionsRequest.FromString,
                     response_serializer=banking_dot_v1_dot_transactions__pb2.SearchTransactionsResponse.SerializeToString,
+            ),
+            'ReverseTransaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReverseTransaction,
+                    request_deserializer=banking_dot_v1_dot_transactions__pb2.ReverseTransactionRequest.FromString,
+                    response_serializer=banking_dot_v1_dot_transactions__pb2.TransactionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -319,6 +344,33 @@ class TransactionService:
             '/banking.v1.TransactionService/SearchTransactions',
             banking_dot_v1_dot_transactions__pb2.SearchTransactionsRequest.SerializeToString,
             banking_dot_v1_dot_transactions__pb2.SearchTransactionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReverseTransaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/banking.v1.TransactionService/ReverseTransaction',
+            banking_dot_v1_dot_transactions__pb2.ReverseTransactionRequest.SerializeToString,
+            banking_dot_v1_dot_transactions__pb2.TransactionResponse.FromString,
             options,
             channel_credentials,
             insecure,

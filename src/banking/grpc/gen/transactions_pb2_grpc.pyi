@@ -82,6 +82,17 @@ class TransactionServiceStub:
     through?". A customer sees only the legs of their own accounts (another customer's
     `account_id`: NOT_FOUND); tellers, auditors and admins see every leg.
     """
+    ReverseTransaction: _grpc.UnaryUnaryMultiCallable[_transactions_pb2.ReverseTransactionRequest, _transactions_pb2.TransactionResponse]
+    """Reverse all or part of a completed debit, credit or transfer (named by either leg): a new
+    movement in the opposite direction linked to it (`reverses_transaction_id`), decided like
+    any movement (a reversal of a credit whose money is gone is FAILED_PRECONDITION
+    INSUFFICIENT_FUNDS, a failed leg). Never more than the original in total
+    (INVALID_ARGUMENT, field `amount`); a failed or pending movement, or a reversal, is
+    FAILED_PRECONDITION TRANSACTION_NOT_REVERSIBLE. Tellers and admins reverse anything; a
+    customer only a transfer into their own account; another customer's is NOT_FOUND.
+    Idempotent by `reference_id` like the movements above. The answer is the reversal's
+    initiating leg; GetTransaction of the original shows `reversed_amount` and `reversal_ids`.
+    """
 
 @_typing.type_check_only
 class TransactionServiceAsyncStub(TransactionServiceStub):
@@ -113,6 +124,17 @@ class TransactionServiceAsyncStub(TransactionServiceStub):
     """Legs across accounts, newest first, with cursor pagination: "did my payment with key X go
     through?". A customer sees only the legs of their own accounts (another customer's
     `account_id`: NOT_FOUND); tellers, auditors and admins see every leg.
+    """
+    ReverseTransaction: _aio.UnaryUnaryMultiCallable[_transactions_pb2.ReverseTransactionRequest, _transactions_pb2.TransactionResponse]  # type: ignore[assignment]
+    """Reverse all or part of a completed debit, credit or transfer (named by either leg): a new
+    movement in the opposite direction linked to it (`reverses_transaction_id`), decided like
+    any movement (a reversal of a credit whose money is gone is FAILED_PRECONDITION
+    INSUFFICIENT_FUNDS, a failed leg). Never more than the original in total
+    (INVALID_ARGUMENT, field `amount`); a failed or pending movement, or a reversal, is
+    FAILED_PRECONDITION TRANSACTION_NOT_REVERSIBLE. Tellers and admins reverse anything; a
+    customer only a transfer into their own account; another customer's is NOT_FOUND.
+    Idempotent by `reference_id` like the movements above. The answer is the reversal's
+    initiating leg; GetTransaction of the original shows `reversed_amount` and `reversal_ids`.
     """
 
 class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -178,6 +200,23 @@ class TransactionServiceServicer(metaclass=_abc_1.ABCMeta):
         """Legs across accounts, newest first, with cursor pagination: "did my payment with key X go
         through?". A customer sees only the legs of their own accounts (another customer's
         `account_id`: NOT_FOUND); tellers, auditors and admins see every leg.
+        """
+
+    @_abc_1.abstractmethod
+    def ReverseTransaction(
+        self,
+        request: _transactions_pb2.ReverseTransactionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_transactions_pb2.TransactionResponse, _abc.Awaitable[_transactions_pb2.TransactionResponse]]:
+        """Reverse all or part of a completed debit, credit or transfer (named by either leg): a new
+        movement in the opposite direction linked to it (`reverses_transaction_id`), decided like
+        any movement (a reversal of a credit whose money is gone is FAILED_PRECONDITION
+        INSUFFICIENT_FUNDS, a failed leg). Never more than the original in total
+        (INVALID_ARGUMENT, field `amount`); a failed or pending movement, or a reversal, is
+        FAILED_PRECONDITION TRANSACTION_NOT_REVERSIBLE. Tellers and admins reverse anything; a
+        customer only a transfer into their own account; another customer's is NOT_FOUND.
+        Idempotent by `reference_id` like the movements above. The answer is the reversal's
+        initiating leg; GetTransaction of the original shows `reversed_amount` and `reversal_ids`.
         """
 
 def add_TransactionServiceServicer_to_server(servicer: TransactionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,5 +1,5 @@
-"""``/api/v1/transactions``: debit, credit, transfer, batches of them, reading one leg, and the
-fraud review of held asynchronous movements (the queue, release, reject)."""
+"""``/api/v1/transactions``: debit, credit, transfer, batches of them, reading one leg, the
+fraud review of held asynchronous movements (the queue, release, reject), and reversals."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from banking.domain.records import (
     BatchItem,
     DebitOrCredit,
     MovementResult,
+    ReversalRequest,
     ReviewDecision,
     TransactionStatus,
     TransactionType,
@@ -43,8 +44,10 @@ from banking.rest.schemas import (
     DebitCreditBody,
     HeldPage,
     MovementRead,
+    ReverseBody,
     TransactionDetail,
     TransactionRead,
+    TransactionView,
     TransferBody,
     printable,
 )
@@ -66,6 +69,9 @@ IdempotencyKey = Annotated[
 _LEG_LINKS = {
     "getTransaction": link("getTransaction", "The leg as stored.", transaction_id="transaction_id"),
     "getBalance": link("getBalance", "The account's balance.", account_id="account_id"),
+    "reverseTransaction": link(
+        "reverseTransaction", "Reverse the movement, all or part.", transaction_id="transaction_id"
+    ),
 }
 _MOVEMENT_RESPONSES = responses(
     E.UNAUTHENTICATED,
@@ -442,15 +448,17 @@ async def list_transactions(
 
 @router.get(
     "/{transaction_id}",
-    response_model=TransactionDetail,
+    response_model=TransactionView,
     responses=responses(E.UNAUTHENTICATED, E.VALIDATION_ERROR, E.TRANSACTION_NOT_FOUND),
 )
 async def get_transaction(
     transaction_id: UUID, actor: CurrentActor, container: ContainerDep
-) -> TransactionDetail:
-    """One leg, as stored (completed, failed or pending); for staff with its fraud score."""
-    leg = await container.movements.get_transaction(actor, transaction_id)
-    return TransactionDetail.of_scored(leg, await container.review.score_of(actor, transaction_id))
+) -> TransactionView:
+    """One leg, as stored (completed, failed or pending); for staff with its fraud score; with
+    what has been reversed of its movement (`reversed_amount`, `reversals`)."""
+    leg, reversals = await container.movements.get_reversals(actor, transaction_id)
+    score = await container.review.score_of(actor, transaction_id)
+    return TransactionView.of_reversed(leg, score, reversals)
 
 
 _REVIEW_RESPONSES = responses(
@@ -519,3 +527,54 @@ async def reject_transaction(
     return await _review(
         ReviewDecision.REJECTED, transaction_id, actor, container, request, response
     )
+
+
+_REVERSE_RESPONSES = responses(
+    E.UNAUTHENTICATED,
+    E.FORBIDDEN,
+    E.VALIDATION_ERROR,
+    E.TRANSACTION_NOT_FOUND,
+    E.INSUFFICIENT_FUNDS,
+    E.ACCOUNT_INACTIVE,
+    E.TRANSACTION_NOT_REVERSIBLE,
+    E.IDEMPOTENCY_CONFLICT,
+    # A reversal cannot be reversed: its answer links to reading it only.
+    success={200: {"links": {name: _LEG_LINKS[name] for name in ("getTransaction", "getBalance")}}},
+    replayable=True,
+)
+
+
+@router.post("/{transaction_id}/reverse", response_model=MovementRead, responses=_REVERSE_RESPONSES)
+async def reverse_transaction(
+    transaction_id: UUID,
+    body: ReverseBody,
+    actor: CurrentActor,
+    container: ContainerDep,
+    request: Request,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> MovementRead:
+    """Reverse all or part of a completed debit, credit or transfer: a new movement in the
+    opposite direction (a credit back, a debit back, or a transfer back from the destination),
+    linked to the original by `reverses_transaction_id`, decided like any movement (a reversal
+    of a credit whose money is gone declines with `INSUFFICIENT_FUNDS`, a failed leg).
+
+    `amount` defaults to what is left; the reversals of a movement never exceed it in total
+    (422 `VALIDATION_ERROR`, field `amount`, naming what is left). Either leg of a transfer
+    names it. Only completed movements that are not reversals themselves can be reversed
+    (409 `TRANSACTION_NOT_REVERSIBLE`). Tellers and admins reverse anything; a customer only a
+    transfer into their own account (a refund); another customer's movement is 404.
+    Idempotent like every movement (`reference_id` or `Idempotency-Key`, on the account the
+    reversal moves money from or into). `GET /transactions/{id}` of the original shows
+    `reversed_amount` and its `reversals`. Always answered synchronously."""
+    context.bind(transaction_id=str(transaction_id))
+    reversal = ReversalRequest(
+        transaction_id,
+        body.reason,
+        body.amount,
+        _reference(body.reference_id, idempotency_key),
+    )
+    result = await container.movements.reverse(actor, reversal, trace_id=trace_id_of(request))
+    if result.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return MovementRead.of_movement(result.transaction)
