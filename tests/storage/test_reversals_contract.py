@@ -68,7 +68,7 @@ async def test_more_than_is_left_is_refused_on_every_store(contract_core: Core) 
 async def test_the_database_refuses_a_reversed_amount_outside_the_leg(
     database_url: str, over: str
 ) -> None:
-    """The CHECK of migration 0010 (``0 <= reversed_amount <= amount``), under the
+    """The CHECK of migration 0011 (``0 <= reversed_amount <= amount``), under the
     conditional update: a write that skipped the cap is refused and changes nothing."""
     database = Database(create_engine(make_settings(database_url)))
     core = Core(SqlUnitOfWork(database, outbox_rows), _add_owner(database), _no_outbox)

@@ -114,7 +114,7 @@ transactions = Table(
     Column("metadata", Labels, nullable=False, server_default=text("'{}'")),
     Column("reverses_transaction_id", Uuid, nullable=True),
     Column("hold_id", Uuid, nullable=True),
-    # How much of an initiating leg its reversals took: never more than its amount (0010).
+    # How much of an initiating leg its reversals took: never more than its amount (0011).
     Column("reversed_amount", Money, nullable=False, server_default=text("0")),
     CheckConstraint("amount > 0", name="amount_positive"),
     CheckConstraint(

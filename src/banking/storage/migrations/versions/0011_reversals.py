@@ -1,7 +1,7 @@
 """Reversals: how much of a movement its reversals took
 
-Revision ID: 0010
-Revises: 0008
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-02
 
 Issue 15, item 2. ``transactions.reversed_amount`` (default 0) on a movement's initiating leg
@@ -22,8 +22,8 @@ from alembic import op
 
 from banking.storage.types import Money
 
-revision = "0010"
-down_revision = "0008"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
