@@ -30,6 +30,10 @@ from banking.domain.records import (
     Balance,
     Command,
     DebitOrCredit,
+    Hold,
+    HoldChange,
+    HoldChanged,
+    HoldStatus,
     Transaction,
     TransactionStatus,
     TransactionType,
@@ -41,9 +45,15 @@ from banking.events.commands import command_from_payload
 from banking.events.serialization import EventFormat, decode, encode, payload_text
 from banking.grpc import client, mapping
 from banking.rest import statements
-from banking.rest.schemas import AccountRead, BalanceRead, MovementRead, TransactionRead
+from banking.rest.schemas import (
+    AccountRead,
+    BalanceRead,
+    HoldRead,
+    MovementRead,
+    TransactionRead,
+)
 
-RECORDS = (Account, Balance, Transaction, Command)
+RECORDS = (Account, Balance, Transaction, Command, Hold)
 
 # Samples with every optional field set, amounts at both ends of decimal128(18, 2).
 CREATED = datetime(2026, 11, 25, 12, 0, 0, 123456, tzinfo=UTC)
@@ -120,11 +130,28 @@ DEBIT = Command(
     actor=replace(ACTOR, role=Role.CUSTOMER),
     trace_id=None,
 )
+HOLD = Hold(
+    hold_id=UUID("8f1c1b8e-9a38-4a2e-8d8c-0f5b1f3c2a10"),
+    account_id=LEG.account_id,
+    destination_account_id=LEG.counterparty_account_id,
+    amount=Decimal("9999999999999999.99"),
+    captured_amount=Decimal("0.10"),
+    currency="USD",
+    description="deposit",
+    reference_id="HOLD-1",
+    status=HoldStatus.OPEN,
+    expires_at=CREATED + timedelta(days=7),
+    created_at=CREATED,
+    updated_at=CREATED + timedelta(hours=1),
+    closed_at=CREATED + timedelta(hours=2),
+    created_by=ACTOR.user_id,
+)
 SAMPLES: dict[type, Any] = {
     Account: ACCOUNT,
     Balance: BALANCE,
     Transaction: LEG,
     Command: TRANSFER,
+    Hold: HOLD,
 }
 
 # --- deliberate exclusions: the one table -------------------------------------------------
@@ -134,7 +161,10 @@ _HELD = (
     "the fraud review is REST only for now; a held leg is published on "
     "banking.transactions.held with its reason"
 )
+_CREATED_BY = "who authorized a hold is kept for the audit (its event carries it), not shown"
 NOT_CARRIED: dict[str, dict[str, str]] = {
+    "REST HoldRead": {"created_by": _CREATED_BY},
+    "gRPC Hold": {"created_by": _CREATED_BY},
     "REST TransactionRead": {
         "available_balance_after": _BALANCE_AFTER,
         "balance_version_after": _BALANCE_AFTER,
@@ -318,6 +348,24 @@ FORMATS = [
         for event_format in EventFormat
     ],
     Format("Kafka rejection event (transaction schema)", "JSON", Command, _rejection, None),
+    Format("REST HoldRead", "JSON", Hold, _rest(HoldRead.of)),
+    Format("gRPC Hold", "protobuf", Hold, _grpc(mapping.hold_message)),
+    *[
+        Format(
+            "Kafka hold event",
+            event_format.value,
+            Hold,
+            _kafka(
+                "hold.authorized",
+                lambda hold: outbox.hold_payload(
+                    HoldChanged(hold, HoldChange.AUTHORIZED, (), None)
+                ),
+                event_format,
+            ),
+            schemas.HOLD_V1.wire_names,
+        )
+        for event_format in EventFormat
+    ],
     Format(
         "history export",
         "Arrow IPC",

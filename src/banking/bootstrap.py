@@ -34,6 +34,7 @@ from banking.grpc.server import SHUTDOWN_GRACE_SECONDS, start_server
 from banking.ledger.accounts import AccountService
 from banking.ledger.groups import GroupCommit
 from banking.ledger.history import HistoryService
+from banking.ledger.holds import HoldService
 from banking.ledger.movements import MovementService
 from banking.ledger.ports import Movements
 from banking.ledger.review import ReviewService
@@ -138,6 +139,14 @@ def build_container(settings: Settings, *, metrics: Metrics | None = None) -> Co
             database,
             page_size_default=settings.page_size_default,
             page_size_max=settings.page_size_max,
+        ),
+        holds=HoldService(
+            unit_of_work,
+            duration_max_hours=settings.hold_duration_max_hours,
+            page_size_default=settings.page_size_default,
+            page_size_max=settings.page_size_max,
+            balances=cache.balances,
+            on_expired=metrics.holds_expired.inc,
         ),
         replicas=replicas,
     )

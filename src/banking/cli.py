@@ -269,7 +269,10 @@ app.add_typer(dlq_app, name="dlq")
 def worker(
     name: Annotated[
         str,
-        typer.Argument(help="relay, processor, dlq, balance-cache, fraud, notifications or audit."),
+        typer.Argument(
+            help="relay, processor, dlq, balance-cache, fraud, notifications, audit, analytics "
+            "or holds (the expiry of holds)."
+        ),
     ],
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus /metrics on this port (default: off).")
@@ -282,12 +285,13 @@ def worker(
 
     from banking.bootstrap import build_container
     from banking.observability.logging import configure_logging
-    from banking.workers.runtime import WORKER_NAMES, run_kafka_worker
+    from banking.workers.runtime import PERIODIC_WORKERS, WORKER_NAMES, run_kafka_worker
 
     settings = _settings()
     configure_logging(level=settings.log_level, json_output=settings.log_json)
-    if name not in WORKER_NAMES:
-        typer.echo(f"unknown worker {name!r}; choose from {', '.join(WORKER_NAMES)}", err=True)
+    if name not in WORKER_NAMES + PERIODIC_WORKERS:
+        names = ", ".join(WORKER_NAMES + PERIODIC_WORKERS)
+        typer.echo(f"unknown worker {name!r}; choose from {names}", err=True)
         raise typer.Exit(2)
     if not settings.uses_kafka:
         typer.echo(

@@ -144,6 +144,10 @@ class Settings(BaseSettings):
     # of OUTBOX_RETENTION_BATCH rows, each its own short transaction (the relay never waits).
     outbox_retention_hours: float = Field(default=168.0, ge=0.0, le=24 * 3650)
     outbox_retention_batch: int = Field(default=1000, ge=1, le=100_000)
+    # Holds (README "Holds"): the longest a hold may last (also its default expiry), and how
+    # often the expiry worker releases the holds that expired.
+    hold_duration_max_hours: int = Field(default=168, ge=1, le=24 * 366)
+    hold_expiry_seconds: float = Field(default=10.0, gt=0, le=3600)
 
     # Fraud detection (README "Fraud detection"). A score at or above the alert threshold
     # raises an alert; an asynchronous command at or above the hold threshold waits for review.

@@ -13,7 +13,7 @@ from banking.cache.services import CacheServices
 from banking.config import Settings
 from banking.ledger.accounts import AccountService
 from banking.ledger.history import HistoryService
-from banking.ledger.ports import Movements, UnitOfWork
+from banking.ledger.ports import Holds, Movements, UnitOfWork
 from banking.ledger.review import ReviewService
 from banking.ledger.statements import StatementService
 from banking.notifications.webhooks import WebhookService
@@ -38,6 +38,7 @@ class Container:
     cache: CacheServices
     webhooks: WebhookService
     audit: AuditService
+    holds: Holds
     replicas: ReplicaReads | None = None  # None: no DATABASE_REPLICA_URLS
 
     @property

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 
-from banking.domain.records import StaffActionType
+from banking.domain.records import HoldChange, StaffActionType
 from banking.events import outbox, registry
 from banking.events.serialization import (
     ARROW_BATCH_CONTENT_TYPE,
@@ -134,6 +134,7 @@ def test_every_event_type_has_a_schema_in_every_version_and_unknown_ones_are_ref
         "transaction.held",
         "notification.created",
         *(f"staff.{action.value}" for action in StaffActionType),
+        *(f"hold.{change.value}" for change in HoldChange),
     }
     assert set(registry.CURRENT_VERSIONS) == framed_as_streams_in_v1 | batches_from_v1
     for event_type, current in registry.CURRENT_VERSIONS.items():

@@ -19,6 +19,7 @@ from tests.grpc.conftest import GrpcBank
 V1_METHOD = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
 EVERY_SERVICE = {
     "banking.v1.AccountService",
+    "banking.v1.HoldService",
     "banking.v1.TransactionService",
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",

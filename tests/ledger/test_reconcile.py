@@ -183,6 +183,7 @@ async def test_the_report_sums_each_currency(core: Core, world: World) -> None:
         "debits": "30.00",
         "transfers_out": "20.00",
         "transfers_in": "20.00",
+        "open_holds": "0.00",
     }
     assert report.currencies["JPY"]["balances"] == "1000.00"
 

@@ -115,6 +115,24 @@ RULES_THE_SCHEMA_CANNOT_EXPRESS: dict[str, list[Rule]] = {
     "GET /api/v1/webhooks/{webhook_id}/deliveries": [
         ("VALIDATION_ERROR", "cursor", "cursor is not valid")
     ],
+    # A hold is a movement's request with an expiry in the future, at most
+    # HOLD_DURATION_MAX_HOURS ahead (relative to now); a capture takes at most what is left.
+    "POST /api/v1/holds": [
+        *_MOVEMENT,
+        ("VALIDATION_ERROR", "destination_account_id", "must be another account"),
+        ("VALIDATION_ERROR", "expires_at", "must be in the future"),
+        ("VALIDATION_ERROR", "expires_at", "hours from now"),
+        ("VALIDATION_ERROR", "expires_at", "is out of range"),
+    ],
+    "POST /api/v1/holds/{hold_id}/capture": [
+        ("VALIDATION_ERROR", "reference_id", "Idempotency-Key header and reference_id differ"),
+        ("VALIDATION_ERROR", "amount", "decimal places for"),
+        ("HOLD_AMOUNT_EXCEEDED", None, "exceeds"),
+    ],
+    "GET /api/v1/holds": [
+        ("VALIDATION_ERROR", "cursor", "cursor is not valid"),
+        ("VALIDATION_ERROR", "page_size", "page_size must be between"),
+    ],
     # An admin cannot deactivate or demote themselves.
     "PATCH /api/v1/users/{user_id}": [
         ("VALIDATION_ERROR", "is_active", "cannot deactivate or demote their own"),

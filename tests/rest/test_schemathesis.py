@@ -58,6 +58,9 @@ WITH_RULES_BEYOND_THE_SCHEMA = [
     "listWebhookDeliveries",
     "listAuditRecords",
     "reverseTransaction",
+    "authorizeHold",
+    "captureHold",
+    "listHolds",
 ]
 CONFIG = f"""
 hooks = "tests.rest.schemathesis_hooks"

@@ -8,6 +8,7 @@ replays and the outbox rows must be the same on all three.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
@@ -30,6 +31,7 @@ from tests.ledger import test_debits as debits
 from tests.ledger import test_declines as declines
 from tests.ledger import test_groups as groups
 from tests.ledger import test_history as history
+from tests.ledger import test_holds as holds
 from tests.ledger import test_idempotency as idempotency
 from tests.ledger import test_overdraft as overdraft
 from tests.ledger import test_reconcile as reconciliation
@@ -152,6 +154,12 @@ SCENARIOS = [
         scenario(getattr(groups, name))
         for name in dir(groups)
         if name.startswith("test_") and callable(getattr(groups, name))
+    ],
+    # Holds: authorize, capture, void, expiry, idempotency and who may, on every store.
+    *[
+        scenario(getattr(holds, name))
+        for name in dir(holds)
+        if name.startswith("test_") and inspect.iscoroutinefunction(getattr(holds, name))
     ],
 ]
 

@@ -27,6 +27,8 @@ from banking.domain.records import (
     BalanceAfter,
     FraudScore,
     HistoryFilter,
+    Hold,
+    HoldStatus,
     JournalEntry,
     LedgerEvent,
     Owner,
@@ -66,6 +68,8 @@ class MemoryBooks:
     fraud_scores: dict[UUID, FraudScore] = field(default_factory=dict)
     # Idempotency keys of creation by (scope, caller_id, key).
     creation_keys: dict[tuple[str, UUID, str], CreationKey] = field(default_factory=dict)
+    # Holds by id, with the fingerprint of their authorization.
+    holds: dict[UUID, tuple[Hold, str]] = field(default_factory=dict)
 
     def snapshot(self) -> MemoryBooks:
         return MemoryBooks(
@@ -77,6 +81,7 @@ class MemoryBooks:
             copy(self.events),
             copy(self.fraud_scores),
             copy(self.creation_keys),
+            copy(self.holds),
         )
 
 
@@ -441,6 +446,131 @@ class MemoryLedgerStore:
         legs = [leg for leg in self._completed_of(account_id) if after < leg.created_at <= until]
         return legs[:limit]
 
+    # --- holds ---
+    async def apply_hold(self, account_id: UUID, amount: Decimal, at: datetime) -> Balance | None:
+        balance = self.books.balances.get(account_id)
+        if balance is None or balance.available_balance + balance.overdraft_limit < amount:
+            return None
+        updated = replace(
+            balance,
+            available_balance=balance.available_balance - amount,
+            version=balance.version + 1,
+            last_updated=at,
+        )
+        self.books.balances[account_id] = updated
+        return updated
+
+    async def adjust_balance(
+        self,
+        account_id: UUID,
+        *,
+        current_change: Decimal,
+        available_change: Decimal,
+        at: datetime,
+    ) -> Balance:
+        balance = self.books.balances[account_id]
+        updated = replace(
+            balance,
+            current_balance=balance.current_balance + current_change,
+            available_balance=balance.available_balance + available_change,
+            version=balance.version + 1,
+            last_updated=at,
+        )
+        # The CHECKs of the balances table.
+        if min(updated.current_balance, updated.available_balance) < -updated.overdraft_limit:
+            raise InvariantViolated("a balance would go below its overdraft limit")
+        self.books.balances[account_id] = updated
+        return updated
+
+    async def insert_hold(self, hold: Hold, *, fingerprint: str) -> None:
+        if any(
+            stored.account_id == hold.account_id and stored.reference_id == hold.reference_id
+            for stored, _ in self.books.holds.values()
+        ):
+            raise ReferenceAlreadyUsed("the idempotency key is already used")
+        self.books.holds[hold.hold_id] = (hold, fingerprint)
+
+    async def get_hold(
+        self, hold_id: UUID, *, for_update: bool = False, skip_locked: bool = False
+    ) -> Hold | None:
+        stored = self.books.holds.get(hold_id)
+        return stored[0] if stored else None
+
+    async def find_hold(self, account_id: UUID, reference_id: str) -> tuple[Hold, str] | None:
+        return next(
+            (
+                (hold, fingerprint)
+                for hold, fingerprint in self.books.holds.values()
+                if hold.account_id == account_id and hold.reference_id == reference_id
+            ),
+            None,
+        )
+
+    async def update_hold(self, hold: Hold) -> None:
+        _, fingerprint = self.books.holds[hold.hold_id]
+        # The CHECK of the holds table: a capture never exceeds the hold.
+        if not _ZERO <= hold.captured_amount <= hold.amount:
+            raise InvariantViolated("captured_amount must stay within the hold's amount")
+        self.books.holds[hold.hold_id] = (hold, fingerprint)
+
+    async def list_holds(
+        self,
+        *,
+        account_id: UUID | None,
+        owner: UUID | None,
+        status: HoldStatus | None,
+        after: tuple[datetime, UUID] | None,
+        limit: int,
+    ) -> list[Hold]:
+        def wanted(hold: Hold) -> bool:
+            account = self.books.accounts.get(hold.account_id)
+            return (
+                (owner is None or (account is not None and account.customer_id == owner))
+                and (account_id is None or hold.account_id == account_id)
+                and (status is None or hold.status is status)
+                and (after is None or (hold.created_at, hold.hold_id) < after)
+            )
+
+        found = [hold for hold, _ in self.books.holds.values() if wanted(hold)]
+        found.sort(key=lambda hold: (hold.created_at, hold.hold_id), reverse=True)
+        return found[:limit]
+
+    async def due_holds(self, *, now: datetime, limit: int) -> list[Hold]:
+        due = [
+            hold
+            for hold, _ in self.books.holds.values()
+            if hold.status is HoldStatus.OPEN and hold.expires_at <= now
+        ]
+        due.sort(key=lambda hold: (hold.expires_at, hold.hold_id))
+        return due[:limit]
+
+    async def open_hold_totals(self) -> dict[str, Decimal]:
+        totals: dict[str, Decimal] = {}
+        for hold, _ in self.books.holds.values():
+            if hold.status is HoldStatus.OPEN:
+                totals[hold.currency] = totals.get(hold.currency, _ZERO) + hold.held_amount
+        return totals
+
+    async def hold_capture_mismatches(self, limit: int) -> list[UUID]:
+        captured: dict[UUID, Decimal] = {}
+        for leg in self._completed():
+            if leg.hold_id is not None and leg.transaction_type in (
+                TransactionType.DEBIT,
+                TransactionType.TRANSFER_OUT,
+            ):
+                captured[leg.hold_id] = captured.get(leg.hold_id, _ZERO) + leg.amount
+        return [
+            hold.hold_id
+            for hold, _ in self.books.holds.values()
+            if hold.captured_amount != captured.get(hold.hold_id, _ZERO)
+        ][:limit]
+
+    def _held_by_account(self) -> dict[UUID, Decimal]:
+        held: dict[UUID, Decimal] = {}
+        for hold, _ in self.books.holds.values():
+            held[hold.account_id] = held.get(hold.account_id, _ZERO) + hold.held_amount
+        return held
+
     # --- journal and events ---
     async def add_journal(self, entries: Sequence[JournalEntry]) -> None:
         self.books.journal.extend(entries)
@@ -466,12 +596,14 @@ class MemoryLedgerStore:
         sums: dict[UUID, Decimal] = {}
         for leg in self._completed():
             sums[leg.account_id] = sums.get(leg.account_id, _ZERO) + signed(leg)
+        held = self._held_by_account()
         found = []
         for balance in self.books.balances.values():
             legs_total = sums.get(balance.account_id)
+            open_holds = held.get(balance.account_id, _ZERO)
             if (
                 balance.current_balance != (legs_total or _ZERO)
-                or balance.available_balance != balance.current_balance
+                or balance.available_balance != balance.current_balance - open_holds
                 or min(balance.available_balance, balance.current_balance)
                 < -balance.overdraft_limit
             ):
@@ -482,6 +614,7 @@ class MemoryLedgerStore:
                         balance.available_balance,
                         legs_total,
                         balance.overdraft_limit,
+                        open_holds,
                     )
                 )
         return found[:limit]

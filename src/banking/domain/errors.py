@@ -139,6 +139,24 @@ class TransactionNotReversible(BankingError):
     code = "TRANSACTION_NOT_REVERSIBLE"
 
 
+class HoldNotFound(BankingError):
+    """No such hold, or one the caller may not see (another customer's)."""
+
+    code = "HOLD_NOT_FOUND"
+
+
+class HoldNotOpen(BankingError):
+    """A capture or void of a hold that is captured, voided or expired."""
+
+    code = "HOLD_NOT_OPEN"
+
+
+class HoldAmountExceeded(BankingError):
+    """A capture of more than what is left of its hold."""
+
+    code = "HOLD_AMOUNT_EXCEEDED"
+
+
 class ReferenceAlreadyUsed(BankingError):
     """Raised by the unit of work when a leg's idempotency key ``(account_id, reference_id)``
     is taken: a retry or a concurrent duplicate committed first. The ledger answers it by

@@ -235,6 +235,9 @@ class LegsRecorded:
 
     legs: tuple[Transaction, ...]
     trace_id: str | None
+    # The balances after the legs, where the legs alone cannot tell them (a hold's capture:
+    # current and available differ); a leg's balance event is then its account's of these.
+    balances: tuple[Balance, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -358,8 +361,111 @@ class StaffAction:
     details: dict[str, Any] | None = None
 
 
+# --- holds (authorize, then capture or void; ``banking.ledger.holds``) ------------------------
+
+
+class HoldStatus(StrEnum):
+    OPEN = "open"
+    CAPTURED = "captured"
+    VOIDED = "voided"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """An authorization: ``amount`` taken from the account's available balance until it is
+    captured (in one or several parts, up to ``amount``), voided, or expires. While it is
+    open, ``amount - captured_amount`` is still held."""
+
+    hold_id: UUID
+    account_id: UUID
+    # Where a capture sends the money (a two-phase transfer); None: a capture is a debit.
+    destination_account_id: UUID | None
+    amount: Decimal
+    captured_amount: Decimal
+    currency: str
+    description: str | None
+    # The idempotency key of the authorization, unique per account.
+    reference_id: str
+    status: HoldStatus
+    expires_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None
+    created_by: UUID | None
+
+    @property
+    def held_amount(self) -> Decimal:
+        """What the hold still takes from available: its remainder while open, else 0."""
+        if self.status is not HoldStatus.OPEN:
+            return Decimal("0.00")
+        return self.amount - self.captured_amount
+
+
+@dataclass(frozen=True, slots=True)
+class HoldRequest:
+    account_id: UUID
+    amount: Decimal
+    currency: str
+    description: str | None = None
+    reference_id: str | None = None
+    # None: the longest a hold may last (HOLD_DURATION_MAX_HOURS).
+    expires_at: datetime | None = None
+    destination_account_id: UUID | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureRequest:
+    # None: what is left of the hold.
+    amount: Decimal | None = None
+    # Close the hold after this capture, releasing what is left.
+    final: bool = False
+    reference_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HoldResult:
+    """A hold after a change (or as a replay found it), and a capture's initiating leg."""
+
+    hold: Hold
+    replayed: bool
+    capture: Transaction | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HoldPage:
+    holds: list[Hold]
+    next_cursor: str | None
+
+
+class HoldChange(StrEnum):
+    """What happened to a hold (its event type is ``hold.<value>``)."""
+
+    AUTHORIZED = "authorized"
+    CAPTURED = "captured"
+    VOIDED = "voided"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class HoldChanged:
+    """A hold's state change (on ``banking.holds``), and the balances it changed (their
+    balance events; a capture's are its legs')."""
+
+    hold: Hold
+    change: HoldChange
+    balances: tuple[Balance, ...]
+    trace_id: str | None
+
+
 LedgerEvent = (
-    LegsRecorded | CommandSubmitted | CommandRejected | CommandHeld | FraudAlert | StaffAction
+    LegsRecorded
+    | CommandSubmitted
+    | CommandRejected
+    | CommandHeld
+    | FraudAlert
+    | StaffAction
+    | HoldChanged
 )
 
 
@@ -389,3 +495,5 @@ class AccountMismatch:
     available_balance: Decimal
     legs_total: Decimal | None
     overdraft_limit: Decimal
+    # What the account's open holds take from its available balance.
+    open_holds: Decimal = Decimal("0.00")

@@ -27,6 +27,8 @@ from banking.domain.records import (
     CommandHeld,
     CommandSubmitted,
     FraudAlert,
+    HoldChange,
+    HoldChanged,
     LedgerEvent,
     LegsRecorded,
     Notification,
@@ -40,7 +42,7 @@ from banking.domain.records import (
 )
 from banking.domain.roles import SYSTEM_ACTOR_NAME, Actor
 from banking.events import topics
-from banking.events.schemas import BALANCE_V1, TRANSACTION_V3, labels_text
+from banking.events.schemas import BALANCE_V1, HOLD_V1, TRANSACTION_V3, labels_text
 
 TRANSACTION_SCHEMA_VERSION: Final = 3
 BALANCE_SCHEMA_VERSION: Final = 2
@@ -98,7 +100,9 @@ def transaction_event(leg: Transaction, *, trace_id: str | None) -> dict[str, An
 
 
 def balance_event(leg: Transaction, *, trace_id: str | None) -> dict[str, Any]:
-    """The balance after a completed leg. No holds exist yet, so current equals available."""
+    """The balance after a completed leg, read from the leg: its available balance (current
+    is taken to equal it; a movement that knows better gives its balances, see
+    ``events_for_legs``)."""
     if leg.available_balance_after is None or leg.balance_version_after is None:
         raise InvariantViolated("a balance event needs the balance after the leg")
     balance = Balance(
@@ -109,26 +113,65 @@ def balance_event(leg: Transaction, *, trace_id: str | None) -> dict[str, Any]:
         version=leg.balance_version_after,
         last_updated=leg.created_at,
     )
-    payload = balance_payload(balance)
+    return balance_row(balance, trace_id=trace_id)
+
+
+def balance_row(balance: Balance, *, trace_id: str | None) -> dict[str, Any]:
+    """The balance event of a balance as it is (both balances, its version)."""
     return _row(
         topic=topics.ACCOUNT_BALANCES,
-        key=leg.account_id,
+        key=balance.account_id,
         event_type=EVENT_BALANCE_UPDATED,
         version=BALANCE_SCHEMA_VERSION,
-        payload=payload,
+        payload=balance_payload(balance),
         trace_id=trace_id,
-        at=leg.created_at,
+        at=balance.last_updated,
     )
 
 
-def events_for_legs(legs: list[Transaction], *, trace_id: str | None) -> list[dict[str, Any]]:
-    """Every event of a movement, in order: per leg its transaction event, then its balance."""
+def events_for_legs(
+    legs: list[Transaction], *, trace_id: str | None, balances: tuple[Balance, ...] = ()
+) -> list[dict[str, Any]]:
+    """Every event of a movement, in order: per leg its transaction event, then its balance
+    (its account's of ``balances`` when given, else read from the leg)."""
+    by_account = {balance.account_id: balance for balance in balances}
     rows: list[dict[str, Any]] = []
     for leg in legs:
         rows.append(transaction_event(leg, trace_id=trace_id))
         if leg.status is TransactionStatus.COMPLETED:
-            rows.append(balance_event(leg, trace_id=trace_id))
+            balance = by_account.get(leg.account_id)
+            if balance is None:
+                rows.append(balance_event(leg, trace_id=trace_id))
+            else:
+                rows.append(balance_row(balance, trace_id=trace_id))
     return rows
+
+
+HOLD_SCHEMA_VERSION: Final = 1
+HOLD_EVENT_PREFIX: Final = "hold."
+# Every hold event's type: ``hold.authorized``, ``hold.captured``, ``hold.voided``, ...
+HOLD_EVENT_TYPES: Final = tuple(HOLD_EVENT_PREFIX + change.value for change in HoldChange)
+
+
+def hold_payload(changed: HoldChanged) -> dict[str, Any]:
+    """The payload of a hold event (``events.schemas.HOLD_SCHEMA_V1``): the hold after it."""
+    return HOLD_V1.text_row(changed.hold)
+
+
+def hold_events(changed: HoldChanged) -> list[dict[str, Any]]:
+    """A hold's change on ``banking.holds`` (keyed by its account), then the balance events
+    of the balances it changed."""
+    hold = changed.hold
+    row = _row(
+        topic=topics.HOLDS,
+        key=hold.account_id,
+        event_type=HOLD_EVENT_PREFIX + changed.change.value,
+        version=HOLD_SCHEMA_VERSION,
+        payload=hold_payload(changed),
+        trace_id=changed.trace_id,
+        at=hold.updated_at,
+    )
+    return [row, *(balance_row(b, trace_id=changed.trace_id) for b in changed.balances)]
 
 
 EVENT_TRANSACTION_SUBMITTED: Final = "transaction.submitted"
@@ -393,7 +436,9 @@ def outbox_rows(event: LedgerEvent) -> list[dict[str, Any]]:
     """The outbox rows of one ledger event (the store writes them in the movement's unit of
     work): the one place that turns what the ledger decided into what the relay publishes."""
     if isinstance(event, LegsRecorded):
-        return events_for_legs(list(event.legs), trace_id=event.trace_id)
+        return events_for_legs(list(event.legs), trace_id=event.trace_id, balances=event.balances)
+    if isinstance(event, HoldChanged):
+        return hold_events(event)
     if isinstance(event, CommandSubmitted):
         return [command_event(event.leg, event.actor, trace_id=event.trace_id)]
     if isinstance(event, CommandHeld):

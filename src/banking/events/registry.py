@@ -43,6 +43,7 @@ from banking.events.schemas import (
     COMMAND_SCHEMA_V3,
     FRAUD_ALERT_SCHEMA_V1,
     HELD_SCHEMA_V1,
+    HOLD_SCHEMA_V1,
     NOTIFICATION_SCHEMA_V1,
     STAFF_ACTION_SCHEMA_V1,
     TRANSACTION_SCHEMA_V1,
@@ -192,6 +193,7 @@ _FAMILIES: Final[dict[str, tuple[pa.Schema | dict[int, pa.Schema], tuple[str, ..
         outbox.STAFF_EVENT_TYPES,
         outbox.STAFF_ACTION_SCHEMA_VERSION,
     ),
+    "hold": (HOLD_SCHEMA_V1, outbox.HOLD_EVENT_TYPES, outbox.HOLD_SCHEMA_VERSION),
 }
 _STREAMED_V1: Final = frozenset({"transaction", "balance", "command"})
 

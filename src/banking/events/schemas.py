@@ -314,3 +314,25 @@ STAFF_ACTION_SCHEMA_V1: Final = pa.schema(
         ("timestamp", TIME),
     ]
 )
+# A hold (``domain.records.Hold``), named as in the record, on ``banking.holds``: one schema
+# for every ``hold.*`` event type (the state after the change).
+HOLD_SCHEMA: Final = pa.schema(
+    [
+        ("hold_id", pa.string()),
+        ("account_id", pa.string()),
+        ("destination_account_id", pa.string()),
+        ("amount", MONEY),
+        ("captured_amount", MONEY),
+        ("currency", pa.string()),
+        ("description", pa.string()),
+        ("reference_id", pa.string()),
+        ("status", pa.string()),
+        ("expires_at", TIME),
+        ("created_at", TIME),
+        ("updated_at", TIME),
+        ("closed_at", TIME),
+        ("created_by", pa.string()),
+    ]
+)
+HOLD_V1: Final = Columns.of(HOLD_SCHEMA)
+HOLD_SCHEMA_V1: Final = HOLD_V1.schema

@@ -12,6 +12,8 @@ NOTIFICATIONS: Final = "banking.notifications"
 # Staff actions that move no money (user created, account frozen, hold released, webhook
 # created, signing key rotated), written through the outbox for the audit trail.
 AUDIT_ACTIONS: Final = "banking.audit.actions"
+# Holds: authorized, captured, voided, expired (``banking.ledger.holds``).
+HOLDS: Final = "banking.holds"
 TRANSACTIONS_DLQ: Final = "banking.transactions.dlq"
 TRANSACTIONS_PERMANENT_DLQ: Final = "banking.transactions.permanent.dlq"
 # The event schemas, keyed by schema id (compacted: the latest record per schema is kept).
@@ -26,6 +28,7 @@ ALL_TOPICS: Final = (
     TRANSACTIONS_HELD,
     NOTIFICATIONS,
     AUDIT_ACTIONS,
+    HOLDS,
     TRANSACTIONS_DLQ,
     TRANSACTIONS_PERMANENT_DLQ,
     SCHEMAS,

@@ -20,10 +20,18 @@ from uuid import UUID
 
 from google.protobuf.message import Message
 
-from banking.domain.errors import BankingError, Declined, ValidationFailed
+from banking.domain.errors import BankingError, Declined, InvariantViolated, ValidationFailed
 from banking.domain.money import format_amount
-from banking.domain.records import Account, Balance, MovementResult, Reversals, Transaction
-from banking.grpc.gen import accounts_pb2, transactions_pb2
+from banking.domain.records import (
+    Account,
+    Balance,
+    Hold,
+    HoldResult,
+    MovementResult,
+    Reversals,
+    Transaction,
+)
+from banking.grpc.gen import accounts_pb2, holds_pb2, transactions_pb2
 from banking.ledger.accounts import AccountPage
 from banking.ledger.statements import Statement
 
@@ -57,6 +65,19 @@ def transaction_message(
 def movement_message(leg: Transaction) -> transactions_pb2.TransactionResponse:
     """A completed movement: its initiating leg and the balance after it."""
     return _message(transactions_pb2.TransactionResponse, leg, MOVEMENT_FIELDS)
+
+
+def hold_message(hold: Hold) -> holds_pb2.Hold:
+    return _message(holds_pb2.Hold, hold)
+
+
+def capture_message(result: HoldResult) -> holds_pb2.CaptureHoldResponse:
+    """A capture's answer: the hold after it and the capture's completed leg."""
+    if result.capture is None:
+        raise InvariantViolated("a capture has its leg")
+    return holds_pb2.CaptureHoldResponse(
+        hold=hold_message(result.hold), capture=movement_message(result.capture)
+    )
 
 
 def batch_message(

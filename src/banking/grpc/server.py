@@ -21,9 +21,12 @@ from banking.container import Container
 from banking.grpc.gen import (
     accounts_pb2,
     accounts_pb2_grpc,
+    holds_pb2,
+    holds_pb2_grpc,
     transactions_pb2,
     transactions_pb2_grpc,
 )
+from banking.grpc.holds import HoldServicer
 from banking.grpc.interceptors import AuthInterceptor, ErrorInterceptor, RequestContextInterceptor
 from banking.grpc.reflection import enable_server_reflection
 from banking.grpc.servicers import AccountServicer, TransactionServicer
@@ -35,6 +38,7 @@ SHUTDOWN_GRACE_SECONDS: Final = 10.0
 SERVICE_NAMES: Final = (
     transactions_pb2.DESCRIPTOR.services_by_name["TransactionService"].full_name,
     accounts_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
+    holds_pb2.DESCRIPTOR.services_by_name["HoldService"].full_name,
 )
 _SHUTDOWN_SIGNALS: Final = (signal.SIGINT, signal.SIGTERM)
 _STOP_POLL_SECONDS: Final = 0.1
@@ -80,6 +84,7 @@ def build_server(container: Container) -> tuple[grpc.aio.Server, health.aio.Heal
         TransactionServicer(container), server
     )
     accounts_pb2_grpc.add_AccountServiceServicer_to_server(AccountServicer(container), server)
+    holds_pb2_grpc.add_HoldServiceServicer_to_server(HoldServicer(container), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME), server)

@@ -134,7 +134,8 @@ def checked_text(text: str, field: str) -> str:
 
 
 def checked_reference(reference_id: str | None) -> str:
-    """An idempotency key as every movement's is checked; one of its own when absent."""
+    """An idempotency key as every movement's is checked; one of its own when absent (for
+    reversals, holds and captures)."""
     return _checked_reference(reference_id)
 
 
@@ -151,3 +152,8 @@ def _checked_reference(reference_id: str | None) -> str:
             field="reference_id",
         )
     return reference_id
+
+
+def checked_description(description: str | None) -> str | None:
+    """A movement's description rule, for the other requests that carry one (holds)."""
+    return _checked_description(description)

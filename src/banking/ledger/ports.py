@@ -22,11 +22,17 @@ from banking.domain.records import (
     Balance,
     BalanceAfter,
     BatchItem,
+    CaptureRequest,
     Command,
     CommandOutcome,
     DebitOrCredit,
     FraudScore,
     HistoryFilter,
+    Hold,
+    HoldPage,
+    HoldRequest,
+    HoldResult,
+    HoldStatus,
     JournalEntry,
     LedgerEvent,
     MovementResult,
@@ -247,6 +253,61 @@ class LedgerStore(Protocol):
         the first ``limit``."""
         ...
 
+    # --- holds (``banking.ledger.holds``) ---
+    async def apply_hold(self, account_id: UUID, amount: Decimal, at: datetime) -> Balance | None:
+        """Take ``amount`` off the available balance only (a hold), if that much is available
+        (down to minus the overdraft limit, a debit's rule); None when it is not."""
+        ...
+
+    async def adjust_balance(
+        self,
+        account_id: UUID,
+        *,
+        current_change: Decimal,
+        available_change: Decimal,
+        at: datetime,
+    ) -> Balance:
+        """Change the current and available balances by these amounts (a capture takes from
+        current, a release gives back to available), bumping the version."""
+        ...
+
+    async def insert_hold(self, hold: Hold, *, fingerprint: str) -> None:
+        """Store a new hold. A used key ``(account_id, reference_id)`` makes the unit of work
+        raise ``ReferenceAlreadyUsed``."""
+        ...
+
+    async def get_hold(
+        self, hold_id: UUID, *, for_update: bool = False, skip_locked: bool = False
+    ) -> Hold | None:
+        """A hold; ``for_update`` locks its row (after its balances: the one lock order), and
+        ``skip_locked`` answers None instead of waiting for another transaction's lock."""
+        ...
+
+    async def find_hold(self, account_id: UUID, reference_id: str) -> tuple[Hold, str] | None:
+        """The hold holding an authorization's key, and the fingerprint of its request."""
+        ...
+
+    async def update_hold(self, hold: Hold) -> None:
+        """Store a hold's captured amount, state and times."""
+        ...
+
+    async def list_holds(
+        self,
+        *,
+        account_id: UUID | None,
+        owner: UUID | None,
+        status: HoldStatus | None,
+        after: tuple[datetime, UUID] | None,
+        limit: int,
+    ) -> list[Hold]:
+        """Holds newest first, keyset-paginated on ``(created_at, hold_id)``; of one account,
+        of accounts ``owner`` holds, in one state, as given."""
+        ...
+
+    async def due_holds(self, *, now: datetime, limit: int) -> list[Hold]:
+        """Open holds whose ``expires_at`` is at or before ``now``, soonest first."""
+        ...
+
     # --- journal and events (the outbox), written in the same unit of work ---
     async def add_journal(self, entries: Sequence[JournalEntry]) -> None: ...
     async def add_events(self, events: Sequence[LedgerEvent]) -> None: ...
@@ -257,7 +318,19 @@ class LedgerStore(Protocol):
         """Sum of completed legs per (currency, transaction type)."""
         ...
 
-    async def account_mismatches(self, limit: int) -> list[AccountMismatch]: ...
+    async def account_mismatches(self, limit: int) -> list[AccountMismatch]:
+        """Balances that disagree with their legs (current), with their open holds
+        (``available = current - open holds``), or go below their overdraft limit."""
+        ...
+
+    async def open_hold_totals(self) -> dict[str, Decimal]:
+        """What open holds still take from available balances, per currency."""
+        ...
+
+    async def hold_capture_mismatches(self, limit: int) -> list[UUID]:
+        """Holds whose captured amount is not the sum of their completed capture legs."""
+        ...
+
     async def unmatched_transfer_legs(self, limit: int) -> list[UUID]:
         """Completed transfer legs whose partner is missing, not completed, or differs."""
         ...
@@ -367,6 +440,44 @@ class Movements(Protocol):
         self, actor: Actor, transaction_id: UUID
     ) -> tuple[Transaction, Reversals]:
         """A leg (as ``get_transaction``) and what has been reversed of its movement."""
+        ...
+
+
+class Holds(Protocol):
+    """The hold service's interface (``banking.ledger.holds``): what the doors and the expiry
+    worker call."""
+
+    async def authorize(
+        self, actor: Actor, request: HoldRequest, *, trace_id: str | None = None
+    ) -> HoldResult: ...
+
+    async def get(self, actor: Actor, hold_id: UUID) -> Hold: ...
+
+    async def page(
+        self,
+        actor: Actor,
+        *,
+        account_id: UUID | None = None,
+        status: HoldStatus | None = None,
+        cursor: str | None = None,
+        page_size: int | None = None,
+    ) -> HoldPage: ...
+
+    async def capture(
+        self,
+        actor: Actor,
+        hold_id: UUID,
+        request: CaptureRequest,
+        *,
+        trace_id: str | None = None,
+    ) -> HoldResult: ...
+
+    async def void(
+        self, actor: Actor, hold_id: UUID, *, trace_id: str | None = None
+    ) -> HoldResult: ...
+
+    async def expire_due(self, *, now: datetime | None = None, limit: int = ...) -> int:
+        """Release the open holds that expired (at most ``limit``): the number released."""
         ...
 
 

@@ -25,7 +25,8 @@ class ReconcileReport:
 async def reconcile(unit_of_work: UnitOfWork) -> ReconcileReport:
     """Per currency, balances equal completed credits minus debits and transfers net to zero;
     per account, the balance equals the signed sum of its completed legs; no balance below
-    minus its overdraft limit;
+    minus its overdraft limit; per account, available equals current minus its open holds
+    (and per hold, its captured amount is the sum of its capture legs);
     every completed transfer leg has a completed partner of the same amount."""
     report = ReconcileReport()
     async with unit_of_work.read() as store:
@@ -33,8 +34,12 @@ async def reconcile(unit_of_work: UnitOfWork) -> ReconcileReport:
         leg_totals = await store.completed_totals()
         mismatched_accounts = await store.account_mismatches(REPORTED_ROWS_MAX)
         unmatched_legs = await store.unmatched_transfer_legs(REPORTED_ROWS_MAX)
+        held_totals = await store.open_hold_totals()
+        mismatched_holds = await store.hold_capture_mismatches(REPORTED_ROWS_MAX)
 
-    currencies = sorted(set(balance_totals) | {currency for currency, _ in leg_totals})
+    currencies = sorted(
+        set(balance_totals) | {currency for currency, _ in leg_totals} | set(held_totals)
+    )
     for currency in currencies:
 
         def total(kind: TransactionType, currency: str = currency) -> Decimal:
@@ -49,6 +54,8 @@ async def reconcile(unit_of_work: UnitOfWork) -> ReconcileReport:
             "debits": str(debits),
             "transfers_out": str(sent),
             "transfers_in": str(received),
+            # What open holds take from available balances (available = current - this).
+            "open_holds": str(held_totals.get(currency, _ZERO)),
         }
         if balances != credits - debits:
             report.problems.append(
@@ -61,8 +68,11 @@ async def reconcile(unit_of_work: UnitOfWork) -> ReconcileReport:
         report.problems.append(
             f"account {row.account_id}: current {row.current_balance}, available "
             f"{row.available_balance}, sum of completed legs {row.legs_total or _ZERO}"
+            + (f", open holds {row.open_holds}" if row.open_holds else "")
             + (f", below its overdraft limit {row.overdraft_limit}" if below else "")
         )
     for transaction_id in unmatched_legs:
         report.problems.append(f"transfer leg {transaction_id} has no matching partner leg")
+    for hold_id in mismatched_holds:
+        report.problems.append(f"hold {hold_id}: captured amount != the sum of its captures")
     return report

@@ -6,6 +6,7 @@ of work, so legs, journal and outbox commit or roll back together.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -15,6 +16,7 @@ from banking.domain.clock import utc_now
 from banking.domain.errors import InvariantViolated
 from banking.domain.money import format_amount
 from banking.domain.records import (
+    Balance,
     BalanceAfter,
     JournalEntry,
     LegsRecorded,
@@ -132,9 +134,11 @@ async def record(
     *,
     pending: Transaction | None,
     trace_id: str | None,
+    balances: Sequence[Balance] = (),
 ) -> None:
     """Store the finished legs of a movement (the pending leg of an async command is finished
-    in place), their journal entries and their events."""
+    in place), their journal entries and their events (``balances``: the balances after them,
+    when the legs alone cannot tell, see ``LegsRecorded``)."""
     new_legs = [
         leg for leg in legs if pending is None or leg.transaction_id != pending.transaction_id
     ]
@@ -147,4 +151,4 @@ async def record(
     if new_legs:
         await store.insert_legs(new_legs, fingerprint=checked.fingerprint, created_by=actor.user_id)
     await store.add_journal([journal_entry(leg, actor, trace_id) for leg in legs])
-    await store.add_events([LegsRecorded(tuple(legs), trace_id)])
+    await store.add_events([LegsRecorded(tuple(legs), trace_id, tuple(balances))])

@@ -298,6 +298,11 @@ class Metrics:
             buckets=FRAUD_SCORING_BUCKETS_SECONDS,
             registry=r,
         )
+        self.holds_expired = Counter(
+            "banking_holds_expired_total",
+            "Holds released by the expiry worker because their expires_at passed.",
+            registry=r,
+        )
         self.fraud_alerts = Counter(
             "banking_fraud_alerts_total",
             "Fraud alerts raised (score at or above FRAUD_ALERT_THRESHOLD), by main pattern.",

@@ -23,6 +23,7 @@ from banking.rest.ratelimit import RateLimitMiddleware
 from banking.rest.routes import (
     accounts,
     audit,
+    holds,
     methods_by_path,
     system,
     transactions,
@@ -89,6 +90,7 @@ def create_app(
         users.router,
         accounts.router,
         transactions.router,
+        holds.router,
         webhooks.router,
         audit.router,
         system.router,

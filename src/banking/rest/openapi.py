@@ -143,6 +143,9 @@ EXAMPLE_MESSAGES: Final[dict[ErrorCode, str]] = {
     ErrorCode.TRANSACTION_NOT_HELD: "the transaction is not held for review",
     ErrorCode.TRANSACTION_NOT_REVERSIBLE: "only a completed movement can be reversed; this one "
     "is failed",
+    ErrorCode.HOLD_NOT_FOUND: "hold not found",
+    ErrorCode.HOLD_NOT_OPEN: "the hold is captured",
+    ErrorCode.HOLD_AMOUNT_EXCEEDED: "the capture of 30.01 exceeds the 30.00 left on the hold",
     ErrorCode.USER_ALREADY_EXISTS: "username or email is already taken",
     ErrorCode.UNAUTHENTICATED: "missing bearer token",
     ErrorCode.FORBIDDEN: "crediting an account needs the teller or admin role",

@@ -45,6 +45,9 @@ from banking.domain.records import (
     Account,
     Balance,
     FraudScore,
+    Hold,
+    HoldResult,
+    HoldStatus,
     MovementResult,
     Reversals,
     Transaction,
@@ -1174,3 +1177,135 @@ class ErrorEnvelope(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     error: ErrorBody
+
+
+# --- holds (/api/v1/holds) ------------------------------------------------------------------
+
+
+class HoldBody(_Request):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "account_id": EXAMPLE_ACCOUNT_ID,
+                    "amount": "80.00",
+                    "currency": "USD",
+                    "description": "Hotel deposit",
+                    "reference_id": "booking-2026-01-31-0001",
+                    "expires_at": EXAMPLE_TIME,
+                }
+            ]
+        }
+    )
+
+    account_id: UUID
+    amount: Amount
+    currency: Currency = Field(min_length=3, max_length=3)
+    description: str | None = _DESCRIPTION
+    reference_id: str | None = _REFERENCE
+    expires_at: DateTimeQuery | None = Field(
+        default=None,
+        description="When the hold is released if it was not captured or voided (RFC 3339, "
+        "in the future, at most HOLD_DURATION_MAX_HOURS ahead; that far ahead by default).",
+    )
+    destination_account_id: UUID | None = Field(
+        default=None,
+        description="Another account in the same currency: a capture is then a transfer to it.",
+    )
+
+
+class CaptureBody(_Request):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"amount": "60.00", "final": True, "reference_id": "checkout-0001"}]
+        }
+    )
+
+    amount: Amount | None = Field(
+        default=None, description="At most what is left of the hold; all of it when absent."
+    )
+    final: StrictBool = Field(
+        default=False, description="Close the hold after this capture, releasing the rest."
+    )
+    reference_id: str | None = _REFERENCE
+
+
+_HOLD_EXAMPLE: dict[str, Any] = {
+    "hold_id": EXAMPLE_TRANSACTION_ID,
+    "account_id": EXAMPLE_ACCOUNT_ID,
+    "destination_account_id": None,
+    "amount": "80.00",
+    "captured_amount": "0.00",
+    "currency": "USD",
+    "description": "Hotel deposit",
+    "reference_id": "booking-2026-01-31-0001",
+    "status": "open",
+    "expires_at": EXAMPLE_TIME,
+    "created_at": EXAMPLE_TIME,
+    "updated_at": EXAMPLE_TIME,
+    "closed_at": None,
+}
+
+
+class HoldRead(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [_HOLD_EXAMPLE]})
+
+    hold_id: UUID
+    account_id: UUID
+    destination_account_id: UUID | None
+    amount: MoneyText
+    captured_amount: MoneyText = Field(description="Captured so far (never above amount).")
+    currency: Currency
+    description: str | None
+    reference_id: str
+    status: HoldStatus
+    expires_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None = Field(description="When it was captured, voided or expired.")
+
+    @classmethod
+    def of(cls, hold: Hold) -> Self:
+        """The only mapping of a hold to its body: every field, by name."""
+        return cls.model_validate({name: getattr(hold, name) for name in HoldRead.model_fields})
+
+
+class HoldCaptured(HoldRead):
+    """The hold after a capture, and the capture: its completed leg and the balance after it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    **_HOLD_EXAMPLE,
+                    "captured_amount": "60.00",
+                    "status": "captured",
+                    "closed_at": EXAMPLE_TIME,
+                    "capture": {
+                        **_LEG_EXAMPLE,
+                        "amount": "60.00",
+                        "available_balance": "940.00",
+                        "balance_version": 5,
+                    },
+                }
+            ]
+        }
+    )
+
+    capture: MovementRead
+
+    @classmethod
+    def of_capture(cls, result: HoldResult) -> HoldCaptured:
+        if result.capture is None:
+            raise InvariantViolated("a capture has its leg")
+        body = HoldRead.of(result.hold).model_dump()
+        return cls.model_validate({**body, "capture": MovementRead.of_movement(result.capture)})
+
+
+class HoldList(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"holds": [_HOLD_EXAMPLE], "next_cursor": None}]}
+    )
+
+    holds: list[HoldRead]
+    next_cursor: str | None = Field(description="Give it as `cursor` for the next page.")

@@ -36,7 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import ColumnElement, Select
 
-from banking.domain.errors import ReferenceAlreadyUsed
+from banking.domain.errors import InvariantViolated, ReferenceAlreadyUsed
 from banking.domain.money import AMOUNT_LIMIT_EXCLUSIVE
 from banking.domain.records import (
     Account,
@@ -45,6 +45,8 @@ from banking.domain.records import (
     BalanceAfter,
     FraudScore,
     HistoryFilter,
+    Hold,
+    HoldStatus,
     JournalEntry,
     LedgerEvent,
     Owner,
@@ -62,11 +64,14 @@ from banking.storage import pg_movements, repositories
 from banking.storage.database import Database, constraint_of, is_unique_violation
 from banking.storage.replicas import ReplicaReads
 from banking.storage.tables import (
+    HOLD_REFERENCE_KEY,
+    HOLD_REFERENCE_KEY_SQLITE_COLUMNS,
     REFERENCE_KEY,
     REFERENCE_KEY_SQLITE_COLUMNS,
     accounts,
     balances,
     fraud_scores,
+    holds,
     outbox,
     transaction_logs,
     transactions,
@@ -132,6 +137,43 @@ _APPLY_CREDIT = (
     )
     .returning(balances.c.available_balance, balances.c.version)
 )
+
+# A hold takes from available only, with a debit's rule; a capture or a release moves one
+# or both balances by what the ledger decided (``banking.ledger.holds``).
+_APPLY_HOLD = (
+    update(balances)
+    .where(
+        balances.c.account_id == bindparam("p_account_id"),
+        balances.c.available_balance + balances.c.overdraft_limit >= bindparam("p_amount"),
+    )
+    .values(
+        available_balance=balances.c.available_balance - bindparam("p_amount"),
+        version=balances.c.version + 1,
+        last_updated=bindparam("p_at"),
+    )
+    .returning(balances.c.account_id)
+)
+_ADJUST_BALANCE = (
+    update(balances)
+    .where(balances.c.account_id == bindparam("p_account_id"))
+    .values(
+        current_balance=balances.c.current_balance + bindparam("p_current"),
+        available_balance=balances.c.available_balance + bindparam("p_available"),
+        version=balances.c.version + 1,
+        last_updated=bindparam("p_at"),
+    )
+)
+# What open holds still take from available (NUMERIC on PostgreSQL, hundredths on SQLite).
+_HELD_SUM = type_coerce(func.sum(holds.c.amount - holds.c.captured_amount), Money)
+# Zero bound as money (hundredths on SQLite): a COALESCE that may answer it is read as money.
+_MONEY_ZERO = literal(_ZERO, Money)
+_HOLD_FIELDS = tuple(name for name in Hold.__dataclass_fields__ if name != "status")
+
+
+def _hold(row: Row[Any]) -> Hold:
+    return Hold(
+        **{name: row._mapping[name] for name in _HOLD_FIELDS}, status=HoldStatus(row.status)
+    )
 
 
 def _account(row: Row[Any]) -> Account:
@@ -685,6 +727,144 @@ class SqlLedgerStore:
         )
         return [transaction_of_row(row) for row in await self.connection.execute(query)]
 
+    # --- holds (``banking.ledger.holds``) --------------------------------------------------------
+
+    async def apply_hold(self, account_id: UUID, amount: Decimal, at: datetime) -> Balance | None:
+        result = await self.connection.execute(
+            _APPLY_HOLD, {"p_account_id": account_id, "p_amount": amount, "p_at": at}
+        )
+        return await self.get_balance(account_id) if result.first() else None
+
+    async def adjust_balance(
+        self,
+        account_id: UUID,
+        *,
+        current_change: Decimal,
+        available_change: Decimal,
+        at: datetime,
+    ) -> Balance:
+        await self.connection.execute(
+            _ADJUST_BALANCE,
+            {
+                "p_account_id": account_id,
+                "p_current": current_change,
+                "p_available": available_change,
+                "p_at": at,
+            },
+        )
+        balance = await self.get_balance(account_id)
+        if balance is None:
+            raise InvariantViolated(f"account {account_id} has no balance")
+        return balance
+
+    async def insert_hold(self, hold: Hold, *, fingerprint: str) -> None:
+        values = {name: getattr(hold, name) for name in _HOLD_FIELDS}
+        values["status"] = hold.status.value
+        await self.connection.execute(
+            insert(holds).values(**values, request_fingerprint=fingerprint)
+        )
+
+    async def get_hold(
+        self, hold_id: UUID, *, for_update: bool = False, skip_locked: bool = False
+    ) -> Hold | None:
+        query = select(holds).where(holds.c.hold_id == hold_id)
+        if for_update:
+            query = query.with_for_update(skip_locked=skip_locked)
+        row = (await self.connection.execute(query)).first()
+        return _hold(row) if row else None
+
+    async def find_hold(self, account_id: UUID, reference_id: str) -> tuple[Hold, str] | None:
+        row = (
+            await self.connection.execute(
+                select(holds).where(
+                    holds.c.account_id == account_id, holds.c.reference_id == reference_id
+                )
+            )
+        ).first()
+        return (_hold(row), row.request_fingerprint) if row else None
+
+    async def update_hold(self, hold: Hold) -> None:
+        await self.connection.execute(
+            update(holds)
+            .where(holds.c.hold_id == hold.hold_id)
+            .values(
+                captured_amount=hold.captured_amount,
+                status=hold.status.value,
+                updated_at=hold.updated_at,
+                closed_at=hold.closed_at,
+            )
+        )
+
+    async def list_holds(
+        self,
+        *,
+        account_id: UUID | None,
+        owner: UUID | None,
+        status: HoldStatus | None,
+        after: tuple[datetime, UUID] | None,
+        limit: int,
+    ) -> list[Hold]:
+        query = select(holds)
+        if owner is not None:
+            query = query.join(accounts, accounts.c.account_id == holds.c.account_id).where(
+                accounts.c.customer_id == owner
+            )
+        if account_id is not None:
+            query = query.where(holds.c.account_id == account_id)
+        if status is not None:
+            query = query.where(holds.c.status == status.value)
+        if after is not None:
+            created_at, hold_id = after
+            query = query.where(
+                or_(
+                    holds.c.created_at < created_at,
+                    and_(holds.c.created_at == created_at, holds.c.hold_id < hold_id),
+                )
+            )
+        query = query.order_by(holds.c.created_at.desc(), holds.c.hold_id.desc()).limit(limit)
+        return [_hold(row) for row in await self.connection.execute(query)]
+
+    async def due_holds(self, *, now: datetime, limit: int) -> list[Hold]:
+        query = (
+            select(holds)
+            .where(holds.c.status == HoldStatus.OPEN.value, holds.c.expires_at <= now)
+            .order_by(holds.c.expires_at, holds.c.hold_id)
+            .limit(limit)
+        )
+        return [_hold(row) for row in await self.connection.execute(query)]
+
+    async def open_hold_totals(self) -> dict[str, Decimal]:
+        result = await self.connection.execute(
+            select(holds.c.currency, _HELD_SUM)
+            .where(holds.c.status == HoldStatus.OPEN.value)
+            .group_by(holds.c.currency)
+        )
+        return {currency: total or _ZERO for currency, total in result}
+
+    async def hold_capture_mismatches(self, limit: int) -> list[UUID]:
+        captured = (
+            select(
+                transactions.c.hold_id,
+                type_coerce(func.sum(transactions.c.amount), Money).label("total"),
+            )
+            .where(
+                transactions.c.hold_id.is_not(None),
+                transactions.c.status == TransactionStatus.COMPLETED.value,
+                transactions.c.transaction_type.in_(
+                    [TransactionType.DEBIT.value, TransactionType.TRANSFER_OUT.value]
+                ),
+            )
+            .group_by(transactions.c.hold_id)
+            .subquery()
+        )
+        query = (
+            select(holds.c.hold_id)
+            .select_from(holds.outerjoin(captured, captured.c.hold_id == holds.c.hold_id))
+            .where(holds.c.captured_amount != func.coalesce(captured.c.total, _MONEY_ZERO))
+            .limit(limit)
+        )
+        return [row.hold_id for row in await self.connection.execute(query)]
+
     # --- journal and outbox --------------------------------------------------------------------
 
     async def add_journal(self, entries: Sequence[JournalEntry]) -> None:
@@ -728,6 +908,13 @@ class SqlLedgerStore:
             .group_by(transactions.c.account_id)
             .subquery()
         )
+        held = (
+            select(holds.c.account_id, _HELD_SUM.label("held"))
+            .where(holds.c.status == HoldStatus.OPEN.value)
+            .group_by(holds.c.account_id)
+            .subquery()
+        )
+        open_holds = type_coerce(func.coalesce(held.c.held, _MONEY_ZERO), Money)
         query = (
             select(
                 balances.c.account_id,
@@ -735,12 +922,17 @@ class SqlLedgerStore:
                 balances.c.available_balance,
                 legs.c.legs_total,
                 balances.c.overdraft_limit,
+                open_holds,
             )
-            .select_from(balances.outerjoin(legs, legs.c.account_id == balances.c.account_id))
+            .select_from(
+                balances.outerjoin(legs, legs.c.account_id == balances.c.account_id).outerjoin(
+                    held, held.c.account_id == balances.c.account_id
+                )
+            )
             .where(
                 or_(
                     balances.c.current_balance != func.coalesce(legs.c.legs_total, _ZERO),
-                    balances.c.available_balance != balances.c.current_balance,
+                    balances.c.available_balance != balances.c.current_balance - open_holds,
                     balances.c.available_balance < -balances.c.overdraft_limit,
                     balances.c.current_balance < -balances.c.overdraft_limit,
                 )
@@ -780,8 +972,9 @@ def _is_reference_taken(error: IntegrityError) -> bool:
         return False
     name = constraint_of(error)
     if name is not None:
-        return name == REFERENCE_KEY
-    return REFERENCE_KEY_SQLITE_COLUMNS in str(error.orig)
+        return name in (REFERENCE_KEY, HOLD_REFERENCE_KEY)
+    message = str(error.orig)
+    return REFERENCE_KEY_SQLITE_COLUMNS in message or HOLD_REFERENCE_KEY_SQLITE_COLUMNS in message
 
 
 class SqlUnitOfWork:

@@ -194,6 +194,46 @@ journal_chain_head = Table(
     CheckConstraint("id = 1", name="one_row"),
 )
 
+# The idempotency key of an authorization (its violation is how a duplicate is recognised).
+HOLD_REFERENCE_KEY = "uq_holds_account_reference"
+HOLD_REFERENCE_KEY_SQLITE_COLUMNS = "holds.account_id, holds.reference_id"
+
+# Authorizations (``banking.ledger.holds``, migration 0012): while a hold is open, its
+# ``amount - captured_amount`` is missing from its account's available balance.
+holds = Table(
+    "holds",
+    metadata,
+    Column("hold_id", Uuid, primary_key=True),
+    Column("account_id", Uuid, ForeignKey("accounts.account_id"), nullable=False),
+    Column("destination_account_id", Uuid, ForeignKey("accounts.account_id"), nullable=True),
+    Column("amount", Money, nullable=False),
+    Column("captured_amount", Money, nullable=False, server_default="0"),
+    Column("currency", String(3), nullable=False),
+    Column("description", String(500), nullable=True),
+    Column("reference_id", String(255), nullable=False),
+    Column("request_fingerprint", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("closed_at", UTCDateTime, nullable=True),
+    Column("created_by", Uuid, nullable=True),
+    CheckConstraint("amount > 0", name="amount_positive"),
+    CheckConstraint(
+        "captured_amount >= 0 AND captured_amount <= amount", name="captured_within_amount"
+    ),
+    CheckConstraint("status IN ('open', 'captured', 'voided', 'expired')", name="status"),
+    Index(HOLD_REFERENCE_KEY, "account_id", "reference_id", unique=True),
+    Index("ix_holds_account_created", "account_id", "created_at"),
+    # The expiry scan: open holds by expiry.
+    Index(
+        "ix_holds_open_expires_at",
+        "expires_at",
+        sqlite_where=text("status = 'open'"),
+        postgresql_where=text("status = 'open'"),
+    ),
+)
+
 outbox = Table(
     "outbox",
     metadata,

@@ -34,6 +34,7 @@ from banking.workers.balance_cache import BalanceCacheInvalidator
 from banking.workers.dead_letter_handler import DeadLetterHandler
 from banking.workers.dead_letters import DeadLetters
 from banking.workers.fraud import CommandScreening, FraudWorker, build_detector
+from banking.workers.holds import HoldExpiry
 from banking.workers.processor import CommandProcessor
 
 log = get_logger(__name__)
@@ -65,6 +66,8 @@ CONSUMER_GROUPS: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
     ),
 }
 WORKER_NAMES: Final = ("relay", *CONSUMER_GROUPS)
+# Workers that read no topic: they run a pass on the database every so often.
+PERIODIC_WORKERS: Final = ("holds",)
 
 
 def _handlers(
@@ -131,6 +134,9 @@ async def run_kafka_worker(name: str, container: Container, stop: asyncio.Event)
     settings = container.settings
     if not settings.uses_kafka:
         raise ValueError("KAFKA_BOOTSTRAP_SERVERS is not set; workers run inside `banking serve`")
+    if name == "holds":  # the expiry of holds: no topic, a pass every HOLD_EXPIRY_SECONDS
+        await hold_expiry(container).run(stop)
+        return
     if name == "analytics":  # its own loop (commits after each flush); it publishes nothing
         group_id, topic_names = CONSUMER_GROUPS[name]
         await analytics_consumer_of(
@@ -215,6 +221,11 @@ def journal_verifier(container: Container) -> JournalVerifier:
     )
 
 
+def hold_expiry(container: Container) -> HoldExpiry:
+    """The expiry of holds (``banking worker holds``, in-process when embedded)."""
+    return HoldExpiry(container.holds, interval_seconds=container.settings.hold_expiry_seconds)
+
+
 def _retention(container: Container) -> OutboxRetention:
     settings = container.settings
     return OutboxRetention(
@@ -272,6 +283,7 @@ class EmbeddedEvents:
         )
         self.retention = _retention(container)
         self.verifier = journal_verifier(container)
+        self.hold_expiry = hold_expiry(container)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -282,6 +294,7 @@ class EmbeddedEvents:
             asyncio.create_task(self.retention.run(self._stop), name="embedded-retention"),
             asyncio.create_task(self.delivery.run(self._stop), name="embedded-webhooks"),
             asyncio.create_task(self.verifier.run(self._stop), name="embedded-journal-verify"),
+            asyncio.create_task(self.hold_expiry.run(self._stop), name="embedded-holds"),
         ]
 
     async def stop(self) -> None:
