@@ -466,6 +466,60 @@ async def test_every_change_of_a_hold_is_an_event_with_its_balances(bank: Bank) 
     assert states == [("open", "0.00"), ("open", "10.00"), ("voided", "10.00")]
 
 
+async def test_with_holds_open_a_movements_balance_events_carry_both_balances(
+    bank: Bank,
+) -> None:
+    """A debit, a transfer (both sides) and a batch item on accounts with open holds: their
+    balance events show the current balance and the lower available one, each exact (the
+    PostgreSQL group function returns both, as the Python decisions do on SQLite)."""
+    staff, customer, source = await customer_account(bank)
+    other_id, other = await bank.user(Role.CUSTOMER)
+    destination = await bank.account(other_id, staff, funded="100.00")
+    await authorize(bank, customer, source, "30.00")
+    await authorize(bank, other, destination, "20.00")
+    start = len(await events(bank))
+
+    debit = await bank.client.post(
+        "/api/v1/transactions/debit",
+        json={"account_id": source, "amount": "10.00", "currency": "USD"},
+        headers=customer,
+    )
+    assert debit.status_code == 200, debit.text
+    assert debit.json()["available_balance"] == "60.00"
+    transfer = await bank.client.post(
+        "/api/v1/transactions/transfer",
+        json={
+            "source_account_id": source,
+            "destination_account_id": destination,
+            "amount": "5.00",
+            "currency": "USD",
+        },
+        headers=customer,
+    )
+    assert transfer.status_code == 200, transfer.text
+    item = {"type": "debit", "account_id": source, "amount": "1.00", "currency": "USD"}
+    batch = await bank.client.post(
+        "/api/v1/transactions/batch", json={"atomic": False, "items": [item]}, headers=customer
+    )
+    assert batch.status_code == 200, batch.text
+
+    balances_published = [
+        (key, p["current_balance"], p["available_balance"])
+        for _, key, kind, p in (await events(bank))[start:]
+        if kind == "balance.updated"
+    ]
+    assert balances_published == [
+        (source, "90.00", "60.00"),
+        (source, "85.00", "55.00"),
+        (destination, "105.00", "85.00"),
+        (source, "84.00", "54.00"),
+    ]
+    assert await amounts(bank, source, customer) == ("84.00", "54.00")
+    assert await amounts(bank, destination, other) == ("105.00", "85.00")
+    report = await reconcile(bank.container.unit_of_work)
+    assert report.clean, report.problems
+
+
 async def test_a_refused_request_publishes_nothing(bank: Bank) -> None:
     _, customer, account_id = await customer_account(bank)
     before = await events(bank)

@@ -196,7 +196,7 @@ class MemoryLedgerStore:
             last_updated=at,
         )
         self.books.balances[balance.account_id] = updated
-        return BalanceAfter(updated.available_balance, updated.version)
+        return BalanceAfter(updated.available_balance, updated.version, updated.current_balance)
 
     async def decide_movements(self, items: Sequence[GroupItem]) -> list[Decided]:
         return await decide_each(self, items)

@@ -193,10 +193,13 @@ class Command:
 
 @dataclass(frozen=True, slots=True)
 class BalanceAfter:
-    """An account's available balance and its version right after a balance update."""
+    """An account's available balance and its version right after a balance update, and its
+    current balance (which differs from available while a hold is open; None where a caller
+    did not read it)."""
 
     available_balance: Decimal
     version: int
+    current_balance: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,7 @@ from banking.domain.roles import Actor
 from banking.ledger.access import require_can_credit, require_can_debit, require_visible
 from banking.ledger.checks import CheckedMovement
 from banking.ledger.ports import LedgerStore
-from banking.ledger.recording import new_leg, record, transfer_legs
+from banking.ledger.recording import balances_after, new_leg, record, transfer_legs
 
 BALANCE_LIMIT_REASON = "the resulting balance would exceed the ledger's limit of 10^16"
 INSUFFICIENT_FUNDS_REASON = "insufficient funds"
@@ -127,7 +127,16 @@ async def decide_transfer(
         transaction_id=_leg_id(checked, pending),
     )
     out_leg, in_leg = transfer_legs(first, now, source_after, destination_after)
-    await record(store, actor, checked, [out_leg, in_leg], pending=pending, trace_id=trace_id)
+    balances = balances_after([(out_leg, source_after), (in_leg, destination_after)])
+    await record(
+        store,
+        actor,
+        checked,
+        [out_leg, in_leg],
+        pending=pending,
+        trace_id=trace_id,
+        balances=balances,
+    )
     return out_leg
 
 
@@ -221,5 +230,8 @@ async def _record_single(
         balance_after=balance_after,
         failure=(decline[0].value, decline[1]) if decline else None,
     )
-    await record(store, actor, checked, [leg], pending=pending, trace_id=trace_id)
+    balances = balances_after([(leg, balance_after)])
+    await record(
+        store, actor, checked, [leg], pending=pending, trace_id=trace_id, balances=balances
+    )
     return leg

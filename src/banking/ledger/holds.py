@@ -559,7 +559,7 @@ def _accounts_of(hold: Hold) -> list[UUID]:
 
 
 def _after(balance: Balance) -> BalanceAfter:
-    return BalanceAfter(balance.available_balance, balance.version)
+    return BalanceAfter(balance.available_balance, balance.version, balance.current_balance)
 
 
 def _require_active(account_number: str, is_active: bool) -> None:

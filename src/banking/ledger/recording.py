@@ -6,7 +6,7 @@ of work, so legs, journal and outbox commit or roll back together.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -123,6 +123,28 @@ def journal_entry(leg: Transaction, actor: Actor, trace_id: str | None) -> Journ
         metadata=metadata,
         created_at=leg.created_at,
         created_by=actor.username,
+    )
+
+
+def balances_after(
+    pairs: Iterable[tuple[Transaction, BalanceAfter | None]],
+) -> tuple[Balance, ...]:
+    """The balances of completed legs' accounts right after them, where the balance update
+    read the current balance too (``BalanceAfter.current_balance``): what their balance
+    events carry, since current and available differ while a hold is open."""
+    return tuple(
+        Balance(
+            account_id=leg.account_id,
+            currency=leg.currency,
+            current_balance=after.current_balance,
+            available_balance=after.available_balance,
+            version=after.version,
+            last_updated=leg.created_at,
+        )
+        for leg, after in pairs
+        if leg.status is TransactionStatus.COMPLETED
+        and after is not None
+        and after.current_balance is not None
     )
 
 

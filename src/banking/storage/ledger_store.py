@@ -121,7 +121,7 @@ _APPLY_DEBIT = (
         version=balances.c.version + 1,
         last_updated=bindparam("p_at"),
     )
-    .returning(balances.c.available_balance, balances.c.version)
+    .returning(balances.c.available_balance, balances.c.version, balances.c.current_balance)
 )
 _APPLY_CREDIT = (
     update(balances)
@@ -135,7 +135,7 @@ _APPLY_CREDIT = (
         version=balances.c.version + 1,
         last_updated=bindparam("p_at"),
     )
-    .returning(balances.c.available_balance, balances.c.version)
+    .returning(balances.c.available_balance, balances.c.version, balances.c.current_balance)
 )
 
 # A hold takes from available only, with a debit's rule; a capture or a release moves one
@@ -367,7 +367,9 @@ class SqlLedgerStore:
             _APPLY_DEBIT, {"p_account_id": account_id, "p_amount": amount, "p_at": at}
         )
         row = result.first()
-        return BalanceAfter(row.available_balance, row.version) if row else None
+        return (
+            BalanceAfter(row.available_balance, row.version, row.current_balance) if row else None
+        )
 
     async def apply_credit(
         self, account_id: UUID, amount: Decimal, at: datetime
@@ -382,7 +384,9 @@ class SqlLedgerStore:
             },
         )
         row = result.first()
-        return BalanceAfter(row.available_balance, row.version) if row else None
+        return (
+            BalanceAfter(row.available_balance, row.version, row.current_balance) if row else None
+        )
 
     async def decide_movements(self, items: Sequence[GroupItem]) -> list[Decided]:
         """On PostgreSQL one server-side call for the whole group (``pg_movements``); on

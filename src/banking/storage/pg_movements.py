@@ -52,6 +52,7 @@ from banking.domain.errors import (
     ValidationFailed,
 )
 from banking.domain.records import (
+    Balance,
     BalanceAfter,
     LedgerEvent,
     LegsRecorded,
@@ -62,7 +63,7 @@ from banking.domain.records import (
 from banking.ledger.decisions import BALANCE_LIMIT_REASON, Decline, precheck
 from banking.ledger.groups import Decided, GroupItem, group_account_ids
 from banking.ledger.metadata import canonical_metadata
-from banking.ledger.recording import new_leg, transfer_legs
+from banking.ledger.recording import balances_after, new_leg, transfer_legs
 from banking.storage.tables import REFERENCE_KEY
 
 if TYPE_CHECKING:
@@ -75,7 +76,8 @@ if TYPE_CHECKING:
 # asyncpg prepares each statement once per connection and keeps it (its statement cache).
 _DECIDE: Final = (
     "SELECT r_status, r_failure_code, r_failure_reason, r_available_after, r_version_after,"
-    " r_in_available_after, r_in_version_after FROM banking_decide_movements("
+    " r_in_available_after, r_in_version_after, r_current_after, r_in_current_after"
+    " FROM banking_decide_movements("
     "$1::text[], $2::uuid[], $3::uuid[], $4::numeric[], $5::uuid[], $6::uuid[], $7::uuid[],"
     " $8::uuid[], $9::text[], $10::text[], $11::uuid[], $12::text[], $13::text[],"
     " $14::text[], $15::text[], $16::text[], $17::text[], $18::timestamptz[], $19::text[])"
@@ -160,7 +162,7 @@ async def decide_movements(
                 decided[plan.position] = legs
                 continue
             decided[plan.position] = legs[0]
-            events.append(LegsRecorded(legs, plan.item.trace_id))
+            events.append(LegsRecorded(legs, plan.item.trace_id, _balances(legs, row)))
         outbox_rows = [row for event in events for row in encode_events(event)]
         if outbox_rows:
             columns = [[row[name] for row in outbox_rows] for name in _OUTBOX_COLUMNS]
@@ -236,7 +238,9 @@ def _legs(
         )
     if status != _COMPLETED:
         raise InvariantViolated(f"unknown outcome {status!r} of banking_decide_movements")
-    balance_after = BalanceAfter(row["r_available_after"], row["r_version_after"])
+    balance_after = BalanceAfter(
+        row["r_available_after"], row["r_version_after"], row["r_current_after"]
+    )
     if checked.kind is not TransactionType.TRANSFER_OUT:
         return (
             new_leg(
@@ -252,13 +256,27 @@ def _legs(
     )
     if plan.in_leg_id is None:
         raise InvariantViolated("a transfer needs the id of its receiving leg")
-    destination_after = BalanceAfter(row["r_in_available_after"], row["r_in_version_after"])
+    destination_after = BalanceAfter(
+        row["r_in_available_after"], row["r_in_version_after"], row["r_in_current_after"]
+    )
     out_leg, in_leg = transfer_legs(first, plan.at, balance_after, destination_after)
     # The receiving leg's id was chosen before the call (the function stored it).
     return (
         replace(out_leg, related_transaction_id=plan.in_leg_id),
         replace(in_leg, transaction_id=plan.in_leg_id),
     )
+
+
+def _balances(legs: tuple[Transaction, ...], row: asyncpg.Record) -> tuple[Balance, ...]:
+    """The balances after the legs as the function read them (current and available), for
+    their balance events."""
+    afters = (
+        BalanceAfter(row["r_available_after"], row["r_version_after"], row["r_current_after"]),
+        BalanceAfter(
+            row["r_in_available_after"], row["r_in_version_after"], row["r_in_current_after"]
+        ),
+    )
+    return balances_after(zip(legs, afters, strict=False))
 
 
 def _decided(outcome: Decided | None) -> Decided:
