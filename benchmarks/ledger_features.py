@@ -11,10 +11,11 @@ transfers among ``ACCOUNTS_DEFAULT`` funded accounts, by a teller, at one concur
    seals every journal row of the load into the chain while it runs);
 3. ``transfers_open_holds``: the chain off again, and every account carrying
    ``HOLDS_PER_ACCOUNT`` open holds (authorized over REST before the scenario), so that every
-   debit is decided against an available balance below the current one;
-4. ``transfers_again``: the baseline repeated last, so that drift over the run shows.
+   debit is decided against an available balance below the current one (voided after it).
 
-Each reports transfers/s and its ratio to the baseline (the mean of 1 and 4), the latency
+The three run twice in that order (``ROUNDS``), so that drift over the run shows. Each feature
+reports its transfers/s per round, their mean and its ratio to the baseline's mean; each
+scenario its latency
 percentiles, errors and CPU; the books are reconciled after every scenario (with holds open,
 ``available = current - open holds`` included). Then, on an account given
 ``STATEMENT_LEGS`` completed legs (inserted directly, in bulk, with a matching balance): the
@@ -69,10 +70,16 @@ STATEMENT_LEG_AMOUNT = Decimal("0.01")
 INSERT_CHUNK = 5_000
 REQUEST_TIMEOUT_SECONDS = 300.0
 
-SCENARIO_BASELINE = "transfers"
-SCENARIO_CHAIN = "transfers_journal_chain"
-SCENARIO_HOLDS = "transfers_open_holds"
-SCENARIO_BASELINE_AGAIN = "transfers_again"
+ROUNDS = 2
+FEATURE_BASELINE = "transfers"
+FEATURE_CHAIN = "transfers_journal_chain"
+FEATURE_HOLDS = "transfers_open_holds"
+# (feature, JOURNAL_SEAL, open holds), in the order of each round.
+FEATURES = (
+    (FEATURE_BASELINE, False, False),
+    (FEATURE_CHAIN, True, False),
+    (FEATURE_HOLDS, False, True),
+)
 
 
 @dataclass
@@ -135,19 +142,17 @@ def _scenarios(run: Run, api_url: str) -> StatementFigures:
     options = run.options
     upgrade(api_url)
     bank = asyncio.run(seed_accounts(api_url, run.jwt_secret, options.accounts))
-    for name, seal, holds in (
-        (SCENARIO_BASELINE, False, False),
-        (SCENARIO_CHAIN, True, False),
-        (SCENARIO_HOLDS, False, True),
-        (SCENARIO_BASELINE_AGAIN, False, False),
-    ):
-        settings = _server_settings(run, api_url, options.workers, group_commit=False)
-        settings = _with_environment(settings, JOURNAL_SEAL=str(seal).lower())
-        with _rest_server(run, settings, name) as server:
-            if holds:
-                asyncio.run(_authorize_holds(server.base_url, bank))
-            scenario = Scenario(name, DOOR_REST, "postgresql", 1, options.workers, False)
-            _measure(run, scenario, bank, (server.base_url,), (server.pid,), api_url)
+    for round_number in range(1, ROUNDS + 1):
+        for feature, seal, holds in FEATURES:
+            name = f"{feature}_{round_number}"
+            settings = _server_settings(run, api_url, options.workers, group_commit=False)
+            settings = _with_environment(settings, JOURNAL_SEAL=str(seal).lower())
+            with _rest_server(run, settings, name) as server:
+                hold_ids = asyncio.run(_authorize_holds(server.base_url, bank)) if holds else []
+                scenario = Scenario(name, DOOR_REST, "postgresql", 1, options.workers, False)
+                _measure(run, scenario, bank, (server.base_url,), (server.pid,), api_url)
+                if hold_ids:  # the next scenarios run without open holds
+                    asyncio.run(_void_holds(server.base_url, bank, hold_ids))
     settings = _server_settings(run, api_url, options.workers, group_commit=False)
     with _rest_server(run, settings, "statement") as server:
         return asyncio.run(_statement_figures(api_url, server.base_url, bank))
@@ -159,24 +164,38 @@ def _with_environment(settings: ServerSettings, **extra: str) -> ServerSettings:
     )
 
 
-async def _authorize_holds(base_url: str, bank: Bank) -> None:
-    """``HOLDS_PER_ACCOUNT`` open holds on every account, through the API."""
+async def _authorize_holds(base_url: str, bank: Bank) -> list[str]:
+    """``HOLDS_PER_ACCOUNT`` open holds on every account, through the API; their ids."""
+    hold_ids: list[str] = []
     headers = {"Authorization": f"Bearer {bank.teller_token}"}
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS)
     async with aiohttp.ClientSession(base_url, headers=headers, timeout=timeout) as session:
         for account_id in bank.account_ids:
-            for index in range(HOLDS_PER_ACCOUNT):
+            for _ in range(HOLDS_PER_ACCOUNT):
                 body = {
                     "account_id": account_id,
                     "amount": HOLD_AMOUNT,
                     "currency": "USD",
-                    "reference_id": f"bench-hold-{account_id}-{index}",
+                    "reference_id": f"bench-hold-{uuid4().hex}",
                 }
                 async with session.post("/api/v1/holds", json=body) as response:
-                    if response.status not in (200, 201):
+                    if response.status != 201:
                         text = await response.text()
                         raise BenchFailed(f"authorizing a hold: {response.status} {text[:300]}")
+                    hold_ids.append(str((await response.json())["hold_id"]))
     say(f"bench:   {HOLDS_PER_ACCOUNT} open holds on each of {len(bank.account_ids)} accounts")
+    return hold_ids
+
+
+async def _void_holds(base_url: str, bank: Bank, hold_ids: list[str]) -> None:
+    headers = {"Authorization": f"Bearer {bank.teller_token}"}
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS)
+    async with aiohttp.ClientSession(base_url, headers=headers, timeout=timeout) as session:
+        for hold_id in hold_ids:
+            async with session.post(f"/api/v1/holds/{hold_id}/void") as response:
+                if response.status != 200:
+                    text = await response.text()
+                    raise BenchFailed(f"voiding a hold: {response.status} {text[:300]}")
 
 
 async def _statement_figures(api_url: str, base_url: str, bank: Bank) -> StatementFigures:
@@ -187,7 +206,8 @@ async def _statement_figures(api_url: str, base_url: str, bank: Bank) -> Stateme
     headers = {"Authorization": f"Bearer {bank.teller_token}"}
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_SECONDS)
     period_from = (first - timedelta(seconds=1)).isoformat()
-    period_to = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    # ``(from, to]``: exactly the inserted legs (the load's legs are a day later).
+    period_to = (first + timedelta(microseconds=STATEMENT_LEGS - 1)).isoformat()
     async with aiohttp.ClientSession(base_url, headers=headers, timeout=timeout) as session:
         started = time.perf_counter()
         async with session.get(
@@ -259,19 +279,26 @@ async def _insert_legs(api_url: str, account_id: UUID) -> tuple[datetime, dateti
 
 
 def _report(run: Run, statement: StatementFigures, started_at: str) -> dict[str, Any]:
-    baselines = [
-        run.scenarios[name].load.transfers_per_second  # type: ignore[union-attr]
-        for name in (SCENARIO_BASELINE, SCENARIO_BASELINE_AGAIN)
-        if name in run.scenarios and run.scenarios[name].load is not None
-    ]
-    baseline = statistics.mean(baselines) if baselines else None
+    rates: dict[str, list[float]] = {feature: [] for feature, _, _ in FEATURES}
+    for name, scenario in run.scenarios.items():
+        if scenario.load is not None:
+            rates[name.rpartition("_")[0]].append(scenario.load.transfers_per_second)
+    means = {feature: statistics.mean(found) for feature, found in rates.items() if found}
+    baseline = means.get(FEATURE_BASELINE)
+    features = {
+        feature: {
+            "transfers_per_second": [round(rate, 1) for rate in rates[feature]],
+            "mean_transfers_per_second": round(mean, 1),
+            "ratio_to_baseline": None if not baseline else round(mean / baseline, 3),
+        }
+        for feature, mean in means.items()
+    }
     scenarios: dict[str, Any] = {}
     for name, scenario in run.scenarios.items():
         load = scenario.load
         rate = load.transfers_per_second if load else None
         scenarios[name] = {
             "transfers_per_second": None if rate is None else round(rate, 1),
-            "ratio_to_baseline": None if not (rate and baseline) else round(rate / baseline, 3),
             "latency_ms": None
             if load is None
             else {"p50": load.p50_ms, "p95": load.p95_ms, "p99": load.p99_ms},
@@ -288,7 +315,9 @@ def _report(run: Run, statement: StatementFigures, started_at: str) -> dict[str,
         "accounts": run.options.accounts,
         "duration_seconds": run.options.config.duration_seconds,
         "holds_per_account": HOLDS_PER_ACCOUNT,
+        "rounds": ROUNDS,
         "baseline_transfers_per_second": None if baseline is None else round(baseline, 1),
+        "features": features,
         "scenarios": scenarios,
         "statement": {
             "legs": statement.legs,
@@ -301,14 +330,16 @@ def _report(run: Run, statement: StatementFigures, started_at: str) -> dict[str,
 
 def _print(report: dict[str, Any]) -> None:
     say("")
-    say(f"{'scenario':<26} {'xfer/s':>9} {'x baseline':>11} {'errors':>7} {'books':>6}")
-    for name, figures in report["scenarios"].items():
-        rate, ratio = figures["transfers_per_second"], figures["ratio_to_baseline"]
+    say(f"{'feature':<26} {'xfer/s (each round)':>22} {'mean':>8} {'x baseline':>11}")
+    for name, figures in report["features"].items():
+        each = ", ".join(str(rate) for rate in figures["transfers_per_second"])
         say(
-            f"{name:<26} {rate if rate is not None else '-':>9} "
-            f"{ratio if ratio is not None else '-':>11} {figures['errors']!s:>7} "
-            f"{'clean' if figures['books_clean'] else 'NOT':>6}"
+            f"{name:<26} {each:>22} {figures['mean_transfers_per_second']:>8} "
+            f"{figures['ratio_to_baseline']!s:>11}"
         )
+    errors = sum(figures["errors"] or 0 for figures in report["scenarios"].values())
+    clean = all(figures["books_clean"] for figures in report["scenarios"].values())
+    say(f"errors {errors}; books {'clean after every scenario' if clean else 'NOT CLEAN'}")
     statement = report["statement"]
     say(
         f"statement of {statement['legs']:,} legs: {statement['statement_json_seconds']} s; "

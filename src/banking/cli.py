@@ -285,12 +285,12 @@ def worker(
 
     from banking.bootstrap import build_container
     from banking.observability.logging import configure_logging
-    from banking.workers.runtime import PERIODIC_WORKERS, WORKER_NAMES, run_kafka_worker
+    from banking.workers.runtime import WORKER_NAMES, run_kafka_worker
 
     settings = _settings()
     configure_logging(level=settings.log_level, json_output=settings.log_json)
-    if name not in WORKER_NAMES + PERIODIC_WORKERS:
-        names = ", ".join(WORKER_NAMES + PERIODIC_WORKERS)
+    if name not in WORKER_NAMES:
+        names = ", ".join(WORKER_NAMES)
         typer.echo(f"unknown worker {name!r}; choose from {names}", err=True)
         raise typer.Exit(2)
     if not settings.uses_kafka:

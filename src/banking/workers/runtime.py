@@ -65,9 +65,9 @@ CONSUMER_GROUPS: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
         ),
     ),
 }
-WORKER_NAMES: Final = ("relay", *CONSUMER_GROUPS)
 # Workers that read no topic: they run a pass on the database every so often.
 PERIODIC_WORKERS: Final = ("holds",)
+WORKER_NAMES: Final = ("relay", *CONSUMER_GROUPS, *PERIODIC_WORKERS)
 
 
 def _handlers(
