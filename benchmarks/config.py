@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,3 +132,19 @@ def say(message: str) -> None:
     """The benchmark's report on the terminal (its output, not a log)."""
     sys.stdout.write(message + "\n")
     sys.stdout.flush()
+
+
+def exit_code_of(run: Callable[[], int], *, stopped: str) -> int:
+    """``run``'s exit code, or the one of how it stopped: 2 (it could not start), 1 (it failed)
+    or 130 (interrupted; ``stopped`` says what was cleaned up), each said in one line."""
+    try:
+        return run()
+    except BenchUnusable as error:
+        say(f"bench: cannot run: {error}")
+        return EXIT_UNUSABLE
+    except BenchFailed as error:
+        say(f"bench: FAILED: {error}")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        say(f"bench: interrupted; {stopped}")
+        return EXIT_INTERRUPTED

@@ -42,10 +42,8 @@ import aiohttp
 
 from benchmarks.config import (
     EXIT_FAILED,
-    EXIT_INTERRUPTED,
-    EXIT_UNUSABLE,
     BenchFailed,
-    BenchUnusable,
+    exit_code_of,
     say,
 )
 from benchmarks.databases import drop_databases, recreate_databases
@@ -93,17 +91,7 @@ class StatementFigures:
 def run_ledger_features_benchmark(output: Path) -> int:
     """The whole run; the JSON figures go to ``output``; the exit code (0 ok, 1 failed, 2 could
     not start, 130 interrupted)."""
-    try:
-        return _run(output)
-    except BenchUnusable as error:
-        say(f"bench: cannot run: {error}")
-        return EXIT_UNUSABLE
-    except BenchFailed as error:
-        say(f"bench: FAILED: {error}")
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        say("bench: interrupted; servers stopped and bench databases dropped")
-        return EXIT_INTERRUPTED
+    return exit_code_of(lambda: _run(output), stopped="servers stopped and bench databases dropped")
 
 
 def _run(output: Path) -> int:

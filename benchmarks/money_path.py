@@ -58,10 +58,10 @@ from benchmarks.config import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
-    EXIT_UNUSABLE,
     BenchConfig,
     BenchFailed,
     BenchUnusable,
+    exit_code_of,
     read_config,
     say,
 )
@@ -676,17 +676,10 @@ def run_money_path_benchmark(
 ) -> int:
     """The whole run; the JSON figures go to ``output``; the exit code (0 ok, 1 failed, 2 could
     not start, 130 interrupted)."""
-    try:
-        return _run(_options(output, concurrency, accounts, warmup_seconds))
-    except BenchUnusable as error:
-        say(f"bench: cannot run: {error}")
-        return EXIT_UNUSABLE
-    except BenchFailed as error:
-        say(f"bench: FAILED: {error}")
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        say("bench: interrupted; servers stopped and bench databases dropped")
-        return EXIT_INTERRUPTED
+    return exit_code_of(
+        lambda: _run(_options(output, concurrency, accounts, warmup_seconds)),
+        stopped="servers stopped and bench databases dropped",
+    )
 
 
 def _options(

@@ -31,13 +31,10 @@ from benchmarks.accounting import (
 from benchmarks.config import (
     API_DATABASE,
     EXIT_FAILED,
-    EXIT_INTERRUPTED,
     EXIT_OK,
-    EXIT_UNUSABLE,
     PGBENCH_DATABASE,
     BenchConfig,
-    BenchFailed,
-    BenchUnusable,
+    exit_code_of,
     read_config,
     say,
 )
@@ -66,18 +63,9 @@ def run_benchmark(output: Path) -> int:
     0 when every request succeeded and the books reconcile; 1 when the run failed; 2 when it
     could not start (for example ``BANKING_PG_ADMIN_DSN`` is not set); 130 on Ctrl-C.
     """
-    try:
-        config = read_config(output)
-        return _run(config)
-    except BenchUnusable as error:
-        say(f"bench: cannot run: {error}")
-        return EXIT_UNUSABLE
-    except BenchFailed as error:
-        say(f"bench: FAILED: {error}")
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        say("bench: interrupted; server stopped and bench databases dropped")
-        return EXIT_INTERRUPTED
+    return exit_code_of(
+        lambda: _run(read_config(output)), stopped="server stopped and bench databases dropped"
+    )
 
 
 def _run(config: BenchConfig) -> int:

@@ -38,12 +38,19 @@ class HoldExpiry:
     async def run(self, stop: asyncio.Event) -> None:
         """Pass after pass until ``stop``; a failed pass (the database is down) is logged and
         the next one tries again. A full batch is followed at once by the next pass."""
+        log.info(
+            "hold_expiry_started",
+            interval_seconds=self._interval_seconds,
+            batch_size=self._batch_size,
+        )
         while not stop.is_set():
             expired = 0
             try:
                 expired = await self.run_once()
             except Exception as error:  # noqa: BLE001 - the database is down: next interval
-                log.warning("hold_expiry_failed", error_type=type(error).__name__)
+                log.warning(
+                    "hold_expiry_failed", error_type=type(error).__name__, error=str(error)[:300]
+                )
             if expired >= self._batch_size:
                 continue
             with contextlib.suppress(TimeoutError):
