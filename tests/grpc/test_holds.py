@@ -4,11 +4,13 @@ rules as REST; errors as status codes with the stable code; nothing changed by a
 from __future__ import annotations
 
 from decimal import Decimal
+from uuid import UUID
 
 import grpc
 import pytest
 
 from banking.domain.roles import Role
+from banking.grpc.client import BankingClientError
 from banking.grpc.gen import holds_pb2, holds_pb2_grpc
 from banking.ledger.reconcile import reconcile
 from tests.grpc.conftest import GrpcBank, bearer
@@ -141,3 +143,61 @@ async def test_capture_errors_and_another_customers_hold(grpc_bank: GrpcBank) ->
         grpc.StatusCode.FAILED_PRECONDITION,
         "HOLD_NOT_OPEN",
     )
+
+
+async def test_the_python_client_authorizes_captures_lists_and_voids(
+    grpc_bank: GrpcBank,
+) -> None:
+    """``BankingClient``'s hold calls: typed results (exact decimals, times, the replay flag),
+    and a refusal as ``BankingClientError`` with the stable code, nothing changed."""
+    staff, customer, account_id = await grpc_bank.customer_with_account("100.00")
+    other_id, _ = await grpc_bank.bank.user(Role.CUSTOMER)
+    destination = await grpc_bank.bank.account(other_id, staff, funded=None)
+    client = grpc_bank.client(customer)
+
+    first = await client.authorize_hold(account_id, "30.00", "USD", reference_id="py-1")
+    again = await client.authorize_hold(account_id, "30.00", "USD", reference_id="py-1")
+    to_pay = await client.authorize_hold(
+        account_id, Decimal("20.00"), "USD", destination_account_id=destination
+    )
+    hold, capture = await client.capture_hold(first.hold_id, "10.00", reference_id="py-c1")
+    paid, payment = await client.capture_hold(to_pay.hold_id, final=True)
+    listed = await client.list_holds(account_id=account_id, status="open")
+    voided = await client.void_hold(first.hold_id)
+    read = await client.get_hold(first.hold_id)
+
+    assert (first.status, first.amount, first.replayed) == ("open", Decimal("30.00"), False)
+    assert (again.hold_id, again.replayed) == (first.hold_id, True)
+    assert first.closed_at is None and first.expires_at > first.created_at
+    assert (hold.captured_amount, capture.amount, capture.hold_id) == (
+        Decimal("10.00"),
+        Decimal("10.00"),
+        first.hold_id,
+    )
+    assert capture.available_balance == Decimal("50.00")  # 100 - 30 held - 20 held
+    assert (paid.status, paid.captured_amount, payment.transaction_type) == (
+        "captured",
+        Decimal("20.00"),
+        "transfer_out",
+    )
+    assert to_pay.destination_account_id == UUID(destination)
+    assert [found.hold_id for found in listed.holds] == [first.hold_id]
+    assert (voided.status, read.status) == ("voided", "voided")
+    assert read.closed_at is not None
+    assert read.captured_amount == Decimal("10.00")
+    balance = await client.get_balance(account_id)
+    assert (balance.current_balance, balance.available_balance) == (Decimal("70.00"),) * 2
+
+    before = await everything(grpc_bank.bank)
+    with pytest.raises(BankingClientError) as raised:
+        await client.capture_hold(first.hold_id, "1.00")
+    assert (raised.value.status, raised.value.code) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "HOLD_NOT_OPEN",
+    )
+    with pytest.raises(BankingClientError) as raised:
+        await grpc_bank.client(staff).get_hold(UUID(int=1))
+    assert (raised.value.status, raised.value.code) == (grpc.StatusCode.NOT_FOUND, "HOLD_NOT_FOUND")
+    assert await everything(grpc_bank.bank) == before
+    report = await reconcile(grpc_bank.bank.container.unit_of_work)
+    assert report.clean, report.problems

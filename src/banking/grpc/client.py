@@ -29,6 +29,8 @@ from grpc_status import rpc_status
 from banking.grpc.gen import (
     accounts_pb2,
     accounts_pb2_grpc,
+    holds_pb2,
+    holds_pb2_grpc,
     transactions_pb2,
     transactions_pb2_grpc,
 )
@@ -149,6 +151,33 @@ class TransactionPage:
     next_cursor: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class HoldInfo:
+    """A hold as ``HoldService`` answers it; ``replayed`` when an authorization with the same
+    ``reference_id`` had already created it."""
+
+    hold_id: UUID
+    account_id: UUID
+    destination_account_id: UUID | None
+    amount: Decimal
+    captured_amount: Decimal
+    currency: str
+    description: str
+    reference_id: str
+    status: str
+    expires_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HoldPage:
+    holds: list[HoldInfo]
+    next_cursor: str | None
+
+
 class BankingClient:
     """Typed calls on one channel. ``token`` is a JWT from ``POST /api/v1/auth/token``."""
 
@@ -167,6 +196,7 @@ class BankingClient:
         self._timeout_seconds = timeout_seconds
         self._transactions = transactions_pb2_grpc.TransactionServiceStub(self._channel)
         self._accounts = accounts_pb2_grpc.AccountServiceStub(self._channel)
+        self._holds = holds_pb2_grpc.HoldServiceStub(self._channel)
 
     async def __aenter__(self) -> Self:
         return self
@@ -260,6 +290,96 @@ class BankingClient:
             reference_id=reference_id or "",
         )
         return await self._movement(self._transactions.ReverseTransaction, request)
+
+    # --- holds ------------------------------------------------------------------------------
+
+    async def authorize_hold(
+        self,
+        account_id: UUID | str,
+        amount: Decimal | str,
+        currency: str,
+        *,
+        reference_id: str | None = None,
+        description: str | None = None,
+        expires_at: datetime | None = None,
+        destination_account_id: UUID | str | None = None,
+    ) -> HoldInfo:
+        """Hold ``amount`` of the account's available balance until it is captured, voided or
+        expires (``expires_at``: the longest allowed when None)."""
+        request = holds_pb2.AuthorizeHoldRequest(
+            account_id=str(account_id),
+            amount=_amount_text(amount),
+            currency=currency,
+            description=description or "",
+            reference_id=reference_id or "",
+            expires_at=expires_at.isoformat() if expires_at else "",
+            destination_account_id=str(destination_account_id) if destination_account_id else "",
+        )
+        call = self._holds.AuthorizeHold(
+            request, metadata=self._metadata, timeout=self._timeout_seconds
+        )
+        try:
+            response = await call
+            trailing = await call.trailing_metadata()
+        except grpc.aio.AioRpcError as error:
+            raise client_error(error, await rich_status(call)) from error
+        replayed = _metadata_value(trailing, "idempotent-replayed") == "true"
+        return hold_info(response, replayed=replayed)
+
+    async def get_hold(self, hold_id: UUID | str) -> HoldInfo:
+        request = holds_pb2.GetHoldRequest(hold_id=str(hold_id))
+        return hold_info(await self._unary(self._holds.GetHold, request))
+
+    async def list_holds(
+        self,
+        *,
+        account_id: UUID | str | None = None,
+        status: str | None = None,
+        page_size: int = 0,
+        cursor: str | None = None,
+    ) -> HoldPage:
+        """The holds of an account (every account the caller may read when None), newest
+        first."""
+        request = holds_pb2.ListHoldsRequest(
+            account_id=str(account_id) if account_id else "",
+            status=status or "",
+            page_size=page_size,
+            cursor=cursor or "",
+        )
+        page = await self._unary(self._holds.ListHolds, request)
+        return HoldPage([hold_info(hold) for hold in page.holds], page.next_cursor or None)
+
+    async def capture_hold(
+        self,
+        hold_id: UUID | str,
+        amount: Decimal | str | None = None,
+        *,
+        final: bool = False,
+        reference_id: str | None = None,
+    ) -> tuple[HoldInfo, Movement]:
+        """Capture ``amount`` (what is left when None) of a hold; ``final`` releases the rest.
+        The hold after it, and the capture's completed leg with the balance after it."""
+        request = holds_pb2.CaptureHoldRequest(
+            hold_id=str(hold_id),
+            amount="" if amount is None else _amount_text(amount),
+            final=final,
+            reference_id=reference_id or "",
+        )
+        call = self._holds.CaptureHold(
+            request, metadata=self._metadata, timeout=self._timeout_seconds
+        )
+        try:
+            response = await call
+            trailing = await call.trailing_metadata()
+        except grpc.aio.AioRpcError as error:
+            raise client_error(error, await rich_status(call)) from error
+        replayed = _metadata_value(trailing, "idempotent-replayed") == "true"
+        return hold_info(response.hold), movement(response.capture, replayed=replayed)
+
+    async def void_hold(self, hold_id: UUID | str) -> HoldInfo:
+        """Release what is left of a hold (a voided hold answers again as it is)."""
+        request = holds_pb2.VoidHoldRequest(hold_id=str(hold_id))
+        return hold_info(await self._unary(self._holds.VoidHold, request))
 
     # --- accounts ---------------------------------------------------------------------------
 
@@ -436,6 +556,10 @@ def movement(response: transactions_pb2.TransactionResponse, *, replayed: bool) 
 
 def transaction_info(leg: transactions_pb2.Transaction) -> TransactionInfo:
     return from_message(TransactionInfo, leg)
+
+
+def hold_info(hold: holds_pb2.Hold, *, replayed: bool = False) -> HoldInfo:
+    return from_message(HoldInfo, hold, replayed=replayed)
 
 
 def account_info(account: accounts_pb2.Account) -> AccountInfo:

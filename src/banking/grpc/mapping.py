@@ -226,6 +226,7 @@ _READERS: Final[Mapping[object, Callable[[Any], object]]] = {
     UUID | None: lambda text: UUID(text) if text else None,
     Decimal: Decimal,
     datetime: datetime.fromisoformat,
+    datetime | None: lambda text: datetime.fromisoformat(text) if text else None,
     dict[str, str]: dict,  # a proto map field
 }
 
