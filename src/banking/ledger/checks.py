@@ -87,8 +87,8 @@ def _checked(
     currency = normalize_currency(request.currency)
     # Parsed again here, not only at the doors: the core refuses what no door would send.
     amount = check_amount_for_currency(parse_amount(request.amount), currency)
-    description = _checked_description(request.description)
-    reference_id = _checked_reference(request.reference_id)
+    description = checked_description(request.description)
+    reference_id = checked_reference(request.reference_id)
     metadata = check_metadata(request.metadata)
     compared = [
         kind.value,
@@ -116,7 +116,9 @@ def _checked(
     )
 
 
-def _checked_description(description: str | None, field: str = "description") -> str | None:
+def checked_description(description: str | None, field: str = "description") -> str | None:
+    """A movement's description rule (also a hold's description and a reversal's reason,
+    under its own ``field``)."""
     if description is None:
         return None
     if len(description) > DESCRIPTION_LENGTH_MAX:
@@ -128,18 +130,9 @@ def _checked_description(description: str | None, field: str = "description") ->
     return description
 
 
-def checked_text(text: str, field: str) -> str:
-    """Free text checked as a description is (a reversal's reason, under its own ``field``)."""
-    return _checked_description(text, field) or ""
-
-
 def checked_reference(reference_id: str | None) -> str:
-    """An idempotency key as every movement's is checked; one of its own when absent (for
-    reversals, holds and captures)."""
-    return _checked_reference(reference_id)
-
-
-def _checked_reference(reference_id: str | None) -> str:
+    """An idempotency key as every movement's is checked; one of its own when absent (also
+    for reversals, holds and captures)."""
     if reference_id is None:
         return f"auto-{uuid4()}"
     if (
@@ -152,8 +145,3 @@ def _checked_reference(reference_id: str | None) -> str:
             field="reference_id",
         )
     return reference_id
-
-
-def checked_description(description: str | None) -> str | None:
-    """A movement's description rule, for the other requests that carry one (holds)."""
-    return _checked_description(description)

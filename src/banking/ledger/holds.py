@@ -81,7 +81,7 @@ from banking.ledger.checks import (
 from banking.ledger.decisions import BALANCE_LIMIT_REASON
 from banking.ledger.history import decode_cursor, in_utc, keyset_cursor, page_size_within
 from banking.ledger.ports import BalanceCache, LedgerStore, NoBalanceCache, UnitOfWork
-from banking.ledger.recording import new_leg, record, transfer_legs
+from banking.ledger.recording import balances_after, new_leg, record, transfer_legs
 
 _ZERO: Final = Decimal("0.00")
 # How many due holds one expiry pass releases at most (the rest wait for the next pass).
@@ -379,12 +379,12 @@ class HoldService:
             balances: list[Balance] = [source]
             legs = [first]
             if hold.destination_account_id is not None:
+                # The credit returns the destination's balances after it: no second read.
                 credited = await store.apply_credit(hold.destination_account_id, plan.amount, now)
-                destination = await store.get_balance(hold.destination_account_id)
-                if credited is None or destination is None:
+                if credited is None:
                     raise ValidationFailed(BALANCE_LIMIT_REASON, field="amount")
-                balances.append(destination)
                 legs = list(transfer_legs(first, now, _after(source), credited))
+                balances.extend(balances_after([(legs[1], credited)]))
             await record(
                 store, actor, checked, legs, pending=None, trace_id=trace_id, balances=balances
             )

@@ -68,8 +68,8 @@ from banking.ledger.access import require_moves_money, require_visible
 from banking.ledger.checks import (
     DESCRIPTION_LENGTH_MAX,
     CheckedMovement,
+    checked_description,
     checked_reference,
-    checked_text,
 )
 from banking.ledger.decisions import DECISIONS
 from banking.ledger.idempotency import outcome
@@ -121,7 +121,7 @@ def check_reversal(request: ReversalRequest) -> CheckedReversal:
     original is read) and the idempotency key."""
     if not request.reason:
         raise ValidationFailed("reason is required", field="reason")
-    reason = checked_text(request.reason, "reason")
+    reason = checked_description(request.reason, "reason") or ""
     amount = None if request.amount is None else parse_amount(request.amount)
     return CheckedReversal(
         request.transaction_id, amount, reason, checked_reference(request.reference_id)

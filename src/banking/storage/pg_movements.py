@@ -238,9 +238,7 @@ def _legs(
         )
     if status != _COMPLETED:
         raise InvariantViolated(f"unknown outcome {status!r} of banking_decide_movements")
-    balance_after = BalanceAfter(
-        row["r_available_after"], row["r_version_after"], row["r_current_after"]
-    )
+    balance_after, destination_after = _afters(row)
     if checked.kind is not TransactionType.TRANSFER_OUT:
         return (
             new_leg(
@@ -256,9 +254,6 @@ def _legs(
     )
     if plan.in_leg_id is None:
         raise InvariantViolated("a transfer needs the id of its receiving leg")
-    destination_after = BalanceAfter(
-        row["r_in_available_after"], row["r_in_version_after"], row["r_in_current_after"]
-    )
     out_leg, in_leg = transfer_legs(first, plan.at, balance_after, destination_after)
     # The receiving leg's id was chosen before the call (the function stored it).
     return (
@@ -267,16 +262,21 @@ def _legs(
     )
 
 
-def _balances(legs: tuple[Transaction, ...], row: asyncpg.Record) -> tuple[Balance, ...]:
-    """The balances after the legs as the function read them (current and available), for
-    their balance events."""
-    afters = (
+def _afters(row: asyncpg.Record) -> tuple[BalanceAfter, BalanceAfter]:
+    """The (source) account's and a transfer's destination's balances after the item, as the
+    function returned them (NULL where it touched no balance)."""
+    return (
         BalanceAfter(row["r_available_after"], row["r_version_after"], row["r_current_after"]),
         BalanceAfter(
             row["r_in_available_after"], row["r_in_version_after"], row["r_in_current_after"]
         ),
     )
-    return balances_after(zip(legs, afters, strict=False))
+
+
+def _balances(legs: tuple[Transaction, ...], row: asyncpg.Record) -> tuple[Balance, ...]:
+    """The balances after the legs as the function read them (current and available), for
+    their balance events."""
+    return balances_after(zip(legs, _afters(row), strict=False))
 
 
 def _decided(outcome: Decided | None) -> Decided:
